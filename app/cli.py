@@ -1,0 +1,182 @@
+"""`tuneforge`: run the API, a worker, the embedded all-in-one, migrations, the demo, and keys."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+
+from app.core.config import get_settings
+
+
+def _configure_logging(level: str = "INFO") -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def cmd_migrate(_: argparse.Namespace) -> int:
+    from app.db.migrate import upgrade
+
+    settings = get_settings()
+    settings.ensure_dirs()
+    assert settings.database_url is not None
+    upgrade(settings.database_url)
+    print("database is at the latest migration")
+    return 0
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.main import create_app
+
+    uvicorn.run(
+        create_app(run_reconciler=not args.no_reconciler),
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level.lower(),
+        access_log=args.access_log,
+    )
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    import torch
+
+    from worker.celery_app import celery_app
+
+    settings = get_settings()
+    settings.ensure_dirs()
+    device = f"CUDA ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "CPU"
+    print(f"tuneforge worker: training on {device}, queue '{settings.queue}'", flush=True)
+    argv = [
+        "worker",
+        "--queues", settings.queue,
+        # One job at a time, in the main process: a GPU holds one training run, and CUDA does not
+        # survive fork.
+        "--pool", "solo",
+        "--concurrency", "1",
+        "--loglevel", args.log_level,
+        "--hostname", args.hostname,
+        "--without-gossip",
+        "--without-mingle",
+    ]  # fmt: skip
+    celery_app.worker_main(argv)
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Everything on one box: migrate, a local key, one worker subprocess, the API in-process."""
+    import uvicorn
+
+    from app.local import ensure_local_key
+    from app.main import create_app
+
+    settings = get_settings()
+    cmd_migrate(args)
+    key, created = ensure_local_key(settings)
+    print(f"data dir:   {settings.data_dir}")
+    print(f"models dir: {settings.models_dir}")
+    print(f"API key:    {key}" + ("  (new; saved in the data dir)" if created else ""))
+    print(f"API:        http://{args.host}:{args.port}/v1", flush=True)
+    worker = subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--log-level", args.log_level])
+    try:
+        uvicorn.run(create_app(run_reconciler=True), host=args.host, port=args.port, log_level="warning")
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from app.demo import main as demo_main
+
+    return demo_main(args)
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from app.auth.service import create_key, get_or_create_org, list_keys, revoke_key
+    from app.db.engine import session_scope
+
+    with session_scope() as s:
+        if args.keys_cmd == "create":
+            org = get_or_create_org(s, args.org)
+            key, plaintext = create_key(s, org, args.name, admin=args.admin)
+            print(f"{key.id}  org={org.name} ({org.id})  admin={key.is_admin}")
+            print(f"key: {plaintext}")
+            print("Store it now: only its hash is kept.", file=sys.stderr)
+        elif args.keys_cmd == "list":
+            for k, o in list_keys(s):
+                state = "revoked" if k.revoked_at else "active"
+                print(
+                    f"{k.id}  {state:7}  org={o.name}  admin={k.is_admin}  name={k.name!r}  created={k.created_at:%Y-%m-%d}"
+                )
+        elif args.keys_cmd == "revoke":
+            if not revoke_key(s, args.key_id):
+                print(f"no active key {args.key_id}", file=sys.stderr)
+                return 1
+            print(f"revoked {args.key_id}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tuneforge", description="QLoRA fine-tuning jobs behind an OpenAI-compatible API.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    api = sub.add_parser("api", help="run the HTTP API (uvicorn)")
+    api.add_argument("--host", default=os.environ.get("TUNEFORGE_HOST", "127.0.0.1"))
+    api.add_argument("--port", type=int, default=int(os.environ.get("TUNEFORGE_PORT", "8000")))
+    api.add_argument("--no-reconciler", action="store_true", help="do not run the reconciler loop here")
+    api.add_argument("--log-level", default="INFO")
+    api.add_argument("--access-log", action="store_true")
+    api.set_defaults(func=cmd_api)
+
+    w = sub.add_parser("worker", help="run a Celery training worker on the configured queue")
+    w.add_argument("--log-level", default="INFO")
+    w.add_argument("--hostname", default="tuneforge@%h")
+    w.set_defaults(func=cmd_worker)
+
+    up = sub.add_parser("up", help="run API + one worker on the embedded default (no servers needed)")
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--port", type=int, default=8000)
+    up.add_argument("--log-level", default="WARNING")
+    up.set_defaults(func=cmd_up)
+
+    sub.add_parser("migrate", help="alembic upgrade head").set_defaults(func=cmd_migrate)
+
+    d = sub.add_parser("demo", help="start the embedded service, fine-tune a tiny model, download the adapter")
+    d.add_argument("--port", type=int, default=8765)
+    d.add_argument("--steps", type=int, default=60)
+    d.add_argument("--out", default="tuneforge-demo-adapter", help="where to unpack the adapter")
+    d.set_defaults(func=cmd_demo)
+
+    k = sub.add_parser("keys", help="manage API keys")
+    ks = k.add_subparsers(dest="keys_cmd", required=True)
+    kc = ks.add_parser("create", help="create a key (printed once)")
+    kc.add_argument("--org", required=True, help="organization name (created if new)")
+    kc.add_argument("--name", default="cli")
+    kc.add_argument("--admin", action="store_true")
+    ks.add_parser("list", help="list keys (never their values)")
+    kr = ks.add_parser("revoke", help="revoke a key by id")
+    kr.add_argument("key_id")
+    k.set_defaults(func=cmd_keys)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _configure_logging(getattr(args, "log_level", "INFO"))
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.db.models import File, Job
+
+
+def get(session: Session, org_id: str, file_id: str) -> File | None:
+    return session.scalar(select(File).where(File.id == file_id, File.organization_id == org_id))
+
+
+def get_internal(session: Session, file_id: str) -> File | None:
+    """Unscoped: for the worker, which acts for the job's own organization."""
+    return session.scalar(select(File).where(File.id == file_id))
+
+
+def get_by_idempotency_key(session: Session, org_id: str, key: str) -> File | None:
+    return session.scalar(select(File).where(File.organization_id == org_id, File.idempotency_key == key))
+
+
+def list_page(
+    session: Session, org_id: str, *, purpose: str | None, after: str | None, limit: int, ascending: bool
+) -> list[File]:
+    stmt = select(File).where(File.organization_id == org_id)
+    if purpose:
+        stmt = stmt.where(File.purpose == purpose)
+    if after:
+        cursor = select(File.seq).where(File.id == after, File.organization_id == org_id).scalar_subquery()
+        stmt = stmt.where(File.seq > cursor if ascending else File.seq < cursor)
+    stmt = stmt.order_by(File.seq.asc() if ascending else File.seq.desc()).limit(limit + 1)
+    return list(session.scalars(stmt))
+
+
+def live_jobs_using(session: Session, org_id: str, file_id: str) -> list[str]:
+    live = ("validating_files", "queued", "running", "cancel_requested")
+    stmt = select(Job.id).where(
+        Job.organization_id == org_id,
+        Job.status.in_(live),
+        (Job.training_file == file_id) | (Job.validation_file == file_id),
+    )
+    return list(session.scalars(stmt))

@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from app.db.models import File
+from app.db.types import unix
+
+
+class FileObject(BaseModel):
+    id: str
+    object: Literal["file"] = "file"
+    bytes: int
+    created_at: int
+    filename: str
+    purpose: str
+    status: Literal["uploaded", "processed", "error"]
+    status_details: str | None = None
+    expires_at: int | None = None
+    # Tuneforge additions: what upload validation found.
+    sha256: str = Field(description="SHA-256 of the stored bytes.")
+    format: Literal["jsonl", "csv"]
+    n_rows: int
+    columns: dict[str, Any] = Field(description="Per column: types seen, non-null count, numeric, distinct values.")
+
+    @classmethod
+    def of(cls, f: File) -> FileObject:
+        return cls(
+            id=f.id,
+            bytes=f.bytes,
+            created_at=unix(f.created_at) or 0,
+            filename=f.filename,
+            purpose=f.purpose,
+            status=f.status,  # type: ignore[arg-type]
+            sha256=f.sha256,
+            format=f.format,  # type: ignore[arg-type]
+            n_rows=f.n_rows,
+            columns=f.columns,
+        )

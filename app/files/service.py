@@ -1,0 +1,123 @@
+"""Uploads: streamed to disk under a size limit, hashed, validated, then recorded."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+from starlette.datastructures import UploadFile
+
+from app.auth.service import Principal
+from app.core.config import Settings
+from app.core.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
+from app.core.ids import new_id
+from app.db.models import File
+from app.files import repository
+from app.files.parsing import DatasetError, validate_file
+
+CHUNK = 1 << 20
+SUPPORTED_PURPOSES = ("fine-tune",)
+
+
+def get(session: Session, principal: Principal, file_id: str) -> File:
+    f = repository.get(session, principal.organization_id, file_id)
+    if f is None:
+        raise NotFound(f"No such file: {file_id}", param="file_id", code="file_not_found")
+    return f
+
+
+async def _spool(upload: UploadFile, dest_dir: Path, limit: int) -> tuple[Path, int, str]:
+    """Copy the upload to a temp file in `dest_dir`, refusing it as soon as it passes `limit` bytes."""
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix=".upload-")
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with os.fdopen(fd, "wb") as out:
+            while chunk := await upload.read(CHUNK):
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(
+                        f"The file is larger than the limit of {limit // (1 << 20)} MB.",
+                        param="file",
+                        code="file_too_large",
+                    )
+                digest.update(chunk)
+                out.write(chunk)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return Path(tmp), size, digest.hexdigest()
+
+
+async def upload(
+    session: Session,
+    settings: Settings,
+    principal: Principal,
+    upload: UploadFile,
+    purpose: str,
+    idempotency_key: str | None,
+) -> File:
+    if purpose not in SUPPORTED_PURPOSES:
+        raise InvalidRequest(
+            f"purpose must be one of {', '.join(SUPPORTED_PURPOSES)}, not {purpose!r}.", param="purpose"
+        )
+    tmp, size, sha256 = await _spool(upload, settings.uploads_dir, settings.max_upload_mb << 20)
+    try:
+        filename = Path(upload.filename or "upload").name[:255] or "upload"
+        fingerprint = hashlib.sha256(f"{sha256}\0{purpose}\0{filename}".encode()).hexdigest()
+        if idempotency_key:
+            existing = repository.get_by_idempotency_key(session, principal.organization_id, idempotency_key)
+            if existing is not None:
+                if existing.idempotency_hash != fingerprint:
+                    raise Conflict(
+                        "This Idempotency-Key was already used for a different upload.",
+                        param="Idempotency-Key",
+                        code="idempotency_key_reused",
+                    )
+                return existing
+        try:
+            report = validate_file(tmp, max_rows=settings.max_upload_rows, max_line_bytes=settings.max_line_bytes)
+        except DatasetError as exc:
+            shown = "; ".join(exc.errors[:10])
+            raise InvalidRequest(f"Invalid training file: {shown}", param="file", code="invalid_file") from exc
+        file_id = new_id("file")
+        # Stored under its id: the client's filename never becomes part of a path.
+        final = settings.uploads_dir / file_id
+        os.replace(tmp, final)
+        record = File(
+            id=file_id,
+            organization_id=principal.organization_id,
+            filename=filename,
+            purpose=purpose,
+            bytes=size,
+            sha256=sha256,
+            format=report.format,
+            n_rows=report.n_rows,
+            columns=report.columns,
+            status="processed",
+            storage_path=str(final),
+            idempotency_key=idempotency_key,
+            idempotency_hash=fingerprint if idempotency_key else None,
+        )
+        session.add(record)
+        session.flush()
+        return record
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def delete(session: Session, principal: Principal, file_id: str) -> None:
+    f = get(session, principal, file_id)
+    users = repository.live_jobs_using(session, principal.organization_id, file_id)
+    if users:
+        raise Conflict(f"File {file_id} is used by running or queued job(s): {', '.join(users)}.", param="file_id")
+    path = Path(f.storage_path)
+    session.delete(f)
+    session.flush()
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()

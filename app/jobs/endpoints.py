@@ -1,0 +1,132 @@
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from fastapi import APIRouter, BackgroundTasks, Header, Query, Request
+from fastapi.responses import FileResponse
+
+from app.core.schemas import ListResponse
+from app.deps import PrincipalDep, SessionDep, SettingsDep
+from app.jobs import repository, service
+from app.jobs.schemas import (
+    CheckpointObject,
+    FineTuningJob,
+    JobEventObject,
+    JobStatus,
+    MetricPoint,
+    MetricsSeries,
+)
+from app.jobs.spec import JobCreate
+
+router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
+
+_METADATA_PARAM = re.compile(r"^metadata\[(.{1,64})\]$")
+Limit = Annotated[int, Query(ge=1, le=1000)]
+
+
+@router.post("", response_model=FineTuningJob)
+def create_job(
+    body: JobCreate,
+    session: SessionDep,
+    settings: SettingsDep,
+    principal: PrincipalDep,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> FineTuningJob:
+    """Create a job. It is committed before its message is published (DESIGN.md §4.1)."""
+    job, created = service.create(session, settings, principal, body, idempotency_key)
+    session.commit()
+    if created:
+        service.enqueue(session, job.id)
+        session.commit()
+    return FineTuningJob.of(job)
+
+
+@router.get("", response_model=ListResponse[FineTuningJob])
+def list_jobs(
+    request: Request,
+    session: SessionDep,
+    principal: PrincipalDep,
+    after: str | None = None,
+    limit: Limit = 20,
+    status: JobStatus | None = None,
+    model: str | None = None,
+) -> ListResponse[FineTuningJob]:
+    """Newest first. Filter with `status`, `model` and `metadata[key]=value`."""
+    metadata = {m.group(1): v for k, v in request.query_params.items() if (m := _METADATA_PARAM.match(k)) is not None}
+    rows = repository.list_page(
+        session,
+        principal.organization_id,
+        after=after,
+        limit=limit,
+        status=status,
+        model=model,
+        metadata=metadata,
+    )
+    return ListResponse[FineTuningJob].page([FineTuningJob.of(j) for j in rows], limit)
+
+
+@router.get("/{job_id}", response_model=FineTuningJob)
+def retrieve_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> FineTuningJob:
+    return FineTuningJob.of(service.get(session, principal, job_id))
+
+
+@router.post("/{job_id}/cancel", response_model=FineTuningJob)
+def cancel_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> FineTuningJob:
+    job = service.cancel(session, principal, job_id)
+    session.commit()
+    return FineTuningJob.of(job)
+
+
+@router.get("/{job_id}/events", response_model=ListResponse[JobEventObject])
+def list_events(
+    job_id: str, session: SessionDep, principal: PrincipalDep, after: str | None = None, limit: Limit = 20
+) -> ListResponse[JobEventObject]:
+    job = service.get(session, principal, job_id)
+    rows = repository.events_page(session, job.id, after=after, limit=limit)
+    return ListResponse[JobEventObject].page([JobEventObject.of(e) for e in rows], limit)
+
+
+@router.get("/{job_id}/checkpoints", response_model=ListResponse[CheckpointObject])
+def list_checkpoints(
+    job_id: str, session: SessionDep, principal: PrincipalDep, after: str | None = None, limit: Limit = 10
+) -> ListResponse[CheckpointObject]:
+    job = service.get(session, principal, job_id)
+    rows = repository.checkpoints_page(session, job.id, after=after, limit=limit)
+    return ListResponse[CheckpointObject].page([CheckpointObject.of(c, job) for c in rows], limit)
+
+
+@router.get("/{job_id}/metrics", response_model=MetricsSeries)
+def job_metrics(
+    job_id: str,
+    session: SessionDep,
+    principal: PrincipalDep,
+    since_step: Annotated[int | None, Query(ge=0)] = None,
+    max_points: Annotated[int, Query(ge=2, le=100_000)] = 1000,
+) -> MetricsSeries:
+    """The step series: loss, eval_loss, learning rate, grad norm, tokens/s. Points with
+    step > since_step, downsampled to at most max_points (the last point is always kept)."""
+    job = service.get(session, principal, job_id)
+    points = list(repository.metrics(session, job.id, since_step=since_step))
+    picked = service.downsample(points, max_points)
+    return MetricsSeries(job_id=job.id, total_points=len(points), data=[MetricPoint.of(m) for m in picked])
+
+
+@router.get(
+    "/{job_id}/adapter",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/gzip": {}}, "description": "A .tar.gz holding a PEFT adapter folder."}},
+)
+def download_adapter(
+    job_id: str,
+    session: SessionDep,
+    principal: PrincipalDep,
+    settings: SettingsDep,
+    background: BackgroundTasks,
+    checkpoint: Annotated[int | None, Query(ge=0, description="Step of an intermediate checkpoint.")] = None,
+) -> FileResponse:
+    job = service.get(session, principal, job_id)
+    source, manifest, name = service.adapter_source(session, job, checkpoint)
+    archive = service.build_archive(source, manifest, name)
+    background.add_task(archive.unlink, missing_ok=True)
+    return FileResponse(archive, media_type="application/gzip", filename=f"{name}.tar.gz")

@@ -1,0 +1,82 @@
+"""Keeps the queue honest against the database (DESIGN.md §4, invariants 1 and 3).
+
+- A `queued` job whose message was never published, or was published long ago, is published again:
+  a broker restart loses messages, the database does not. A duplicate is harmless, because the
+  worker's claim is a conditional update that only one delivery can win.
+- A `running` job whose lease expired lost its worker: it is re-queued with attempt+1, or failed
+  with `worker_lost` once attempts are used up. An expired `cancel_requested` job is cancelled.
+
+It runs as a thread inside every API process (`tuneforge api` / `tuneforge up`): every step is a
+conditional update, so several API replicas running it at once cannot double-apply anything.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from collections.abc import Callable
+
+from sqlalchemy.orm import Session
+
+from app.core.config import Settings
+from app.db.engine import session_scope
+from app.db.types import utcnow
+from app.jobs import repository
+
+log = logging.getLogger("tuneforge.reconciler")
+
+
+def reconcile_once(session: Session, settings: Settings, publish: Callable[[str], None]) -> dict[str, int]:
+    now = utcnow()
+    counts = {"resent": 0, "requeued": 0, "failed": 0, "cancelled": 0}
+    for job in repository.expired_leases(session, now):
+        if job.status == "cancel_requested":
+            if repository.end_expired(session, job.id, job.worker_id, "cancelled", None):
+                repository.add_event(session, job.id, "Job cancelled (its worker stopped answering)")
+                counts["cancelled"] += 1
+        elif job.attempt >= settings.max_attempts:
+            error = {
+                "code": "worker_lost",
+                "message": f"The worker stopped answering and all {settings.max_attempts} attempts are used up.",
+                "param": None,
+            }
+            if repository.end_expired(session, job.id, job.worker_id, "failed", error):
+                repository.add_event(session, job.id, error["message"], level="error")
+                counts["failed"] += 1
+        elif repository.requeue_expired(session, job.id, job.worker_id):
+            repository.add_event(session, job.id, f"Worker lost; re-queued as attempt {job.attempt + 1}", level="warn")
+            counts["requeued"] += 1
+    session.commit()
+    cutoff = now - dt.timedelta(seconds=settings.queued_resend_seconds)
+    for job_id in repository.stale_queued(session, cutoff):
+        try:
+            publish(job_id)
+        except Exception as exc:
+            log.warning("reconciler could not publish %s: %s", job_id, type(exc).__name__)
+            break
+        repository.mark_enqueued(session, job_id)
+        session.commit()
+        counts["resent"] += 1
+    return counts
+
+
+class Reconciler(threading.Thread):
+    def __init__(self, settings: Settings, publish: Callable[[str], None]) -> None:
+        super().__init__(name="tuneforge-reconciler", daemon=True)
+        self.settings = settings
+        self.publish = publish
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.wait(self.settings.reconcile_seconds):
+            try:
+                with session_scope() as session:
+                    counts = reconcile_once(session, self.settings, self.publish)
+                if any(counts.values()):
+                    log.info("reconciled: %s", counts)
+            except Exception:
+                log.exception("reconciler round failed; retrying next round")
+
+    def stop(self) -> None:
+        self.stopping.set()

@@ -1,0 +1,255 @@
+"""Every query on jobs, their events, metrics and checkpoints. State changes are conditional
+updates, so two processes racing on one job cannot both win."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import and_, delete, func, select, update
+from sqlalchemy.orm import Session
+
+from app.core.ids import new_id
+from app.db.models import Checkpoint, Job, JobEvent, JobMetric
+from app.db.types import utcnow
+
+LIVE = ("validating_files", "queued", "running", "cancel_requested")
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+# ----------------------------------------------------------------------------- reads
+
+
+def get(session: Session, org_id: str | None, job_id: str) -> Job | None:
+    stmt = select(Job).where(Job.id == job_id)
+    if org_id is not None:
+        stmt = stmt.where(Job.organization_id == org_id)
+    return session.scalar(stmt)
+
+
+def get_by_idempotency_key(session: Session, org_id: str, key: str) -> Job | None:
+    return session.scalar(select(Job).where(Job.organization_id == org_id, Job.idempotency_key == key))
+
+
+def list_page(
+    session: Session,
+    org_id: str,
+    *,
+    after: str | None,
+    limit: int,
+    status: str | None = None,
+    model: str | None = None,
+    metadata: dict[str, str] | None = None,
+) -> list[Job]:
+    stmt = select(Job).where(Job.organization_id == org_id)
+    if status:
+        stmt = stmt.where(Job.status == status)
+    if model:
+        stmt = stmt.where(Job.model == model)
+    for key, value in (metadata or {}).items():
+        stmt = stmt.where(Job.job_metadata[key].as_string() == value)
+    if after:
+        cursor = select(Job.seq).where(Job.id == after, Job.organization_id == org_id).scalar_subquery()
+        stmt = stmt.where(Job.seq < cursor)
+    return list(session.scalars(stmt.order_by(Job.seq.desc()).limit(limit + 1)))
+
+
+def events_page(session: Session, job_id: str, *, after: str | None, limit: int) -> list[JobEvent]:
+    stmt = select(JobEvent).where(JobEvent.job_id == job_id)
+    if after:
+        cursor = select(JobEvent.seq).where(JobEvent.id == after, JobEvent.job_id == job_id).scalar_subquery()
+        stmt = stmt.where(JobEvent.seq < cursor)
+    return list(session.scalars(stmt.order_by(JobEvent.seq.desc()).limit(limit + 1)))
+
+
+def checkpoints_page(session: Session, job_id: str, *, after: str | None, limit: int) -> list[Checkpoint]:
+    stmt = select(Checkpoint).where(Checkpoint.job_id == job_id)
+    if after:
+        cursor = select(Checkpoint.seq).where(Checkpoint.id == after, Checkpoint.job_id == job_id).scalar_subquery()
+        stmt = stmt.where(Checkpoint.seq < cursor)
+    return list(session.scalars(stmt.order_by(Checkpoint.seq.desc()).limit(limit + 1)))
+
+
+def checkpoint_at(session: Session, job_id: str, step: int) -> Checkpoint | None:
+    return session.scalar(select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.step_number == step))
+
+
+def latest_checkpoint(session: Session, job_id: str) -> Checkpoint | None:
+    return session.scalar(
+        select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step_number.desc()).limit(1)
+    )
+
+
+def metrics(session: Session, job_id: str, *, since_step: int | None) -> Sequence[JobMetric]:
+    stmt = select(JobMetric).where(JobMetric.job_id == job_id)
+    if since_step is not None:
+        stmt = stmt.where(JobMetric.step > since_step)
+    return session.scalars(stmt.order_by(JobMetric.step)).all()
+
+
+def count_metrics(session: Session, job_id: str) -> int:
+    return session.scalar(select(func.count()).select_from(JobMetric).where(JobMetric.job_id == job_id)) or 0
+
+
+# ----------------------------------------------------------------------------- writes
+
+
+def add_event(
+    session: Session,
+    job_id: str,
+    message: str,
+    *,
+    level: str = "info",
+    type_: str = "message",
+    data: dict[str, Any] | None = None,
+) -> JobEvent:
+    event = JobEvent(id=new_id("ftevent"), job_id=job_id, message=message, level=level, type=type_, data=data)
+    session.add(event)
+    session.flush()
+    return event
+
+
+def mark_enqueued(session: Session, job_id: str) -> None:
+    session.execute(update(Job).where(Job.id == job_id, Job.status == "queued").values(enqueued_at=utcnow()))
+
+
+def cancel_queued(session: Session, job_id: str) -> bool:
+    now = utcnow()
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status.in_(("queued", "validating_files")))
+        .values(status="cancelled", finished_at=now, updated_at=now)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+def request_cancel(session: Session, job_id: str) -> bool:
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == "running")
+        .values(status="cancel_requested", updated_at=utcnow())
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+def claim(session: Session, job_id: str, worker_id: str, lease_seconds: int) -> bool:
+    """Take a queued job with a lease. A second delivery of the same message finds it taken."""
+    now = utcnow()
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == "queued")
+        .values(
+            status="running",
+            worker_id=worker_id,
+            lease_expires_at=now + dt.timedelta(seconds=lease_seconds),
+            started_at=func.coalesce(Job.started_at, now),
+            updated_at=now,
+        )
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+def renew_lease(session: Session, job_id: str, worker_id: str, lease_seconds: int, **progress: Any) -> str | None:
+    """Extend the lease and record progress. Returns the job's status, or None if the lease is lost."""
+    now = utcnow()
+    owned = and_(Job.id == job_id, Job.worker_id == worker_id, Job.status.in_(("running", "cancel_requested")))
+    result = session.execute(
+        update(Job)
+        .where(owned)
+        .values(lease_expires_at=now + dt.timedelta(seconds=lease_seconds), updated_at=now, **progress)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    return session.scalar(select(Job.status).where(Job.id == job_id))
+
+
+def finish(session: Session, job_id: str, worker_id: str, status: str, **values: Any) -> bool:
+    """Move an owned job to a terminal state. Terminal states are final: the update is conditional."""
+    now = utcnow()
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.worker_id == worker_id, Job.status.in_(("running", "cancel_requested")))
+        .values(status=status, finished_at=now, lease_expires_at=None, updated_at=now, **values)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+def fail_unclaimed(session: Session, job_id: str, error: dict[str, Any]) -> bool:
+    now = utcnow()
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status.in_(("queued", "validating_files")))
+        .values(status="failed", error=error, finished_at=now, updated_at=now)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+def upsert_metrics(session: Session, job_id: str, points: Iterable[dict[str, Any]]) -> None:
+    """Write a batch of points; a step logged again (after a resume) replaces the old point."""
+    points = list(points)
+    if not points:
+        return
+    steps = [p["step"] for p in points]
+    session.execute(delete(JobMetric).where(JobMetric.job_id == job_id, JobMetric.step.in_(steps)))
+    session.add_all(JobMetric(job_id=job_id, **p) for p in points)
+    session.flush()
+
+
+def add_checkpoint(
+    session: Session, job_id: str, step: int, path: str, manifest: dict[str, str], metrics: dict[str, Any]
+) -> Checkpoint:
+    session.execute(delete(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.step_number == step))
+    ckpt = Checkpoint(
+        id=new_id("ftckpt"), job_id=job_id, step_number=step, path=path, manifest=manifest, metrics=metrics
+    )
+    session.add(ckpt)
+    session.flush()
+    return ckpt
+
+
+# ----------------------------------------------------------------------------- reconciler
+
+
+def stale_queued(session: Session, older_than: dt.datetime) -> list[str]:
+    stmt = select(Job.id).where(Job.status == "queued", (Job.enqueued_at.is_(None)) | (Job.enqueued_at < older_than))
+    return list(session.scalars(stmt))
+
+
+def expired_leases(session: Session, now: dt.datetime) -> list[Job]:
+    stmt = select(Job).where(Job.status.in_(("running", "cancel_requested")), Job.lease_expires_at < now)
+    return list(session.scalars(stmt))
+
+
+def requeue_expired(session: Session, job_id: str, worker_id: str | None) -> bool:
+    now = utcnow()
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == "running", Job.worker_id == worker_id, Job.lease_expires_at < now)
+        .values(
+            status="queued",
+            worker_id=None,
+            lease_expires_at=None,
+            attempt=Job.attempt + 1,
+            enqueued_at=None,
+            updated_at=now,
+        )
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+def end_expired(
+    session: Session, job_id: str, worker_id: str | None, status: str, error: dict[str, Any] | None
+) -> bool:
+    now = utcnow()
+    result = session.execute(
+        update(Job)
+        .where(
+            Job.id == job_id,
+            Job.status.in_(("running", "cancel_requested")),
+            Job.worker_id == worker_id,
+            Job.lease_expires_at < now,
+        )
+        .values(status=status, error=error, finished_at=now, lease_expires_at=None, updated_at=now)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]

@@ -1,0 +1,62 @@
+"""The FastAPI application."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
+
+from app.core.config import get_settings
+from app.core.errors import install_error_handlers
+from app.files.endpoints import router as files_router
+from app.health.endpoints import router as health_router
+from app.jobs.endpoints import router as jobs_router
+
+log = logging.getLogger("tuneforge.api")
+
+
+def create_app(*, run_reconciler: bool = False) -> FastAPI:
+    settings = get_settings()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        settings.ensure_dirs()
+        reconciler = None
+        if run_reconciler:
+            from app.jobs.reconciler import Reconciler
+            from worker.celery_app import publish_train
+
+            reconciler = Reconciler(settings, publish_train)
+            reconciler.start()
+        yield
+        if reconciler is not None:
+            reconciler.stop()
+
+    app = FastAPI(
+        title="Tuneforge",
+        version="0.1.0",
+        summary="QLoRA fine-tuning jobs behind an OpenAI-compatible API.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
+        )
+
+    @app.middleware("http")
+    async def request_id(request: Request, call_next):  # type: ignore[no-untyped-def]
+        rid = request.headers.get("x-request-id") or f"req_{secrets.token_hex(8)}"
+        request.state.request_id = rid[:64]
+        response: Response = await call_next(request)
+        response.headers["x-request-id"] = request.state.request_id
+        return response
+
+    app.include_router(health_router)
+    app.include_router(files_router)
+    app.include_router(jobs_router)
+    return app

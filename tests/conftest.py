@@ -1,0 +1,213 @@
+"""Shared fixtures. Everything is real: PostgreSQL and Redis on 127.0.0.1, schemas from Alembic.
+
+The environment is set before any Tuneforge module is imported, because the settings (and the
+Celery app built from them) are read once per process.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+PG_ADMIN_URL = os.environ.get("TUNEFORGE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("TUNEFORGE_TEST_REDIS", "redis://127.0.0.1:6379/11")
+TEST_DB = f"tuneforge_test_{os.getpid()}"
+ROOT = Path(__file__).resolve().parents[1]
+
+_TMP = Path(tempfile.mkdtemp(prefix="tuneforge-tests-"))
+os.environ.update(
+    {
+        "TUNEFORGE_DATA_DIR": str(_TMP / "data"),
+        "TUNEFORGE_MODELS_DIR": str(_TMP / "models"),
+        "TUNEFORGE_DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:5432/{TEST_DB}",
+        "TUNEFORGE_BROKER_URL": REDIS_URL,
+        "TUNEFORGE_HEARTBEAT_SECONDS": "1",
+        "TUNEFORGE_METRICS_FLUSH_SECONDS": "0.5",
+        "TUNEFORGE_LEASE_SECONDS": "30",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+)
+
+
+def _admin(sql: str) -> None:
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(sql)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def database() -> Iterator[str]:
+    """A fresh PostgreSQL database per test session, at the Alembic head."""
+    from app.db.migrate import upgrade
+
+    _admin(f'DROP DATABASE IF EXISTS "{TEST_DB}"')
+    _admin(f'CREATE DATABASE "{TEST_DB}"')
+    url = os.environ["TUNEFORGE_DATABASE_URL"]
+    upgrade(url)
+    yield url
+    from app.db.engine import get_engine
+
+    get_engine().dispose()
+    _admin(f'DROP DATABASE IF EXISTS "{TEST_DB}" WITH (FORCE)')
+    shutil.rmtree(_TMP, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def redis_clean() -> Iterator[None]:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    yield
+    client.flushdb()
+
+
+@pytest.fixture
+def settings():  # type: ignore[no-untyped-def]
+    from app.core.config import get_settings
+
+    s = get_settings()
+    s.ensure_dirs()
+    return s
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> str:
+    """A 2-layer Llama under the models root, built once per session. Returns its model name."""
+    from tests.tinymodels import build_tiny_llama
+
+    dest = Path(os.environ["TUNEFORGE_MODELS_DIR"]) / "tiny-llama"
+    if not (dest / "config.json").exists():
+        build_tiny_llama(dest)
+    return "tiny-llama"
+
+
+def make_key(org: str, *, admin: bool = False) -> str:
+    from app.auth.service import create_key, get_or_create_org
+    from app.db.engine import session_scope
+
+    with session_scope() as s:
+        _, key = create_key(s, get_or_create_org(s, org), "test", admin=admin)
+    return key
+
+
+@pytest.fixture(scope="session")
+def api_key() -> str:
+    return make_key("acme")
+
+
+@pytest.fixture(scope="session")
+def other_key() -> str:
+    return make_key("globex")
+
+
+@pytest.fixture
+def client(api_key: str, settings) -> Iterator[httpx.Client]:  # type: ignore[no-untyped-def]
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    with TestClient(create_app(), headers={"Authorization": f"Bearer {api_key}"}) as c:
+        yield c
+
+
+def upload_jsonl(client: httpx.Client, rows: list[dict], name: str = "data.jsonl") -> dict:  # type: ignore[type-arg]
+    import json
+
+    body = "\n".join(json.dumps(r) for r in rows).encode()
+    r = client.post("/v1/files", files={"file": (name, body)}, data={"purpose": "fine-tune"})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def shakespeare_rows(n: int = 60, width: int = 300) -> list[dict]:  # type: ignore[type-arg]
+    from tests.tinymodels import corpus
+
+    text = corpus()
+    return [{"text": text[i * width : (i + 1) * width]} for i in range(n)]
+
+
+# ----------------------------------------------------------------------------- real processes
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:  # type: ignore[type-arg]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(url)
+
+
+def spawn(args: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> subprocess.Popen:  # type: ignore[type-arg]
+    out = log.open("wb") if log else subprocess.DEVNULL
+    return subprocess.Popen(
+        [sys.executable, "-m", "app.cli", *args],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def stop(proc: subprocess.Popen, timeout: float = 20) -> None:  # type: ignore[type-arg]
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def live_api(api_key: str) -> Iterator[str]:
+    """`tuneforge api` as a real uvicorn process on PostgreSQL + Redis. Yields its base URL."""
+    port = free_port()
+    proc = spawn(["api", "--port", str(port)], env={"TUNEFORGE_RECONCILE_SECONDS": "2"}, log=_TMP / "api.log")
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(proc)
+
+
+@pytest.fixture(scope="session")
+def live_worker(live_api: str, tiny_model: str) -> Iterator[subprocess.Popen]:  # type: ignore[type-arg]
+    """`tuneforge worker`: a real Celery worker process consuming the Redis queue."""
+    proc = spawn(["worker", "--hostname", f"test-{os.getpid()}@%h"], log=_TMP / "worker.log")
+    time.sleep(1)
+    if proc.poll() is not None:
+        raise RuntimeError((_TMP / "worker.log").read_text())
+    yield proc
+    stop(proc, timeout=30)
+
+
+def worker_log() -> str:
+    p = _TMP / "worker.log"
+    return p.read_text()[-5000:] if p.exists() else ""

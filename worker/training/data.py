@@ -1,0 +1,263 @@
+"""Rows -> splits -> token tensors -> batches. Pure functions; no I/O but what they are given."""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from app.jobs.spec import DataSpec, JobSpec
+from worker.training.errors import TrainingError
+
+IGNORE = -100
+
+
+@dataclass
+class Splits:
+    train: list[dict[str, Any]]
+    validation: list[dict[str, Any]]
+    test: list[dict[str, Any]]
+
+
+@dataclass
+class Encoded:
+    examples: list[dict[str, list[int] | int | float]]
+    truncated: int = 0
+    dropped: int = 0
+    real_tokens: int = 0
+    label_names: list[str] = field(default_factory=list)
+
+
+def make_splits(rows: list[dict[str, Any]], validation_rows: list[dict[str, Any]] | None, spec: JobSpec) -> Splits:
+    """Shuffle with the job's seed, then hold out validation/test fractions (stratified by label
+    for classification, so a rare class appears in every split)."""
+    d = spec.data
+    rng = random.Random(d.shuffle_seed if d.shuffle_seed is not None else spec.seed)
+    val_frac = 0.0 if validation_rows is not None else (d.validation_split or 0.0)
+    test_frac = d.test_split
+    groups: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+    if spec.task == "sequence_classification":
+        for r in rows:
+            groups[str(r.get(d.label_field))].append(r)
+    else:
+        groups[None] = list(rows)
+    train: list[dict[str, Any]] = []
+    val: list[dict[str, Any]] = []
+    test: list[dict[str, Any]] = []
+    for key in sorted(groups, key=str):
+        g = groups[key]
+        rng.shuffle(g)
+        n_test = round(len(g) * test_frac)
+        n_val = round(len(g) * val_frac)
+        if len(g) - n_test - n_val < 1:
+            n_test = n_val = 0
+        test.extend(g[:n_test])
+        val.extend(g[n_test : n_test + n_val])
+        train.extend(g[n_test + n_val :])
+    rng.shuffle(train)
+    if validation_rows is not None:
+        val = list(validation_rows)
+    if not train:
+        raise TrainingError("invalid_file", "No training rows remain after the validation/test split.", "training_file")
+    return Splits(train=train, validation=val, test=test)
+
+
+# --------------------------------------------------------------------------- causal LM
+
+
+def _causal_kind(row: dict[str, Any], d: DataSpec) -> str:
+    if d.messages_field in row:
+        return "messages"
+    if d.prompt_field in row and d.completion_field in row:
+        return "prompt_completion"
+    if d.text_field in row:
+        return "text"
+    raise TrainingError(
+        "invalid_file",
+        f"A row has none of '{d.text_field}', '{d.prompt_field}'+'{d.completion_field}', '{d.messages_field}'.",
+        "training_file",
+    )
+
+
+def _chat_ids(tokenizer: Any, messages: list[dict[str, str]]) -> tuple[list[int], list[bool]]:
+    """Token ids of a conversation, and for each token whether an assistant turn produced it.
+
+    Works with any chat template that renders conversations prefix-stably: an assistant turn's tokens
+    are those between the prefix rendered with a generation prompt and the conversation rendered up
+    to and including that turn. No `{% generation %}` markers are needed in the template."""
+    ids = _ids(tokenizer.apply_chat_template(messages, tokenize=True))
+    mask = [False] * len(ids)
+    for i, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        start = len(_ids(tokenizer.apply_chat_template(messages[:i], add_generation_prompt=True, tokenize=True)))
+        full = _ids(tokenizer.apply_chat_template(messages[: i + 1], tokenize=True))
+        if ids[: len(full)] != full:
+            raise TrainingError(
+                "invalid_spec",
+                "The model's chat template renders earlier turns differently as the conversation grows, "
+                "so assistant turns cannot be located; set training.train_on_inputs=true to train on all tokens.",
+                "model",
+            )
+        for k in range(start, len(full)):
+            mask[k] = True
+    return ids, mask
+
+
+def _ids(out: Any) -> list[int]:
+    if isinstance(out, dict) or hasattr(out, "keys"):
+        out = out["input_ids"]
+    return list(out)
+
+
+def encode_causal(rows: list[dict[str, Any]], tokenizer: Any, spec: JobSpec) -> Encoded:
+    d, t = spec.data, spec.training
+    eos = tokenizer.eos_token_id
+    out = Encoded(examples=[])
+    for row in rows:
+        kind = _causal_kind(row, d)
+        if kind == "messages":
+            if not getattr(tokenizer, "chat_template", None):
+                raise TrainingError(
+                    "invalid_spec",
+                    "The model's tokenizer has no chat template, so `messages` data cannot be used.",
+                    "model",
+                )
+            if t.train_on_inputs:
+                ids = _ids(tokenizer.apply_chat_template(row[d.messages_field], tokenize=True))
+                is_target = [True] * len(ids)
+            else:
+                ids, is_target = _chat_ids(tokenizer, row[d.messages_field])
+            labels = [i if (m or t.train_on_inputs) else IGNORE for i, m in zip(ids, is_target, strict=True)]
+        elif kind == "prompt_completion":
+            # The tokenizer's own special tokens (a BOS, for most causal LMs) go on the prompt only.
+            p = list(tokenizer(str(row[d.prompt_field]))["input_ids"])
+            c = list(tokenizer(str(row[d.completion_field]), add_special_tokens=False)["input_ids"])
+            c += [eos] if eos is not None else []
+            ids = p + c
+            labels = (p if t.train_on_inputs else [IGNORE] * len(p)) + c
+        else:
+            ids = list(tokenizer(str(row[d.text_field]))["input_ids"])
+            if eos is not None and (not ids or ids[-1] != eos):
+                ids.append(eos)
+            labels = list(ids)
+        if len(ids) > t.max_seq_length:
+            out.truncated += 1
+            ids, labels = ids[: t.max_seq_length], labels[: t.max_seq_length]
+        if sum(1 for x in labels[1:] if x != IGNORE) == 0:
+            out.dropped += 1  # nothing to learn from once truncated
+            continue
+        out.real_tokens += len(ids)
+        out.examples.append({"input_ids": ids, "labels": labels})
+    if t.packing:
+        out.examples = pack(out.examples, t.max_seq_length)
+    return out
+
+
+def pack(examples: list[dict[str, Any]], block: int) -> list[dict[str, Any]]:
+    """Concatenate examples into rows of at most `block` tokens; position ids restart at each
+    example so attention positions stay as if it were alone (no padding is wasted)."""
+    packed: list[dict[str, Any]] = []
+    cur: dict[str, list[int]] = {"input_ids": [], "labels": [], "position_ids": []}
+    for ex in examples:
+        n = len(ex["input_ids"])
+        if cur["input_ids"] and len(cur["input_ids"]) + n > block:
+            packed.append(cur)
+            cur = {"input_ids": [], "labels": [], "position_ids": []}
+        cur["input_ids"] += ex["input_ids"]
+        # The first label of each example would otherwise be predicted from the previous one.
+        cur["labels"] += [IGNORE, *list(ex["labels"][1:])]
+        cur["position_ids"] += list(range(n))
+    if cur["input_ids"]:
+        packed.append(cur)
+    return packed
+
+
+# --------------------------------------------------------------------------- classification / regression
+
+
+def label_names(rows: list[dict[str, Any]], spec: JobSpec) -> list[str]:
+    names = sorted({str(r.get(spec.data.label_field)) for r in rows if r.get(spec.data.label_field) is not None})
+    if len(names) < 2:
+        raise TrainingError("invalid_file", "sequence_classification needs at least two classes.", "training_file")
+    return names
+
+
+def encode_labeled(
+    rows: list[dict[str, Any]],
+    tokenizer: Any,
+    spec: JobSpec,
+    labels: list[str] | None,
+    norm: tuple[float, float] | None,
+) -> Encoded:
+    d, t = spec.data, spec.training
+    index = {name: i for i, name in enumerate(labels or [])}
+    out = Encoded(examples=[], label_names=list(labels or []))
+    for row in rows:
+        text, raw = row.get(d.text_field), row.get(d.label_field)
+        if text is None or raw is None:
+            out.dropped += 1
+            continue
+        ids = tokenizer(str(text), truncation=False)["input_ids"]
+        if len(ids) > t.max_seq_length:
+            out.truncated += 1
+            ids = [*ids[: t.max_seq_length - 1], ids[-1]]  # keep the closing special token
+        if spec.task == "sequence_classification":
+            if str(raw) not in index:
+                out.dropped += 1  # a class seen only in validation/test cannot be predicted
+                continue
+            target: int | float = index[str(raw)]
+        else:
+            assert norm is not None
+            target = (float(raw) - norm[0]) / norm[1]
+        out.real_tokens += len(ids)
+        out.examples.append({"input_ids": ids, "labels": target})
+    return out
+
+
+def regression_norm(rows: list[dict[str, Any]], spec: JobSpec) -> tuple[float, float]:
+    values = [float(r[spec.data.label_field]) for r in rows if r.get(spec.data.label_field) is not None]
+    mean = sum(values) / len(values)
+    std = (sum((v - mean) ** 2 for v in values) / max(1, len(values) - 1)) ** 0.5
+    return mean, std if std > 0 else 1.0
+
+
+# --------------------------------------------------------------------------- batching
+
+
+def collate(batch: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
+    width = max(len(ex["input_ids"]) for ex in batch)
+    n = len(batch)
+    input_ids = torch.full((n, width), pad_id, dtype=torch.long)
+    attention = torch.zeros((n, width), dtype=torch.long)
+    out: dict[str, torch.Tensor] = {}
+    seq_labels = isinstance(batch[0]["labels"], list)
+    labels = torch.full((n, width), IGNORE, dtype=torch.long) if seq_labels else None
+    positions = torch.zeros((n, width), dtype=torch.long) if "position_ids" in batch[0] else None
+    for i, ex in enumerate(batch):
+        k = len(ex["input_ids"])
+        input_ids[i, :k] = torch.tensor(ex["input_ids"])
+        attention[i, :k] = 1
+        if labels is not None:
+            labels[i, :k] = torch.tensor(ex["labels"])
+        if positions is not None:
+            positions[i, :k] = torch.tensor(ex["position_ids"])
+    out["input_ids"], out["attention_mask"] = input_ids, attention
+    if labels is not None:
+        out["labels"] = labels
+    else:
+        kind = torch.long if isinstance(batch[0]["labels"], int) else torch.float
+        out["labels"] = torch.tensor([ex["labels"] for ex in batch], dtype=kind)
+    if positions is not None:
+        out["position_ids"] = positions
+    return out
+
+
+def batch_order(n_examples: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """Deterministic per-epoch batches, so a resumed attempt can skip to the same position."""
+    g = torch.Generator().manual_seed(seed * 1000 + epoch)
+    perm = torch.randperm(n_examples, generator=g).tolist()
+    return [perm[i : i + batch_size] for i in range(0, n_examples, batch_size)]

@@ -1,0 +1,89 @@
+"""Loading a base model safely: local safetensors only, never remote code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+from app.jobs.spec import JobSpec
+from worker.training.configs import HEAD_NAMES, compute_dtype, get_quantization_config
+from worker.training.errors import TrainingError
+
+
+def load_tokenizer(model_dir: Path) -> Any:
+    tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False, local_files_only=True)
+    if tok.pad_token_id is None:
+        # Padding positions are masked out of attention and loss, so reusing EOS is safe.
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def head_modules(model_dir: Path, task: str) -> list[str]:
+    """Names of the task head that must stay unquantized and be trained in full."""
+    if task == "causal_lm":
+        return []
+    config = AutoConfig.from_pretrained(model_dir, trust_remote_code=False, local_files_only=True)
+    probe = AutoModelForSequenceClassification.from_config(config)
+    names = [n for n in HEAD_NAMES if hasattr(probe, n)]
+    del probe
+    return names
+
+
+def load_model(
+    model_dir: Path, spec: JobSpec, device: torch.device, *, num_labels: int | None = None
+) -> tuple[nn.Module, list[str]]:
+    heads = head_modules(model_dir, spec.task)
+    quant = get_quantization_config(spec.quantization, device, skip_modules=heads or None)
+    dtype = compute_dtype(spec.quantization, device)
+    kwargs: dict[str, Any] = {
+        "trust_remote_code": False,
+        "use_safetensors": True,
+        "local_files_only": True,
+        "low_cpu_mem_usage": True,
+    }
+    if quant is not None:
+        kwargs["quantization_config"] = quant
+        kwargs["device_map"] = {"": device.index if device.type == "cuda" and device.index is not None else device.type}
+        # Non-quantized parts (norms, embeddings, heads) in fp32 keep training stable.
+        kwargs["dtype"] = torch.float32 if device.type == "cpu" else dtype
+    else:
+        kwargs["dtype"] = dtype
+    if spec.task == "causal_lm":
+        model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+    else:
+        kwargs["num_labels"] = num_labels or 1
+        if spec.task == "regression":
+            kwargs["problem_type"] = "regression"
+        model = AutoModelForSequenceClassification.from_pretrained(model_dir, **kwargs)
+        if model.config.pad_token_id is None:
+            model.config.pad_token_id = model.config.eos_token_id
+    if quant is None:
+        model.to(device)
+    return model, heads
+
+
+def linear_module_names(model: nn.Module) -> set[str]:
+    """Leaf names of every linear layer, quantized or not (what `target_modules` may name)."""
+    names = set()
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear) or type(module).__name__ in ("Linear4bit", "Linear8bitLt"):
+            names.add(name.rsplit(".", 1)[-1])
+    return names
+
+
+def check_target_modules(model: nn.Module, target_modules: list[str] | str) -> None:
+    if isinstance(target_modules, str):
+        return
+    available = linear_module_names(model)
+    missing = [m for m in target_modules if m not in available]
+    if missing:
+        raise TrainingError(
+            "invalid_spec",
+            f"lora.target_modules names {missing}, which this model lacks; its linear layers are "
+            f"{sorted(available)} (or use 'all-linear').",
+            "lora.target_modules",
+        )
