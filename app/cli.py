@@ -114,9 +114,8 @@ def cmd_keys(args: argparse.Namespace) -> int:
         elif args.keys_cmd == "list":
             for k, o in list_keys(s):
                 state = "revoked" if k.revoked_at else "active"
-                print(
-                    f"{k.id}  {state:7}  org={o.name}  admin={k.is_admin}  name={k.name!r}  created={k.created_at:%Y-%m-%d}"
-                )
+                created = f"{k.created_at:%Y-%m-%d}"
+                print(f"{k.id}  {state:7}  org={o.name}  admin={k.is_admin}  name={k.name!r}  created={created}")
         elif args.keys_cmd == "revoke":
             if not revoke_key(s, args.key_id):
                 print(f"no active key {args.key_id}", file=sys.stderr)

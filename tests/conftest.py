@@ -163,12 +163,16 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:  #
     raise TimeoutError(url)
 
 
-def spawn(args: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> subprocess.Popen:  # type: ignore[type-arg]
+def spawn(
+    args: list[str], env: dict[str, str] | None = None, log: Path | None = None, *, replace_env: bool = False
+) -> subprocess.Popen:  # type: ignore[type-arg]
+    """A `tuneforge` subprocess in its own session. `env` adds to this process's environment,
+    or replaces it with `replace_env`."""
     out = log.open("wb") if log else subprocess.DEVNULL
     return subprocess.Popen(
         [sys.executable, "-m", "app.cli", *args],
         cwd=ROOT,
-        env={**os.environ, **(env or {})},
+        env=dict(env or {}) if replace_env else {**os.environ, **(env or {})},
         stdout=out,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -197,9 +201,21 @@ def live_api(api_key: str) -> Iterator[str]:
         stop(proc)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def live_worker(live_api: str, tiny_model: str) -> Iterator[subprocess.Popen]:  # type: ignore[type-arg]
-    """`tuneforge worker`: a real Celery worker process consuming the Redis queue."""
+    """`tuneforge worker`: a real Celery worker process consuming the Redis queue.
+
+    Jobs that earlier API tests left queued are cancelled first, so the worker starts on an empty
+    queue and the end-to-end tests time only their own jobs."""
+    import redis
+    from sqlalchemy import update
+
+    from app.db.engine import session_scope
+    from app.db.models import Job
+
+    with session_scope() as s:
+        s.execute(update(Job).where(Job.status == "queued").values(status="cancelled"))
+    redis.Redis.from_url(REDIS_URL).flushdb()
     proc = spawn(["worker", "--hostname", f"test-{os.getpid()}@%h"], log=_TMP / "worker.log")
     time.sleep(1)
     if proc.poll() is not None:

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Create .venv and install Tuneforge with its dev extras.
+# torch is pinned to the CPU build on machines without an NVIDIA GPU: an unpinned `torch` would pull
+# several GB of CUDA packages that such a machine cannot use.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+TORCH_VERSION=${TUNEFORGE_TORCH_VERSION:-2.13.0}
+
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+VPY=.venv/bin/python
+
+if ! "$VPY" -c "import torch" >/dev/null 2>&1; then
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    echo "install: NVIDIA GPU found; installing the default (CUDA) torch build"
+    "$VPY" -m pip install -q "torch==${TORCH_VERSION}" || "$VPY" -m pip install -q torch
+  else
+    echo "install: no GPU; installing the CPU torch ${TORCH_VERSION}"
+    "$VPY" -m pip install -q "torch==${TORCH_VERSION}" \
+      || "$VPY" -m pip install -q "torch==${TORCH_VERSION}" --index-url https://download.pytorch.org/whl/cpu
+  fi
+fi
+
+# Skip the resolver when nothing changed since the last install.
+stamp=.venv/.tuneforge-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  "$VPY" -m pip install -q -e ".[dev]" 2> >(grep -v "^WARNING: Location" >&2)
+  touch "$stamp"
+fi

@@ -1,0 +1,122 @@
+"""End to end over real processes: `tuneforge api` (uvicorn) + `tuneforge worker` (Celery) on
+PostgreSQL and Redis, driven by the official openai SDK."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from openai import OpenAI
+
+from tests.conftest import shakespeare_rows, worker_log
+
+TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+def wait_for(client: OpenAI, job_id: str, statuses: set[str], timeout: float = 180):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.fine_tuning.jobs.retrieve(job_id)
+        if job.status in statuses:
+            return job
+        time.sleep(0.5)
+    raise AssertionError(f"{job_id} still {job.status}\n{worker_log()}")
+
+
+@pytest.fixture
+def sdk(live_api: str, api_key: str) -> OpenAI:
+    return OpenAI(base_url=f"{live_api}/v1", api_key=api_key, max_retries=0)
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> Path:
+    p = tmp_path / "shakespeare.jsonl"
+    p.write_text("\n".join(json.dumps(r) for r in shakespeare_rows(48)) + "\n")
+    return p
+
+
+def test_openai_sdk_drives_a_job_through_a_real_worker(
+    sdk: OpenAI,
+    live_api: str,
+    api_key: str,
+    live_worker: subprocess.Popen,
+    tiny_model: str,
+    dataset: Path,
+    tmp_path: Path,  # type: ignore[type-arg]
+) -> None:
+    with dataset.open("rb") as fh:
+        file = sdk.files.create(file=fh, purpose="fine-tune")
+    assert file.status == "processed"
+    job = sdk.fine_tuning.jobs.create(
+        model=tiny_model,
+        training_file=file.id,
+        suffix="e2e",
+        seed=11,
+        method={"type": "supervised", "supervised": {"hyperparameters": {"batch_size": 8}}},
+        metadata={"suite": "e2e"},
+        extra_body={
+            "quantization": {"bits": 4, "quant_type": "nf4", "double_quant": True},
+            "lora": {"r": 8, "alpha": 16},
+            "training": {"max_steps": 8, "save_every": 4, "learning_rate": 1e-2},
+        },
+    )
+    assert job.status == "queued"
+    done = wait_for(sdk, job.id, TERMINAL)
+    assert done.status == "succeeded", (done.error, worker_log())
+    assert done.fine_tuned_model and done.fine_tuned_model.startswith(f"ft:{tiny_model}:")
+    assert done.trained_tokens and done.trained_tokens > 0
+    assert done.hyperparameters.batch_size == 8
+
+    listed = sdk.fine_tuning.jobs.list(limit=50, metadata={"suite": "e2e"})
+    assert job.id in [j.id for j in listed.data]
+    events = sdk.fine_tuning.jobs.list_events(job.id, limit=100).data
+    assert events[0].message == "The job has successfully completed"
+    assert any(e.type == "metrics" for e in events)
+    ckpts = sdk.fine_tuning.jobs.checkpoints.list(job.id).data
+    assert [c.step_number for c in ckpts] == [8, 4]
+    assert ckpts[0].metrics.train_loss is not None
+
+    # The adapter archive loads with peft on top of the base model.
+    r = httpx.get(f"{live_api}/v1/fine_tuning/jobs/{job.id}/adapter", headers={"Authorization": f"Bearer {api_key}"})
+    assert r.status_code == 200
+    with tarfile.open(fileobj=io.BytesIO(r.content)) as tar:
+        tar.extractall(tmp_path, filter="data")
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(Path(os.environ["TUNEFORGE_MODELS_DIR"]) / tiny_model)
+    model = PeftModel.from_pretrained(base, str(tmp_path / f"{job.id}-adapter"))
+    assert model.peft_config["default"].r == 8
+
+
+def test_cancel_a_running_job_over_http(
+    sdk: OpenAI,
+    live_worker: subprocess.Popen,
+    tiny_model: str,
+    dataset: Path,  # type: ignore[type-arg]
+) -> None:
+    with dataset.open("rb") as fh:
+        file = sdk.files.create(file=fh, purpose="fine-tune")
+    job = sdk.fine_tuning.jobs.create(
+        model=tiny_model, training_file=file.id, extra_body={"training": {"max_steps": 5000, "batch_size": 2}}
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        current = sdk.fine_tuning.jobs.retrieve(job.id)
+        if current.status == "running" and current.model_extra["progress"]["step"] > 0:  # type: ignore[index]
+            break
+        time.sleep(0.3)
+    else:
+        raise AssertionError(worker_log())
+    t0 = time.monotonic()
+    assert sdk.fine_tuning.jobs.cancel(job.id).status in ("cancel_requested", "cancelled")
+    done = wait_for(sdk, job.id, TERMINAL, timeout=30)
+    assert done.status == "cancelled"
+    assert time.monotonic() - t0 < 10

@@ -1,0 +1,146 @@
+"""The Celery task body, run directly against the real database: claim, train, record."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from sqlalchemy import select, update
+
+from app.db.engine import session_scope
+from app.db.models import Checkpoint, Job, JobMetric
+from tests.conftest import shakespeare_rows, upload_jsonl
+from worker.runner import execute
+
+
+def create(client: httpx.Client, model: str, **over: object) -> dict:  # type: ignore[type-arg]
+    file_id = upload_jsonl(client, shakespeare_rows(40))["id"]
+    body = {"model": model, "training_file": file_id, "seed": 5, **over}
+    r = client.post("/v1/fine_tuning/jobs", json=body)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_execute_trains_and_records_everything(client: httpx.Client, tiny_model: str) -> None:
+    job = create(client, tiny_model, training={"max_steps": 6, "batch_size": 8, "save_every": 3, "learning_rate": 1e-2})
+    assert execute(job["id"], worker_id="w-test") == "succeeded"
+
+    done = client.get(f"/v1/fine_tuning/jobs/{job['id']}").json()
+    assert done["status"] == "succeeded"
+    assert done["fine_tuned_model"] == f"ft:{tiny_model}:{done['organization_id']}::{job['id']}"
+    assert done["trained_tokens"] > 0
+    assert done["finished_at"] >= done["created_at"]
+    assert done["error"] is None
+    assert done["progress"] | {"elapsed_s": None} == {
+        "step": 6, "total_steps": 6, "epoch": done["progress"]["epoch"], "percentage": 100.0,
+        "elapsed_s": None, "remaining_s": None,
+    }  # fmt: skip
+    assert done["final_metrics"]["validation"]["eval_loss"] > 0
+
+    messages = [
+        e["message"]
+        for e in client.get(f"/v1/fine_tuning/jobs/{job['id']}/events", params={"limit": 100}).json()["data"]
+    ]
+    for phase in (
+        "started attempt 1",
+        "Loading model",
+        "Training started",
+        "Checkpoint saved at step 3",
+        "Evaluation at step",
+        "successfully completed",
+    ):
+        assert any(phase in m for m in messages), (phase, messages)
+
+    series = client.get(f"/v1/fine_tuning/jobs/{job['id']}/metrics").json()
+    assert [p["step"] for p in series["data"]] == [1, 2, 3, 4, 5, 6]
+    assert all(p["loss"] is not None and p["learning_rate"] > 0 for p in series["data"])
+    assert series["data"][-1]["eval_loss"] is not None
+    sampled = client.get(f"/v1/fine_tuning/jobs/{job['id']}/metrics", params={"max_points": 2, "since_step": 1}).json()
+    assert sampled["total_points"] == 5 and [p["step"] for p in sampled["data"]] == [2, 6]
+
+    ckpts = client.get(f"/v1/fine_tuning/jobs/{job['id']}/checkpoints").json()["data"]
+    assert [c["step_number"] for c in ckpts] == [6, 3]
+    assert ckpts[0]["metrics"]["train_loss"] > 0
+    assert ckpts[0]["object"] == "fine_tuning.job.checkpoint"
+
+    # A second delivery of the same message finds the job taken and does nothing.
+    assert execute(job["id"], worker_id="w-dup") == "skipped"
+
+
+def test_adapter_archive_holds_a_peft_folder(client: httpx.Client, tiny_model: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import io
+    import tarfile
+
+    job = create(client, tiny_model, training={"max_steps": 4, "batch_size": 8, "save_every": 2})
+    assert execute(job["id"], worker_id="w-test") == "succeeded"
+    r = client.get(f"/v1/fine_tuning/jobs/{job['id']}/adapter")
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "application/gzip"
+    with tarfile.open(fileobj=io.BytesIO(r.content)) as tar:
+        names = tar.getnames()
+        for m in tar.getmembers():
+            assert not m.name.startswith("/") and ".." not in m.name
+        tar.extractall(tmp_path, filter="data")
+    prefix = f"{job['id']}-adapter"
+    assert {f"{prefix}/adapter_config.json", f"{prefix}/adapter_model.safetensors", f"{prefix}/SHA256SUMS.json"} <= set(
+        names
+    )
+
+    from peft import PeftConfig
+
+    assert PeftConfig.from_pretrained(str(tmp_path / prefix)).r == 16
+    mid = client.get(f"/v1/fine_tuning/jobs/{job['id']}/adapter", params={"checkpoint": 2})
+    assert mid.status_code == 200
+    assert client.get(f"/v1/fine_tuning/jobs/{job['id']}/adapter", params={"checkpoint": 3}).status_code == 404
+
+
+def test_model_level_spec_error_fails_the_job_clearly(client: httpx.Client, tiny_model: str) -> None:
+    job = create(client, tiny_model, lora={"target_modules": ["c_attn"]}, training={"max_steps": 2})
+    assert execute(job["id"], worker_id="w-test") == "failed"
+    failed = client.get(f"/v1/fine_tuning/jobs/{job['id']}").json()
+    assert failed["status"] == "failed"
+    assert failed["error"]["code"] == "invalid_spec"
+    assert failed["error"]["param"] == "lora.target_modules"
+    assert "c_attn" in failed["error"]["message"]
+    assert failed["finished_at"] is not None
+
+
+def test_unexpected_crash_is_failed_not_stuck(
+    client: httpx.Client, tiny_model: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import worker.runner as runner
+
+    def boom(*a, **k):  # type: ignore[no-untyped-def]
+        raise KeyError("/secret/server/path")
+
+    monkeypatch.setattr(runner, "run", boom)
+    job = create(client, tiny_model, training={"max_steps": 2})
+    assert execute(job["id"], worker_id="w-test") == "failed"
+    failed = client.get(f"/v1/fine_tuning/jobs/{job['id']}").json()
+    assert failed["error"]["code"] == "internal"
+    assert "/secret" not in failed["error"]["message"]
+
+
+def test_cancel_while_running(client: httpx.Client, tiny_model: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The heartbeat reads `cancel_requested` and the loop stops at the next step."""
+    import worker.runner as runner
+
+    job = create(client, tiny_model, training={"max_steps": 500, "batch_size": 2, "save_every": 2})
+    real_run = runner.run
+
+    def cancel_after_start(spec, model_dir, rows, val, out_dir, reporter):  # type: ignore[no-untyped-def]
+        reporter.event("test: requesting cancel")
+        with session_scope() as s:
+            s.execute(update(Job).where(Job.id == job["id"]).values(status="cancel_requested"))
+        return real_run(spec, model_dir, rows, val, out_dir, reporter)
+
+    monkeypatch.setattr(runner, "run", cancel_after_start)
+    assert execute(job["id"], worker_id="w-test") == "cancelled"
+    done = client.get(f"/v1/fine_tuning/jobs/{job['id']}").json()
+    assert done["status"] == "cancelled"
+    assert done["progress"]["step"] < 500
+    with session_scope() as s:
+        assert s.scalar(select(Job.lease_expires_at).where(Job.id == job["id"])) is None
+        points = s.scalars(select(JobMetric.step).where(JobMetric.job_id == job["id"])).all()
+        kept = s.scalars(select(Checkpoint.step_number).where(Checkpoint.job_id == job["id"])).all()
+    assert points, "metrics logged before the cancel are kept"
+    assert kept, "checkpoints saved before the cancel are kept"

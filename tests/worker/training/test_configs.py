@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import torch
+
+from tests.worker.training.conftest import make_spec
+from worker.training.configs import get_peft_config, get_quantization_config
+
+
+def test_default_is_4bit_nf4_double_quant() -> None:
+    spec = make_spec()
+    cfg = get_quantization_config(spec.quantization, torch.device("cpu"))
+    assert cfg is not None
+    assert cfg.load_in_4bit and cfg.bnb_4bit_quant_type == "nf4" and cfg.bnb_4bit_use_double_quant
+    assert cfg.bnb_4bit_compute_dtype == torch.bfloat16
+
+
+def test_fp4_without_double_quant_and_explicit_dtype() -> None:
+    spec = make_spec(quantization={"quant_type": "fp4", "double_quant": False, "compute_dtype": "float32"})
+    cfg = get_quantization_config(spec.quantization, torch.device("cpu"))
+    assert cfg is not None
+    assert cfg.bnb_4bit_quant_type == "fp4" and not cfg.bnb_4bit_use_double_quant
+    assert cfg.bnb_4bit_compute_dtype == torch.float32
+
+
+def test_8bit_and_none() -> None:
+    eight = get_quantization_config(make_spec(quantization={"bits": 8}).quantization, torch.device("cpu"))
+    assert eight is not None and eight.load_in_8bit
+    assert get_quantization_config(make_spec(quantization={"bits": None}).quantization, torch.device("cpu")) is None
+
+
+def test_lora_config_mapping() -> None:
+    spec = make_spec(
+        lora={
+            "r": 4,
+            "alpha": 8,
+            "dropout": 0.1,
+            "target_modules": ["q_proj", "v_proj"],
+            "bias": "lora_only",
+            "use_rslora": True,
+        }
+    )
+    cfg = get_peft_config(spec.lora, "causal_lm")
+    assert (cfg.r, cfg.lora_alpha, cfg.lora_dropout, cfg.bias, cfg.use_rslora) == (4, 8, 0.1, "lora_only", True)
+    assert set(cfg.target_modules) == {"q_proj", "v_proj"}
+    assert cfg.task_type == "CAUSAL_LM"
+    cls = get_peft_config(make_spec().lora, "sequence_classification", head_modules=["classifier"])
+    assert cls.modules_to_save == ["classifier"] and cls.task_type == "SEQ_CLS"

@@ -1,0 +1,179 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.conftest import ROOT, shakespeare_rows
+from tests.worker.training.conftest import make_spec
+from worker.training.checkpoints import latest_complete, sha256_of
+from worker.training.errors import StopTraining, TrainingError
+from worker.training.reporter import MemoryReporter
+from worker.training.run import run
+
+FAST = {"batch_size": 8, "learning_rate": 1e-2}
+
+
+def losses(rep: MemoryReporter) -> list[float]:
+    return [p["loss"] for p in rep.points if p.get("loss") is not None]
+
+
+def test_qlora_learns_only_the_adapter_changes_and_reloads(model_dir: Path, tmp_path: Path) -> None:
+    weights = model_dir / "model.safetensors"
+    before = sha256_of(weights)
+    spec = make_spec(training={**FAST, "max_steps": 24}, lora={"dropout": 0.0})
+    rep = MemoryReporter()
+    result = run(spec, model_dir, shakespeare_rows(80), None, tmp_path, rep)
+
+    curve = losses(rep)
+    assert len(curve) == 24
+    assert sum(curve[-5:]) / 5 < sum(curve[:5]) / 5 - 0.05, curve
+    assert all(
+        p["learning_rate"] > 0 and p["grad_norm"] >= 0 and p["tokens_per_second"] > 0 for p in rep.points if "loss" in p
+    )
+
+    # Only LoRA weights are saved, they moved away from their zero init, and the base is untouched.
+    adapter = load_file(result.adapter_dir / "adapter_model.safetensors")
+    assert adapter and all("lora_" in k for k in adapter)
+    assert any(k.endswith("lora_B.weight") and v.abs().sum() > 0 for k, v in adapter.items())
+    assert sha256_of(weights) == before
+    assert json.loads((result.adapter_dir / "adapter_config.json").read_text())["r"] == 16
+    assert set(result.manifest) >= {"adapter_config.json", "adapter_model.safetensors"}
+
+    # A fresh process loading base + adapter reproduces the held-out loss the run measured.
+    script = f"""
+import json, sys
+from pathlib import Path
+import torch
+from peft import PeftModel
+from app.jobs.spec import JobSpec
+from tests.conftest import shakespeare_rows
+from worker.training.configs import pick_device
+from worker.training.data import encode_causal, make_splits
+from worker.training.model import load_model, load_tokenizer
+from worker.training.run import evaluate
+spec = JobSpec.model_validate_json(sys.argv[1])
+model_dir = Path({str(model_dir)!r})
+tok = load_tokenizer(model_dir)
+model, _ = load_model(model_dir, spec, pick_device())
+base_loss = evaluate(model, encode_causal(make_splits(shakespeare_rows(80), None, spec).validation, tok, spec),
+                     spec, tok.pad_token_id, pick_device(), None)["eval_loss"]
+model = PeftModel.from_pretrained(model, {str(result.adapter_dir)!r})
+val = encode_causal(make_splits(shakespeare_rows(80), None, spec).validation, tok, spec)
+print(json.dumps({{"adapted": evaluate(model, val, spec, tok.pad_token_id, pick_device(), None)["eval_loss"],
+                  "base": base_loss}}))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script, spec.model_dump_json()], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    reloaded = json.loads(out.stdout.strip().splitlines()[-1])
+    assert reloaded["adapted"] == pytest.approx(result.final_metrics["validation"]["eval_loss"], abs=1e-4)
+    assert reloaded["adapted"] < reloaded["base"]
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [{"prompt": f"Q{i}: who speaks?", "completion": " The citizen speaks."} for i in range(16)],
+        [
+            {"messages": [{"role": "user", "content": f"Line {i}?"}, {"role": "assistant", "content": "Speak, speak."}]}
+            for i in range(16)
+        ],
+    ],
+    ids=["prompt_completion", "messages"],
+)
+def test_other_causal_formats_train(model_dir: Path, tmp_path: Path, rows: list[dict]) -> None:  # type: ignore[type-arg]
+    rep = MemoryReporter()
+    result = run(make_spec(training={**FAST, "max_steps": 8}), model_dir, rows, None, tmp_path, rep)
+    curve = losses(rep)
+    assert curve[-1] < curve[0]
+    assert result.steps == 8
+
+
+def test_cancel_stops_within_a_step(model_dir: Path, tmp_path: Path) -> None:
+    rep = MemoryReporter(stop_at_step=2, stop_reason="cancelled")
+    with pytest.raises(StopTraining) as info:
+        run(make_spec(training={**FAST, "max_steps": 50}), model_dir, shakespeare_rows(40), None, tmp_path, rep)
+    assert info.value.reason == "cancelled"
+    assert rep.last_step == 2
+
+
+def test_resume_from_checkpoint_matches_a_straight_run(model_dir: Path, tmp_path: Path) -> None:
+    spec = make_spec(training={**FAST, "max_steps": 6, "save_every": 3})
+    rows = shakespeare_rows(40)
+    straight = run(spec, model_dir, rows, None, tmp_path / "a", MemoryReporter())
+
+    with pytest.raises(StopTraining):
+        run(spec, model_dir, rows, None, tmp_path / "b", MemoryReporter(stop_at_step=3))
+    assert latest_complete(tmp_path / "b" / "checkpoints").name == "step-00000003"
+    rep = MemoryReporter()
+    resumed = run(spec, model_dir, rows, None, tmp_path / "b", rep)
+    assert any("Resumed from step 3" in msg for _, msg, _ in rep.events)
+    assert [p["step"] for p in rep.points if "loss" in p] == [4, 5, 6]
+
+    a = load_file(straight.adapter_dir / "adapter_model.safetensors")
+    b = load_file(resumed.adapter_dir / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+
+
+def test_missing_target_module_fails_with_the_field(model_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(TrainingError) as info:
+        run(
+            make_spec(lora={"target_modules": ["query_key_value"]}),
+            model_dir,
+            shakespeare_rows(10),
+            None,
+            tmp_path,
+            MemoryReporter(),
+        )
+    assert info.value.code == "invalid_spec"
+    assert info.value.param == "lora.target_modules"
+    assert "q_proj" in info.value.message
+
+
+def test_nan_loss_fails_the_run(model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A tiny Llama's RMSNorm bounds its logits, so no learning rate makes its loss blow up on
+    # demand; inject the NaN at the loss instead and check that the run stops on it.
+    import worker.training.run as run_module
+
+    real_loss = run_module._loss
+    calls = {"n": 0}
+
+    def poisoned(model, batch, task):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        loss = real_loss(model, batch, task)
+        return loss * float("nan") if calls["n"] >= 3 else loss
+
+    monkeypatch.setattr(run_module, "_loss", poisoned)
+    with pytest.raises(TrainingError) as info:
+        run(
+            make_spec(training={**FAST, "max_steps": 10}),
+            model_dir,
+            shakespeare_rows(40),
+            None,
+            tmp_path,
+            MemoryReporter(),
+        )
+    assert info.value.code == "nan_loss"
+    assert "step 3" in info.value.message
+
+
+def test_watchdog_exploding_and_disabled() -> None:
+    from worker.training.run import _LossWatchdog
+
+    dog = _LossWatchdog(make_spec(training={"loss_watchdog": {"max_ratio": 4.0, "patience": 2}}))
+    dog.check(2.0, 1)
+    dog.check(9.0, 2)  # one bad step is tolerated
+    dog.check(3.0, 3)
+    dog.check(9.0, 4)
+    with pytest.raises(TrainingError, match="exploded"):
+        dog.check(9.5, 5)
+    off = _LossWatchdog(make_spec(training={"loss_watchdog": {"enabled": False}}))
+    off.check(float("nan"), 1)
