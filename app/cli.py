@@ -81,8 +81,13 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f"data dir:   {settings.data_dir}")
     print(f"models dir: {settings.models_dir}")
     print(f"API key:    {key}" + ("  (new; saved in the data dir)" if created else ""))
-    print(f"API:        http://{args.host}:{args.port}/v1", flush=True)
-    worker = subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--log-level", args.log_level])
+    log_path = settings.data_dir / "worker.log"
+    print(f"API:        http://{args.host}:{args.port}/v1")
+    print(f"worker log: {log_path}", flush=True)
+    with log_path.open("ab") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "worker", "--log-level", args.log_level], stdout=log, stderr=log
+        )
     try:
         uvicorn.run(create_app(run_reconciler=True), host=args.host, port=args.port, log_level="warning")
     finally:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import logging
 import subprocess
 import sys
 import tarfile
@@ -18,11 +18,13 @@ from pathlib import Path
 
 import httpx
 
+import worker
 from app.core.config import get_settings
 
 DEMO_MODEL = "tiny-shakespeare"
 SPARKS = "▁▂▃▄▅▆▇█"
-DEMO_TEXT = Path(__file__).resolve().parents[1] / "worker" / "demo_data" / "tinyshakespeare_head.txt"
+# Public-domain text shipped in the wheel (the first 120 kB of tiny-shakespeare).
+DEMO_TEXT = Path(worker.__file__).resolve().parent / "demo_data" / "tinyshakespeare_head.txt"
 
 
 def sparkline(values: list[float], width: int = 60) -> str:
@@ -68,12 +70,13 @@ def _wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float = 120) 
 
 def main(args: argparse.Namespace) -> int:
     started = time.monotonic()
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     settings = get_settings()
     settings.ensure_dirs()
     assert settings.models_dir is not None
     dataset = _prepare(settings.models_dir, settings.data_dir)
     base = f"http://127.0.0.1:{args.port}"
-    server = subprocess.Popen([sys.executable, "-m", "app.cli", "up", "--port", str(args.port)], env=os.environ.copy())
+    server = subprocess.Popen([sys.executable, "-m", "app.cli", "up", "--port", str(args.port)])
     try:
         _wait_ready(base, server)
         key = (settings.data_dir / "api_key").read_text().strip()
@@ -105,7 +108,10 @@ def main(args: argparse.Namespace) -> int:
             time.sleep(1.0)
             job = client.get(f"/fine_tuning/jobs/{job['id']}").json()
             p = job["progress"]
-            line = f"  {job['status']:<10} step {p['step']}/{p['total_steps'] or '?'}"
+            if job["status"] == "running" and not p["total_steps"]:
+                line = "  running    (loading the model)"
+            else:
+                line = f"  {job['status']:<10} step {p['step']}/{p['total_steps'] or '?'}"
             if p["remaining_s"] is not None:
                 line += f"  ETA {p['remaining_s']:.0f}s"
             if line != last:

@@ -1,0 +1,144 @@
+"""Render docs/training.md from the spec models, so the docs cannot drift from the code.
+
+python -m app.jobs.spec_docs > docs/training.md
+"""
+
+from __future__ import annotations
+
+import json
+import types
+import typing
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
+
+from app.jobs import spec as s
+
+BLOCKS: list[tuple[str, type[BaseModel], str]] = [
+    ("quantization", s.QuantizationSpec, "How the base model's weights are stored while training."),
+    ("lora", s.LoraSpec, "The adapter."),
+    ("training", s.TrainingSpec, "The loop."),
+    ("training.early_stopping", s.EarlyStoppingSpec, "Optional; off when null."),
+    ("training.loss_watchdog", s.LossWatchdogSpec, "Fails a diverging job early with `error.code = nan_loss`."),
+    ("scheduler", s.SchedulerSpec, "Learning rate over time. Warmup is linear from 1/(warmup+1) of the peak."),
+    ("data", s.DataSpec, "Columns and splits."),
+]
+OPTIMIZERS = [s.SGDSpec, s.AdagradSpec, s.RMSpropSpec, s.AdamSpec, s.AdamWSpec, s.AdamW8bitSpec,
+              s.PagedAdamW8bitSpec, s.PagedAdamW32bitSpec]  # fmt: skip
+
+
+def _type(annotation: Any) -> str:
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is type(None):
+        return "null"
+    if origin is typing.Literal:
+        return " \\| ".join(json.dumps(a) for a in args)
+    if origin is typing.Annotated:
+        return _type(args[0])
+    if origin in (typing.Union, types.UnionType):
+        return " \\| ".join(_type(a) for a in args)
+    if origin is list:
+        return f"list[{_type(args[0])}]"
+    if origin is tuple:
+        return f"[{', '.join(_type(a) for a in args)}]"
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return "object"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _default(field: Any) -> str:
+    if field.default_factory is not None:
+        value = field.default_factory()
+        return "see below" if isinstance(value, BaseModel) else f"`{json.dumps(value)}`"
+    if field.default is PydanticUndefined:
+        return "required"
+    return f"`{json.dumps(field.default)}`"
+
+
+def _table(model: type[BaseModel], prefix: str) -> list[str]:
+    rows = ["| field | type | default | meaning |", "|---|---|---|---|"]
+    for name, field in model.model_fields.items():
+        if name == "name" and model in OPTIMIZERS:
+            continue
+        rows.append(f"| `{prefix}{name}` | {_type(field.annotation)} | {_default(field)} | {field.description or ''} |")
+    return rows
+
+
+def render() -> str:
+    out = [
+        "# The job spec",
+        "",
+        "Generated from `app/jobs/spec.py` by `python -m app.jobs.spec_docs`; a test keeps it current.",
+        "Every block is optional and every field has a default; unknown fields are refused with a 400",
+        "that names them. The stored job carries the fully resolved spec as `spec`.",
+        "",
+        "## OpenAI fields",
+        "",
+        "`model` (a directory under `TUNEFORGE_MODELS_DIR`), `training_file`, `validation_file`, `suffix`,",
+        "`seed` (random when omitted, and recorded), `metadata` (up to 16 string pairs), and",
+        "`method: {type: supervised, supervised: {hyperparameters: {n_epochs, batch_size,",
+        "learning_rate_multiplier}}}`. These map onto `training.epochs`, `training.batch_size` and",
+        f"`training.learning_rate = {s.DEFAULT_LEARNING_RATE} x multiplier`; giving both forms with different",
+        "values is refused.",
+        "",
+        "## `task`",
+        "",
+        "`causal_lm` (default): rows with `text`, or `prompt` + `completion`, or chat `messages`",
+        "(rendered with the tokenizer's chat template; loss on assistant turns only unless",
+        "`training.train_on_inputs`). `sequence_classification`: `text` -> `label` (strings; the label",
+        "list is stored in the adapter's `tuneforge.json`, and the classifier head is trained in full and",
+        "never quantized). `regression`: `text` -> numeric `label`, MSE on a normalised target.",
+        "",
+    ]
+    for prefix, model, intro in BLOCKS:
+        out += [f"## `{prefix}`", "", intro, "", *_table(model, f"{prefix}."), ""]
+    out += ["## `optimizer`", "", "Pick one by `name` (default `adamw`); each takes only its own arguments.", ""]
+    for model in OPTIMIZERS:
+        name = typing.get_args(model.model_fields["name"].annotation)[0]
+        fields = [f for f in model.model_fields if f != "name"]
+        args = ", ".join(f"`{f}` ({_default(model.model_fields[f])})" for f in fields) or "no arguments"
+        out.append(f"- `{name}`: {args}")
+    out += [
+        "",
+        "`training.weight_decay` applies to matrices only, never to biases or norm weights. The 8-bit and",
+        "paged optimizers are bitsandbytes'.",
+        "",
+        "## Examples",
+        "",
+        "```json",
+        json.dumps(
+            {
+                "model": "llama-3.2-1b",
+                "training_file": "file-abc",
+                "task": "causal_lm",
+                "quantization": {"bits": 4, "quant_type": "nf4", "double_quant": True},
+                "lora": {"r": 16, "alpha": 32, "target_modules": "all-linear"},
+                "training": {"epochs": 2, "batch_size": 8, "max_seq_length": 1024, "save_every": 200},
+                "optimizer": {"name": "paged_adamw_8bit"},
+                "scheduler": {"name": "cosine", "warmup_ratio": 0.03},
+            },
+            indent=2,
+        ),
+        "```",
+        "",
+        "```json",
+        json.dumps(
+            {
+                "model": "minilm",
+                "training_file": "file-sms",
+                "task": "sequence_classification",
+                "lora": {"r": 8, "target_modules": ["query", "value"]},
+                "training": {"epochs": 3, "batch_size": 32, "learning_rate": 5e-4, "max_seq_length": 128},
+                "data": {"label_field": "label", "validation_split": 0.1, "test_split": 0.1},
+            },
+            indent=2,
+        ),
+        "```",
+        "",
+    ]
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    print(render(), end="")

@@ -1,0 +1,66 @@
+"""Docker cannot run on the CI machines, so the deployment files are checked against the code they
+call: every command parses with the real CLI, every variable is a real setting, and the settings
+compose passes validate under env=production."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import yaml
+
+from app.cli import build_parser
+from app.core.config import Settings
+from tests.conftest import ROOT
+
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
+
+
+def tuneforge_commands() -> list[list[str]]:
+    cmds = [s["command"] for s in COMPOSE["services"].values() if isinstance(s.get("command"), list)]
+    cmds += [json.loads(m) for m in re.findall(r"^CMD (\[.*\])$", DOCKERFILE, re.M)]
+    return [c for c in cmds if c and c[0] == "tuneforge"]
+
+
+def test_every_tuneforge_command_parses() -> None:
+    commands = tuneforge_commands()
+    assert {c[1] for c in commands} >= {"api", "worker", "migrate"}
+    for cmd in commands:
+        build_parser().parse_args(cmd[1:])
+
+
+def test_compose_services_and_dependencies() -> None:
+    services = COMPOSE["services"]
+    assert set(services) == {"postgres", "redis", "migrate", "api", "worker"}
+    assert services["api"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert services["worker"]["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
+    assert services["api"]["build"]["target"] == "api" and services["worker"]["build"]["target"] == "worker"
+    for name in ("FROM python:3.11-slim AS api", "AS worker"):
+        assert name in DOCKERFILE
+    for svc in ("api", "worker"):
+        mounts = services[svc]["volumes"]
+        assert "data:/data" in mounts and "models:/models:ro" in mounts
+
+
+def test_compose_environment_is_valid_production_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = COMPOSE["services"]["api"]["environment"]
+    fields = {f"TUNEFORGE_{name.upper()}" for name in Settings.model_fields}
+    assert set(env) <= fields, set(env) - fields
+    for key in list(__import__("os").environ):
+        if key.startswith("TUNEFORGE_"):
+            monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, re.sub(r"\$\{POSTGRES_PASSWORD[^}]*\}", "secret", value))
+    settings = Settings()
+    assert settings.env == "production"
+    assert settings.database_url.startswith("postgresql+psycopg://")
+    assert settings.broker_url.startswith("redis://")
+
+
+def test_production_refuses_embedded_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TUNEFORGE_DATABASE_URL")
+    monkeypatch.delenv("TUNEFORGE_BROKER_URL")
+    with pytest.raises(ValueError, match="must point at PostgreSQL"):
+        Settings(env="production")
