@@ -20,6 +20,10 @@ from app.jobs import repository
 
 log = logging.getLogger("tuneforge.worker")
 
+# Set when the worker process is asked to stop (SIGTERM: a deploy, a scale-down). The running job
+# checkpoints, hands itself back to the queue, and the process exits.
+SHUTDOWN = threading.Event()
+
 METRIC_COLUMNS = (
     "step",
     "epoch",
@@ -88,6 +92,8 @@ class DBReporter:
         _retry("recording a checkpoint", write)
 
     def stop_requested(self) -> str | None:
+        if self._stop_reason is None and SHUTDOWN.is_set():
+            return "shutdown"
         return self._stop_reason
 
     # ---- heartbeat
@@ -128,7 +134,7 @@ class DBReporter:
                         s, self.job_id, self.worker_id, self.settings.lease_seconds, **self._progress
                     )
                 self._last_renewal = time.monotonic()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - the database may be restarting; keep training
                 log.warning("heartbeat for %s failed: %s", self.job_id, type(exc).__name__)
                 if time.monotonic() - self._last_renewal > self.settings.lease_seconds:
                     self._stop_reason = "lease_lost"

@@ -119,6 +119,8 @@ def execute(job_id: str, worker_id: str = WORKER_ID) -> str:
     if status == "lease_lost":
         log.warning("job %s: lease lost; another attempt owns it now", job_id)
         return status
+    if status == "shutdown":
+        return _hand_back(job_id, worker_id)
 
     def record() -> bool:
         with session_scope() as s:
@@ -137,3 +139,33 @@ def execute(job_id: str, worker_id: str = WORKER_ID) -> str:
         log.warning("job %s: could not record %s; it was no longer ours", job_id, status)
     log.info("job %s attempt %s: %s", job_id, attempt, status)
     return status
+
+
+def _hand_back(job_id: str, worker_id: str) -> str:
+    """Graceful shutdown: the job goes back to `queued` as a new attempt and is published again, so
+    another worker resumes it from the checkpoint just saved. If it was being cancelled meanwhile,
+    it is cancelled instead."""
+    from worker.celery_app import publish_train
+
+    def release() -> str:
+        with session_scope() as s:
+            if repository.release(s, job_id, worker_id):
+                repository.add_event(
+                    s, job_id, "Worker shutting down; checkpoint saved and job re-queued", level="warn"
+                )
+                return "requeued"
+            if repository.finish(s, job_id, worker_id, "cancelled"):
+                repository.add_event(s, job_id, "Job cancelled; its checkpoints are kept")
+                return "cancelled"
+            return "lost"
+
+    outcome = _retry("handing the job back", release, attempts=10)
+    if outcome == "requeued":
+        try:
+            publish_train(job_id)
+            with session_scope() as s:
+                repository.mark_enqueued(s, job_id)
+        except Exception as exc:  # noqa: BLE001 - the reconciler re-sends queued jobs
+            log.warning("job %s re-queued but not published (%s); the reconciler will", job_id, type(exc).__name__)
+    log.info("job %s: worker shutdown -> %s", job_id, outcome)
+    return "requeued" if outcome == "requeued" else outcome

@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from celery.signals import worker_shutting_down
+
 from worker.celery_app import TRAIN_TASK, celery_app
+from worker.db_reporter import SHUTDOWN
+
+
+@worker_shutting_down.connect
+def _on_shutdown(**_: Any) -> None:
+    # Celery's warm shutdown waits for the running task; this makes the task end promptly, after
+    # a checkpoint, instead of training to the end.
+    SHUTDOWN.set()
 
 
 @celery_app.task(name=TRAIN_TASK)

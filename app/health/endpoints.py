@@ -22,7 +22,7 @@ def _database_ok() -> str | None:
         with get_sessionmaker()() as session:
             session.execute(text("SELECT 1"))
         return None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
         return type(exc).__name__
 
 
@@ -33,7 +33,7 @@ def _broker_ok(url: str) -> str | None:
         with Connection(url, connect_timeout=2) as conn:
             conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=2)
         return None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
         return type(exc).__name__
 
 

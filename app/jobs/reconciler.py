@@ -31,11 +31,13 @@ def reconcile_once(session: Session, settings: Settings, publish: Callable[[str]
     now = utcnow()
     counts = {"resent": 0, "requeued": 0, "failed": 0, "cancelled": 0}
     for job in repository.expired_leases(session, now):
+        # Read before the conditional updates: they refresh the loaded row.
+        attempt = job.attempt
         if job.status == "cancel_requested":
             if repository.end_expired(session, job.id, job.worker_id, "cancelled", None):
                 repository.add_event(session, job.id, "Job cancelled (its worker stopped answering)")
                 counts["cancelled"] += 1
-        elif job.attempt >= settings.max_attempts:
+        elif attempt >= settings.max_attempts:
             error = {
                 "code": "worker_lost",
                 "message": f"The worker stopped answering and all {settings.max_attempts} attempts are used up.",
@@ -45,14 +47,14 @@ def reconcile_once(session: Session, settings: Settings, publish: Callable[[str]
                 repository.add_event(session, job.id, error["message"], level="error")
                 counts["failed"] += 1
         elif repository.requeue_expired(session, job.id, job.worker_id):
-            repository.add_event(session, job.id, f"Worker lost; re-queued as attempt {job.attempt + 1}", level="warn")
+            repository.add_event(session, job.id, f"Worker lost; re-queued as attempt {attempt + 1}", level="warn")
             counts["requeued"] += 1
     session.commit()
     cutoff = now - dt.timedelta(seconds=settings.queued_resend_seconds)
     for job_id in repository.stale_queued(session, cutoff):
         try:
             publish(job_id)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - broker still down; next round retries
             log.warning("reconciler could not publish %s: %s", job_id, type(exc).__name__)
             break
         repository.mark_enqueued(session, job_id)

@@ -175,6 +175,24 @@ def finish(session: Session, job_id: str, worker_id: str, status: str, **values:
     return result.rowcount == 1  # type: ignore[attr-defined]
 
 
+def release(session: Session, job_id: str, worker_id: str) -> bool:
+    """A worker shutting down hands its running job back to the queue as a new attempt."""
+    now = utcnow()
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.worker_id == worker_id, Job.status == "running")
+        .values(
+            status="queued",
+            worker_id=None,
+            lease_expires_at=None,
+            attempt=Job.attempt + 1,
+            enqueued_at=None,
+            updated_at=now,
+        )
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
 def fail_unclaimed(session: Session, job_id: str, error: dict[str, Any]) -> bool:
     now = utcnow()
     result = session.execute(

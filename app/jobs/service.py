@@ -154,7 +154,7 @@ def enqueue(session: Session, job_id: str) -> None:
 
     try:
         publish_train(job_id)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any broker failure leaves the job to the reconciler
         log.warning("could not publish %s (%s); the reconciler will re-send it", job_id, type(exc).__name__)
         return
     repository.mark_enqueued(session, job_id)

@@ -144,3 +144,21 @@ def test_cancel_while_running(client: httpx.Client, tiny_model: str, monkeypatch
         kept = s.scalars(select(Checkpoint.step_number).where(Checkpoint.job_id == job["id"])).all()
     assert points, "metrics logged before the cancel are kept"
     assert kept, "checkpoints saved before the cancel are kept"
+
+
+def test_out_of_memory_fails_with_an_actionable_message(
+    client: httpx.Client, tiny_model: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    import worker.runner as runner
+
+    def oom(*a, **k):  # type: ignore[no-untyped-def]
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(runner, "run", oom)
+    job = create(client, tiny_model, training={"max_steps": 2})
+    assert execute(job["id"], worker_id="w-test") == "failed"
+    failed = client.get(f"/v1/fine_tuning/jobs/{job['id']}").json()
+    assert failed["error"]["code"] == "oom"
+    assert "batch_size" in failed["error"]["message"] and "gradient_checkpointing" in failed["error"]["message"]

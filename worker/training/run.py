@@ -149,6 +149,8 @@ def run(
         )
         best.update(metric=state["best_metric"], step=state["best_step"])
         reporter.event(f"Resumed from step {step}", data={"step": step, "checkpoint": latest.name})
+    elif resume and ckpt_root.is_dir() and any(ckpt_root.glob(".tmp-*")):
+        reporter.event("Ignored an incomplete checkpoint left by an interrupted write", level="warn")
 
     reporter.event(
         f"Training started: {total_steps} steps ({steps_per_epoch} per epoch), batch {t.batch_size} x "
@@ -251,6 +253,9 @@ def run(
             if t.save_every and step % t.save_every == 0 and step < total_steps:
                 save({"step": step, "train_loss": last_loss, "valid_loss": last_eval.get("eval_loss")})
             if (reason := reporter.stop_requested()) is not None:
+                if reason == "shutdown" and not (t.save_every and step % t.save_every == 0):
+                    # A rolling deploy: keep this step's work for the next attempt.
+                    save({"step": step, "train_loss": last_loss, "valid_loss": last_eval.get("eval_loss")})
                 raise StopTraining(reason)
             if stopped_early:
                 break

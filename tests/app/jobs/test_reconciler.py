@@ -47,6 +47,8 @@ def test_expired_lease_is_requeued_then_fails_worker_lost(client: httpx.Client, 
         reconcile_once(s, settings, lambda _: None)
     job = get_job(client, job_id)
     assert (job["status"], job["attempt"]) == ("queued", 2)
+    events = client.get(f"/v1/fine_tuning/jobs/{job_id}/events").json()["data"]
+    assert events[0]["message"] == "Worker lost; re-queued as attempt 2"
 
     set_job(job_id, status="running", worker_id="dead-again", lease_expires_at=past, attempt=settings.max_attempts)
     with session_scope() as s:
