@@ -82,7 +82,8 @@ def execute(job_id: str, worker_id: str = WORKER_ID) -> str:
         reporter.event("Validating the model and data against the spec")
         rows = _load_rows(train_id)
         assert rows is not None
-        result = run(spec, model_dir, rows, _load_rows(val_id), settings.artifacts_dir / job_id, reporter)
+        out_dir = settings.artifacts_dir / job_id
+        result = run(spec, model_dir, rows, _load_rows(val_id), out_dir, reporter, attempt=attempt)
         fine_tuned = f"ft:{model_name}:{org}:{suffix or ''}:{job_id}"
         outcome = (
             "succeeded",

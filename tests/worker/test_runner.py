@@ -127,11 +127,11 @@ def test_cancel_while_running(client: httpx.Client, tiny_model: str, monkeypatch
     job = create(client, tiny_model, training={"max_steps": 500, "batch_size": 2, "save_every": 2})
     real_run = runner.run
 
-    def cancel_after_start(spec, model_dir, rows, val, out_dir, reporter):  # type: ignore[no-untyped-def]
+    def cancel_after_start(spec, model_dir, rows, val, out_dir, reporter, **kw):  # type: ignore[no-untyped-def]
         reporter.event("test: requesting cancel")
         with session_scope() as s:
             s.execute(update(Job).where(Job.id == job["id"]).values(status="cancel_requested"))
-        return real_run(spec, model_dir, rows, val, out_dir, reporter)
+        return real_run(spec, model_dir, rows, val, out_dir, reporter, **kw)
 
     monkeypatch.setattr(runner, "run", cancel_after_start)
     assert execute(job["id"], worker_id="w-test") == "cancelled"

@@ -64,6 +64,7 @@ def run(
     reporter: Reporter,
     *,
     resume: bool = True,
+    attempt: int = 1,
 ) -> RunResult:
     t = spec.training
     device = pick_device()
@@ -148,7 +149,10 @@ def run(
             state["tokens_seen"],
         )
         best.update(metric=state["best_metric"], step=state["best_step"])
-        reporter.event(f"Resumed from step {step}", data={"step": step, "checkpoint": latest.name})
+        reporter.event(
+            f"Resumed from step {step} (attempt {attempt})",
+            data={"step": step, "attempt": attempt, "checkpoint": latest.name},
+        )
     elif resume and ckpt_root.is_dir() and any(ckpt_root.glob(".tmp-*")):
         reporter.event("Ignored an incomplete checkpoint left by an interrupted write", level="warn")
 

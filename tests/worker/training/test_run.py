@@ -113,7 +113,7 @@ def test_resume_from_checkpoint_matches_a_straight_run(model_dir: Path, tmp_path
     assert latest_complete(tmp_path / "b" / "checkpoints").name == "step-00000003"
     rep = MemoryReporter()
     resumed = run(spec, model_dir, rows, None, tmp_path / "b", rep)
-    assert any("Resumed from step 3" in msg for _, msg, _ in rep.events)
+    assert any(msg == "Resumed from step 3 (attempt 1)" for _, msg, _ in rep.events)
     assert [p["step"] for p in rep.points if "loss" in p] == [4, 5, 6]
 
     a = load_file(straight.adapter_dir / "adapter_model.safetensors")
@@ -177,3 +177,15 @@ def test_watchdog_exploding_and_disabled() -> None:
         dog.check(9.5, 5)
     off = _LossWatchdog(make_spec(training={"loss_watchdog": {"enabled": False}}))
     off.check(float("nan"), 1)
+
+
+def test_resume_skips_incomplete_checkpoints(tmp_path: Path) -> None:
+    """A crash mid-write leaves a .tmp-* folder or a folder without COMPLETE: neither is resumed."""
+    root = tmp_path / "checkpoints"
+    (root / "step-00000010").mkdir(parents=True)
+    (root / "step-00000010" / "state.pt").write_bytes(b"")
+    (root / "step-00000010" / "COMPLETE").write_text("{}")
+    (root / "step-00000020").mkdir()
+    (root / "step-00000020" / "state.pt").write_bytes(b"half written")
+    (root / ".tmp-step-00000030-123").mkdir()
+    assert latest_complete(root) == root / "step-00000010"
