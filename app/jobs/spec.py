@@ -97,6 +97,17 @@ class LossWatchdogSpec(Strict):
     patience: int = Field(3, ge=1, description="Consecutive bad logging steps before failing.")
 
 
+class LossSpec(Strict):
+    class_weights: Literal["balanced"] | list[Annotated[float, Field(gt=0)]] | None = Field(
+        None,
+        description="sequence_classification: per-class weights in label order (sorted label names), "
+        "or `balanced` for n_samples / (n_classes * class_count).",
+    )
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="sequence_classification: label smoothing.")
+    regression_loss: Literal["mse", "huber"] = Field("mse", description="regression: the loss on the target.")
+    huber_delta: float = Field(1.0, gt=0, description="regression with huber: where the loss turns linear.")
+
+
 class TrainingSpec(Strict):
     epochs: int | None = Field(None, ge=1, le=1000, description="Passes over the training set (default 3).")
     max_steps: int | None = Field(None, ge=1, le=10_000_000, description="Optimizer steps; overrides epochs.")
@@ -114,6 +125,7 @@ class TrainingSpec(Strict):
     save_every: int | None = Field(None, ge=1, description="Steps between checkpoints (default: at the end only).")
     early_stopping: EarlyStoppingSpec | None = Field(None, description="Stop when the eval metric stalls.")
     loss_watchdog: LossWatchdogSpec = Field(default_factory=LossWatchdogSpec)
+    loss: LossSpec = Field(default_factory=LossSpec, description="Task-specific loss options.")
 
     @model_validator(mode="after")
     def _check(self) -> TrainingSpec:
@@ -253,6 +265,20 @@ class DataSpec(Strict):
 TaskName = Literal["causal_lm", "sequence_classification", "regression"]
 
 
+def _check_task_options(task: str, training: TrainingSpec) -> None:
+    loss = training.loss
+    if task != "sequence_classification":
+        for name in ("class_weights", "label_smoothing"):
+            if _set_to_non_default(loss, name):
+                raise SpecError(f"training.loss.{name}", f"`{name}` applies to sequence_classification only")
+    if task != "regression":
+        for name in ("regression_loss", "huber_delta"):
+            if _set_to_non_default(loss, name):
+                raise SpecError(f"training.loss.{name}", f"`{name}` applies to regression only")
+    if task != "causal_lm" and training.packing:
+        raise SpecError("training.packing", "packing applies to causal_lm only")
+
+
 class JobSpec(Strict):
     """The resolved spec a worker trains from. Stored on the job as `spec`."""
 
@@ -264,6 +290,11 @@ class JobSpec(Strict):
     optimizer: OptimizerSpec = Field(default_factory=lambda: AdamWSpec(name="adamw"))
     scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
     data: DataSpec = Field(default_factory=DataSpec)
+
+    @model_validator(mode="after")
+    def _check(self) -> JobSpec:
+        _check_task_options(self.task, self.training)
+        return self
 
 
 # --------------------------------------------------------------------------- OpenAI's request shape
@@ -325,6 +356,11 @@ class JobCreate(Strict):
     optimizer: OptimizerSpec = Field(default_factory=lambda: AdamWSpec(name="adamw"))
     scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
     data: DataSpec = Field(default_factory=DataSpec)
+
+    @model_validator(mode="after")
+    def _check(self) -> JobCreate:
+        _check_task_options(self.task, self.training)
+        return self
 
     def _hyperparameters(self) -> tuple[SupervisedHyperparameters | None, str]:
         if self.method is not None and self.method.supervised is not None:

@@ -181,6 +181,7 @@ def run(
         reporter.checkpoint(step, path, manifest, metrics)
         reporter.event(f"Checkpoint saved at step {step}", data={"step": step})
 
+    task_loss = TaskLoss(spec, train, device)
     watchdog = _LossWatchdog(spec)
     window = {"loss": torch.zeros((), device=device), "micro": 0, "tokens": 0, "t0": time.perf_counter()}
     last_loss: float | None = None
@@ -198,7 +199,7 @@ def run(
                 batch = collate([train.examples[j] for j in order[i]], tokenizer.pad_token_id)
                 n_real = int(batch["attention_mask"].sum())
                 batch = {k: v.to(device) for k, v in batch.items()}
-                loss = _loss(model, batch, spec.task) / n_micro
+                loss = task_loss(model, batch) / n_micro
                 loss.backward()
                 window["loss"] += loss.detach()
                 window["tokens"] += n_real
@@ -296,14 +297,40 @@ def run(
 # --------------------------------------------------------------------------- helpers
 
 
-def _loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], task: str) -> torch.Tensor:
-    if task == "causal_lm":
-        return model(**batch).loss
-    labels = batch.pop("labels")
-    logits = model(**batch).logits
-    if task == "regression":
-        return F.mse_loss(logits.squeeze(-1).float(), labels.float())
-    return F.cross_entropy(logits.float(), labels)
+class TaskLoss:
+    """The training loss of a task, with its options (class weights, smoothing, Huber)."""
+
+    def __init__(self, spec: JobSpec, train: Encoded, device: torch.device) -> None:
+        self.task = spec.task
+        self.opts = spec.training.loss
+        self.weight: torch.Tensor | None = None
+        if self.task == "sequence_classification" and self.opts.class_weights is not None:
+            n = len(train.label_names)
+            if self.opts.class_weights == "balanced":
+                counts = torch.bincount(torch.tensor([int(ex["labels"]) for ex in train.examples]), minlength=n)
+                self.weight = len(train.examples) / (n * counts.clamp(min=1).float())
+            else:
+                if len(self.opts.class_weights) != n:
+                    raise TrainingError(
+                        "invalid_spec",
+                        f"training.loss.class_weights has {len(self.opts.class_weights)} weights for {n} classes "
+                        f"({', '.join(train.label_names)}).",
+                        "training.loss.class_weights",
+                    )
+                self.weight = torch.tensor(self.opts.class_weights, dtype=torch.float)
+            self.weight = self.weight.to(device)
+
+    def __call__(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.task == "causal_lm":
+            return model(**batch).loss
+        labels = batch.pop("labels")
+        logits = model(**batch).logits.float()
+        if self.task == "regression":
+            pred = logits.squeeze(-1)
+            if self.opts.regression_loss == "huber":
+                return F.huber_loss(pred, labels.float(), delta=self.opts.huber_delta)
+            return F.mse_loss(pred, labels.float())
+        return F.cross_entropy(logits, labels, weight=self.weight, label_smoothing=self.opts.label_smoothing)
 
 
 def _grad_norm(model: torch.nn.Module) -> torch.Tensor:

@@ -95,3 +95,18 @@ def test_resolved_spec_round_trips() -> None:
         spec = JobCreate.model_validate(body(**over)).resolve()
         again = JobSpec.model_validate(spec.model_dump(mode="json"))
         assert again == spec
+
+
+@pytest.mark.parametrize(
+    ("over", "param"),
+    [
+        ({"training": {"loss": {"label_smoothing": 0.1}}}, "training.loss.label_smoothing"),
+        ({"training": {"loss": {"regression_loss": "huber"}}}, "training.loss.regression_loss"),
+        ({"task": "regression", "training": {"loss": {"class_weights": "balanced"}}}, "training.loss.class_weights"),
+        ({"task": "sequence_classification", "training": {"packing": True}}, "training.packing"),
+    ],
+)
+def test_task_specific_options_are_refused_elsewhere(over: dict, param: str) -> None:  # type: ignore[type-arg]
+    with pytest.raises(ValidationError) as info:
+        JobCreate.model_validate(body(**over))
+    assert param_of(info.value) == param

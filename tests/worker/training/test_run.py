@@ -143,15 +143,15 @@ def test_nan_loss_fails_the_run(model_dir: Path, tmp_path: Path, monkeypatch: py
     # demand; inject the NaN at the loss instead and check that the run stops on it.
     import worker.training.run as run_module
 
-    real_loss = run_module._loss
+    real_call = run_module.TaskLoss.__call__
     calls = {"n": 0}
 
-    def poisoned(model, batch, task):  # type: ignore[no-untyped-def]
+    def poisoned(self, model, batch):  # type: ignore[no-untyped-def]
         calls["n"] += 1
-        loss = real_loss(model, batch, task)
+        loss = real_call(self, model, batch)
         return loss * float("nan") if calls["n"] >= 3 else loss
 
-    monkeypatch.setattr(run_module, "_loss", poisoned)
+    monkeypatch.setattr(run_module.TaskLoss, "__call__", poisoned)
     with pytest.raises(TrainingError) as info:
         run(
             make_spec(training={**FAST, "max_steps": 10}),
