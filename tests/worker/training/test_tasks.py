@@ -56,3 +56,44 @@ def test_regression_head_on_tiny_llama(model_dir: Path, tmp_path: Path) -> None:
     assert set(test) >= {"mse", "mae", "r2"}
     meta = json.loads((result.adapter_dir / "tuneforge.json").read_text())
     assert meta["task"] == "regression" and meta["label_normalization"]["std"] > 0
+
+
+def test_training_after_an_evaluation_keeps_full_gradients(minilm_dir: Path, tmp_path: Path) -> None:
+    """bitsandbytes repacks 4-bit CPU weights for inference in eval mode; training after an
+    evaluation must still backpropagate through the base layers (BERT's biased linears crashed)."""
+    import torch
+
+    from worker.training.configs import pick_device
+    from worker.training.data import collate, encode_labeled
+    from worker.training.model import load_model, load_tokenizer
+    from worker.training.run import evaluate
+
+    rows = [json.loads(line) for line in (FIXTURES / "sms_spam_300.jsonl").read_text().splitlines()[:40]]
+    spec = make_spec(task="sequence_classification", lora={"target_modules": "all-linear"})
+    tok = load_tokenizer(minilm_dir)
+    model, _ = load_model(minilm_dir, spec, pick_device(), num_labels=2)
+    data = encode_labeled(rows, tok, spec, ["ham", "spam"], None)
+    evaluate(model, data, spec, tok.pad_token_id, pick_device(), None)
+    model.train()
+    batch = collate(data.examples[:8], tok.pad_token_id)
+    labels = batch.pop("labels")
+    embeddings = model.get_input_embeddings()
+    captured = {}
+
+    def keep(module, inputs, out):  # type: ignore[no-untyped-def]
+        out = out if out.requires_grad else out.requires_grad_()
+        out.retain_grad()
+        captured["h"] = out
+        return out
+
+    handle = embeddings.register_forward_hook(keep)
+    loss = torch.nn.functional.cross_entropy(model(**batch).logits.float(), labels)
+    loss.backward()
+    handle.remove()
+    # The gradient reaches the embeddings only if it flows back through every 4-bit base layer.
+    assert captured["h"].grad is not None and captured["h"].grad.abs().sum() > 0
+    assert not any(
+        getattr(getattr(m, "weight", None), "quant_state", None)
+        and getattr(m.weight.quant_state, "packing_format_for_cpu", False)
+        for m in model.modules()
+    )

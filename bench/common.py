@@ -1,0 +1,54 @@
+"""Shared bits of the benchmarks: where the data is, and how a result is recorded."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("TUNEFORGE_SHARED_DATA", ROOT.parent / "shared" / "data"))
+RESULTS = ROOT / "docs" / "benchmarks.md"
+
+
+def machine() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{os.cpu_count()} CPU cores ({cpu}), {gpu}, torch {torch.__version__}"
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+
+
+def record(title: str, lines: list[str], record_it: bool) -> None:
+    """Print the result; with --record, append it to docs/benchmarks.md with date, machine and command."""
+    block = [
+        f"### {title}",
+        "",
+        f"- date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, commit {commit()}",
+        f"- machine: {machine()}",
+        f"- command: `{' '.join(['python', *sys.argv])}`",
+        "",
+        *lines,
+        "",
+    ]
+    print("\n".join(block))
+    if record_it:
+        with RESULTS.open("a") as fh:
+            fh.write("\n".join(block) + "\n")
+
+
+def dumps(obj: object) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True)
