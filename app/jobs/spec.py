@@ -116,6 +116,9 @@ class TrainingSpec(Strict):
     learning_rate: float = Field(DEFAULT_LEARNING_RATE, gt=0, le=1.0, description="Peak learning rate.")
     max_seq_length: int = Field(512, ge=8, le=131_072, description="Longer examples are truncated (and counted).")
     packing: bool = Field(False, description="Concatenate short causal-LM examples into full-length rows.")
+    group_by_length: bool = Field(
+        True, description="Batch examples of similar length together (less padding); the order stays shuffled."
+    )
     gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory.")
     max_grad_norm: float | None = Field(1.0, gt=0, description="Gradient clipping norm; null disables clipping.")
     weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="Decoupled weight decay (not on biases/norms).")

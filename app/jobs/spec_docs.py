@@ -136,6 +136,23 @@ def render() -> str:
         ),
         "```",
         "",
+        "```json",
+        json.dumps(
+            {
+                "model": "minilm",
+                "training_file": "file-lengths",
+                "task": "regression",
+                "lora": {"r": 16, "target_modules": "all-linear"},
+                "training": {"epochs": 2, "batch_size": 32, "loss": {"regression_loss": "huber", "huber_delta": 2.0}},
+                "data": {"text_field": "text", "label_field": "label", "test_split": 0.1},
+            },
+            indent=2,
+        ),
+        "```",
+        "",
+        "There is no data augmentation: no augmentation method exists, and an `augmentation` field is",
+        "refused as unknown.",
+        "",
     ]
     return "\n".join(out)
 

@@ -256,8 +256,21 @@ def collate(batch: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]
     return out
 
 
-def batch_order(n_examples: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    """Deterministic per-epoch batches, so a resumed attempt can skip to the same position."""
+def batch_order(
+    n_examples: int, batch_size: int, seed: int, epoch: int, lengths: list[int] | None = None
+) -> list[list[int]]:
+    """Deterministic per-epoch batches, so a resumed attempt can skip to the same position.
+
+    With `lengths`, examples of similar length share a batch (sorted within shuffled windows of 50
+    batches, then the batches are shuffled), which cuts padding without making the order
+    predictable."""
     g = torch.Generator().manual_seed(seed * 1000 + epoch)
     perm = torch.randperm(n_examples, generator=g).tolist()
-    return [perm[i : i + batch_size] for i in range(0, n_examples, batch_size)]
+    if lengths is None:
+        return [perm[i : i + batch_size] for i in range(0, n_examples, batch_size)]
+    window = batch_size * 50
+    batches: list[list[int]] = []
+    for start in range(0, n_examples, window):
+        chunk = sorted(perm[start : start + window], key=lambda i: lengths[i], reverse=True)
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]

@@ -182,6 +182,7 @@ def run(
         reporter.event(f"Checkpoint saved at step {step}", data={"step": step})
 
     task_loss = TaskLoss(spec, train, device)
+    lengths = [len(ex["input_ids"]) for ex in train.examples] if t.group_by_length else None
     watchdog = _LossWatchdog(spec)
     window = {"loss": torch.zeros((), device=device), "micro": 0, "tokens": 0, "t0": time.perf_counter()}
     last_loss: float | None = None
@@ -190,7 +191,7 @@ def run(
     model.train()
 
     while step < total_steps and not stopped_early:
-        order = batch_order(len(train.examples), t.batch_size, spec.seed, epoch)
+        order = batch_order(len(train.examples), t.batch_size, spec.seed, epoch, lengths)
         while micro_in_epoch < len(order) and step < total_steps:
             # -- one optimizer step: gradient_accumulation_steps micro-batches (fewer at epoch end)
             group_end = min(len(order), micro_in_epoch + t.gradient_accumulation_steps)

@@ -119,3 +119,43 @@ def test_huber_regression(model_dir: Path, tmp_path: Path) -> None:
     rep = MemoryReporter()
     run(spec, model_dir, rows, None, tmp_path, rep)
     assert len(losses(rep)) == 3
+
+
+@pytest.mark.parametrize("bits", [4, None])
+def test_gradient_checkpointing_trains(model_dir: Path, tmp_path: Path, bits: int | None) -> None:
+    spec = make_spec(
+        quantization={"bits": bits},
+        training={"gradient_checkpointing": True, "max_steps": 4, "batch_size": 4, "learning_rate": 1e-2},
+    )
+    rep = MemoryReporter()
+    run(spec, model_dir, shakespeare_rows(20), None, tmp_path, rep)
+    curve = losses(rep)
+    assert len(curve) == 4 and curve[-1] < curve[0]
+
+
+def test_classification_splits_are_stratified() -> None:
+    from worker.training.data import make_splits
+
+    rows = [{"text": str(i), "label": "rare" if i % 20 == 0 else "common"} for i in range(200)]
+    spec = make_spec(task="sequence_classification", data={"validation_split": 0.1, "test_split": 0.1})
+    splits = make_splits(rows, None, spec)
+    for part in (splits.validation, splits.test):
+        assert sum(r["label"] == "rare" for r in part) == 1  # 10 rare rows: one in each held-out tenth
+    assert len(splits.train) == 160
+    assert {r["text"] for r in splits.train}.isdisjoint({r["text"] for r in splits.validation + splits.test})
+
+
+def test_length_grouped_batches_cut_padding_and_stay_seeded() -> None:
+    from worker.training.data import batch_order
+
+    lengths = [(i * 37) % 100 + 1 for i in range(640)]
+    grouped = batch_order(640, 8, seed=3, epoch=0, lengths=lengths)
+    plain = batch_order(640, 8, seed=3, epoch=0)
+    assert sorted(i for b in grouped for i in b) == list(range(640))
+
+    def padded(batches: list[list[int]]) -> int:
+        return sum(max(lengths[i] for i in b) * len(b) for b in batches)
+
+    assert padded(grouped) < 0.7 * padded(plain)
+    assert grouped == batch_order(640, 8, seed=3, epoch=0, lengths=lengths)
+    assert grouped != batch_order(640, 8, seed=3, epoch=1, lengths=lengths)
