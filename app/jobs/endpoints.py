@@ -6,6 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, BackgroundTasks, Header, Query, Request
 from fastapi.responses import FileResponse
 
+from app.core.errors import InvalidRequest
 from app.core.schemas import ListResponse
 from app.deps import PrincipalDep, SessionDep, SettingsDep
 from app.jobs import repository, service
@@ -21,7 +22,10 @@ from app.jobs.spec import JobCreate
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
 
-_METADATA_PARAM = re.compile(r"^metadata\[(.{1,64})\]$")
+_METADATA_PARAM = re.compile(r"^metadata\[(.*)\]$")
+# Keys become JSON paths in SQL; a conservative charset keeps every backend's path syntax valid.
+_METADATA_KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+MAX_INT = 2**31 - 1
 Limit = Annotated[int, Query(ge=1, le=1000)]
 
 
@@ -54,6 +58,12 @@ def list_jobs(
 ) -> ListResponse[FineTuningJob]:
     """Newest first. Filter with `status`, `model` and `metadata[key]=value`."""
     metadata = {m.group(1): v for k, v in request.query_params.items() if (m := _METADATA_PARAM.match(k)) is not None}
+    for key in metadata:
+        if not _METADATA_KEY.match(key):
+            raise InvalidRequest(
+                "metadata filter keys are 1-64 characters of letters, digits, '_', '.', ':' or '-'.",
+                param=f"metadata[{key[:64]}]",
+            )
     rows = repository.list_page(
         session,
         principal.organization_id,
@@ -101,7 +111,7 @@ def job_metrics(
     job_id: str,
     session: SessionDep,
     principal: PrincipalDep,
-    since_step: Annotated[int | None, Query(ge=0)] = None,
+    since_step: Annotated[int | None, Query(ge=0, le=MAX_INT)] = None,
     max_points: Annotated[int, Query(ge=2, le=100_000)] = 1000,
 ) -> MetricsSeries:
     """The step series: loss, eval_loss, learning rate, grad norm, tokens/s. Points with
@@ -123,7 +133,9 @@ def download_adapter(
     principal: PrincipalDep,
     settings: SettingsDep,
     background: BackgroundTasks,
-    checkpoint: Annotated[int | None, Query(ge=0, description="Step of an intermediate checkpoint.")] = None,
+    checkpoint: Annotated[
+        int | None, Query(ge=0, le=MAX_INT, description="Step of an intermediate checkpoint.")
+    ] = None,
 ) -> FileResponse:
     job = service.get(session, principal, job_id)
     source, manifest, name = service.adapter_source(session, job, checkpoint)

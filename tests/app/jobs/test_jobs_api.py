@@ -190,3 +190,31 @@ def test_health(client: httpx.Client) -> None:
     assert ready.status_code == 200, ready.text
     assert ready.json()["checks"] == {"database": "ok", "broker": "ok"}
     assert "tuneforge_jobs" in client.get("/metrics").text
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        ("/v1/fine_tuning/jobs", {'metadata[a"b]': "x"}),
+        ("/v1/fine_tuning/jobs", {"limit": 10**30}),
+        ("/v1/fine_tuning/jobs/{job}/metrics", {"since_step": 10**30}),
+        ("/v1/fine_tuning/jobs/{job}/adapter", {"checkpoint": 10**30}),
+        ("/v1/fine_tuning/jobs/{job}/events", {"limit": -1}),
+    ],
+)
+def test_hostile_query_parameters_are_400(
+    client: httpx.Client,
+    tiny_model: str,
+    training_file: str,
+    path: str,
+    params: dict,  # type: ignore[type-arg]
+) -> None:
+    job = client.post("/v1/fine_tuning/jobs", json=job_body(tiny_model, training_file)).json()
+    r = client.get(path.format(job=job["id"]), params=params)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"]
+
+
+def test_unknown_after_cursor_is_an_empty_page(client: httpx.Client) -> None:
+    page = client.get("/v1/fine_tuning/jobs", params={"after": "ftjob-nope"}).json()
+    assert page["data"] == [] and page["has_more"] is False
