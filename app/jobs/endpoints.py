@@ -4,7 +4,7 @@ import re
 from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Header, Query, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, StreamingResponse
 
 from app.core.errors import InvalidRequest
 from app.core.schemas import ListResponse
@@ -19,6 +19,7 @@ from app.jobs.schemas import (
     MetricsSeries,
 )
 from app.jobs.spec import JobCreate
+from app.jobs.stream import job_stream
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
 
@@ -142,3 +143,20 @@ def download_adapter(
     archive = service.build_archive(source, manifest, name)
     background.add_task(archive.unlink, missing_ok=True)
     return FileResponse(archive, media_type="application/gzip", filename=f"{name}.tar.gz")
+
+
+@router.get(
+    "/{job_id}/stream",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "status, event, metrics, done"}},
+)
+def stream_job(job_id: str, request: Request, session: SessionDep, principal: PrincipalDep) -> StreamingResponse:
+    """Live progress as Server-Sent Events: `status` (on change), `event` (each new job event),
+    `metrics` (new step points), then `done` when the job is finished."""
+    job = service.get(session, principal, job_id)
+    session.close()  # the stream opens its own short sessions
+    return StreamingResponse(
+        job_stream(request, job.id),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -63,6 +63,12 @@ def events_page(session: Session, job_id: str, *, after: str | None, limit: int)
     return list(session.scalars(stmt.order_by(JobEvent.seq.desc()).limit(limit + 1)))
 
 
+def events_after_seq(session: Session, job_id: str, seq: int, limit: int = 500) -> list[JobEvent]:
+    """Oldest first: what a stream has not sent yet."""
+    stmt = select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.seq > seq).order_by(JobEvent.seq).limit(limit)
+    return list(session.scalars(stmt))
+
+
 def checkpoints_page(session: Session, job_id: str, *, after: str | None, limit: int) -> list[Checkpoint]:
     stmt = select(Checkpoint).where(Checkpoint.job_id == job_id)
     if after:

@@ -162,3 +162,22 @@ def test_out_of_memory_fails_with_an_actionable_message(
     failed = client.get(f"/v1/fine_tuning/jobs/{job['id']}").json()
     assert failed["error"]["code"] == "oom"
     assert "batch_size" in failed["error"]["message"] and "gradient_checkpointing" in failed["error"]["message"]
+
+
+def test_stream_replays_a_finished_job_and_ends(client: httpx.Client, tiny_model: str) -> None:
+    job = create(client, tiny_model, training={"max_steps": 3, "batch_size": 8})
+    assert execute(job["id"], worker_id="w-test") == "succeeded"
+    with client.stream("GET", f"/v1/fine_tuning/jobs/{job['id']}/stream") as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        body = "".join(r.iter_text())
+    frames = [f for f in body.split("\n\n") if f.startswith("event: ")]
+    kinds = [f.split("\n")[0].removeprefix("event: ") for f in frames]
+    assert kinds[0] == "status" and kinds[-1] == "done"
+    assert "event" in kinds and "metrics" in kinds
+    import json as _json
+
+    metrics = next(_json.loads(f.split("data: ", 1)[1]) for f in frames if f.startswith("event: metrics"))
+    assert [p["step"] for p in metrics["points"]] == [1, 2, 3]
+    done = _json.loads(frames[-1].split("data: ", 1)[1])
+    assert done["status"] == "succeeded"
