@@ -181,20 +181,25 @@ def finish(session: Session, job_id: str, worker_id: str, status: str, **values:
     return result.rowcount == 1  # type: ignore[attr-defined]
 
 
+def _next_attempt(now: dt.datetime) -> dict[str, Any]:
+    """Back to `queued` as a new attempt, with no owner; the reconciler publishes it."""
+    return {
+        "status": "queued",
+        "worker_id": None,
+        "lease_expires_at": None,
+        "attempt": Job.attempt + 1,
+        "enqueued_at": None,
+        "updated_at": now,
+    }
+
+
 def release(session: Session, job_id: str, worker_id: str) -> bool:
     """A worker shutting down hands its running job back to the queue as a new attempt."""
     now = utcnow()
     result = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.worker_id == worker_id, Job.status == "running")
-        .values(
-            status="queued",
-            worker_id=None,
-            lease_expires_at=None,
-            attempt=Job.attempt + 1,
-            enqueued_at=None,
-            updated_at=now,
-        )
+        .values(**_next_attempt(now))
     )
     return result.rowcount == 1  # type: ignore[attr-defined]
 
@@ -210,13 +215,25 @@ def fail_unclaimed(session: Session, job_id: str, error: dict[str, Any]) -> bool
 
 
 def upsert_metrics(session: Session, job_id: str, points: Iterable[dict[str, Any]]) -> None:
-    """Write a batch of points; a step logged again (after a resume) replaces the old point."""
+    """Write a batch of points, merged into any row already stored for the step: a step's eval point
+    may arrive in a later batch than its train point, and a resumed attempt that logs a step again
+    overwrites what the dead attempt wrote there instead of doubling it."""
     points = list(points)
     if not points:
         return
     steps = [p["step"] for p in points]
-    session.execute(delete(JobMetric).where(JobMetric.job_id == job_id, JobMetric.step.in_(steps)))
-    session.add_all(JobMetric(job_id=job_id, **p) for p in points)
+    existing = {
+        m.step: m
+        for m in session.scalars(select(JobMetric).where(JobMetric.job_id == job_id, JobMetric.step.in_(steps)))
+    }
+    for p in points:
+        row = existing.get(p["step"])
+        if row is None:
+            row = existing[p["step"]] = JobMetric(job_id=job_id, step=p["step"])
+            session.add(row)
+        for key, value in p.items():
+            if value is not None and key != "step":
+                setattr(row, key, value)
     session.flush()
 
 
@@ -250,14 +267,7 @@ def requeue_expired(session: Session, job_id: str, worker_id: str | None) -> boo
     result = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.status == "running", Job.worker_id == worker_id, Job.lease_expires_at < now)
-        .values(
-            status="queued",
-            worker_id=None,
-            lease_expires_at=None,
-            attempt=Job.attempt + 1,
-            enqueued_at=None,
-            updated_at=now,
-        )
+        .values(**_next_attempt(now))
     )
     return result.rowcount == 1  # type: ignore[attr-defined]
 

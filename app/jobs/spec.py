@@ -9,7 +9,7 @@ pydantic alone, so `worker/training/` can import it without pulling in the web o
 from __future__ import annotations
 
 import random
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -282,11 +282,10 @@ def _check_task_options(task: str, training: TrainingSpec) -> None:
         raise SpecError("training.packing", "packing applies to causal_lm only")
 
 
-class JobSpec(Strict):
-    """The resolved spec a worker trains from. Stored on the job as `spec`."""
+class SpecBlocks(Strict):
+    """Tuneforge's extension blocks, shared by the request (`JobCreate`) and the resolved `JobSpec`."""
 
-    task: TaskName = "causal_lm"
-    seed: int = Field(ge=0, le=2**31 - 1)
+    task: TaskName = Field("causal_lm", description="What the adapter learns.")
     quantization: QuantizationSpec = Field(default_factory=QuantizationSpec)
     lora: LoraSpec = Field(default_factory=LoraSpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
@@ -295,9 +294,15 @@ class JobSpec(Strict):
     data: DataSpec = Field(default_factory=DataSpec)
 
     @model_validator(mode="after")
-    def _check(self) -> JobSpec:
+    def _check_task(self) -> Self:
         _check_task_options(self.task, self.training)
         return self
+
+
+class JobSpec(SpecBlocks):
+    """The resolved spec a worker trains from. Stored on the job as `spec`."""
+
+    seed: int = Field(ge=0, le=2**31 - 1)
 
 
 # --------------------------------------------------------------------------- OpenAI's request shape
@@ -337,7 +342,7 @@ Metadata = Annotated[
 ]
 
 
-class JobCreate(Strict):
+class JobCreate(SpecBlocks):
     """Body of POST /v1/fine_tuning/jobs."""
 
     model: str = Field(min_length=1, max_length=512, description="A model directory under the models root.")
@@ -351,19 +356,6 @@ class JobCreate(Strict):
         None, description="Deprecated OpenAI field; prefer method.supervised.hyperparameters."
     )
     integrations: list[Any] | None = Field(None, max_length=0, description="Not supported; must be empty.")
-
-    task: TaskName = Field("causal_lm", description="What the adapter learns.")
-    quantization: QuantizationSpec = Field(default_factory=QuantizationSpec)
-    lora: LoraSpec = Field(default_factory=LoraSpec)
-    training: TrainingSpec = Field(default_factory=TrainingSpec)
-    optimizer: OptimizerSpec = Field(default_factory=lambda: AdamWSpec(name="adamw"))
-    scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
-    data: DataSpec = Field(default_factory=DataSpec)
-
-    @model_validator(mode="after")
-    def _check(self) -> JobCreate:
-        _check_task_options(self.task, self.training)
-        return self
 
     def _hyperparameters(self) -> tuple[SupervisedHyperparameters | None, str]:
         if self.method is not None and self.method.supervised is not None:

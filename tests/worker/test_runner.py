@@ -181,3 +181,18 @@ def test_stream_replays_a_finished_job_and_ends(client: httpx.Client, tiny_model
     assert [p["step"] for p in metrics["points"]] == [1, 2, 3]
     done = _json.loads(frames[-1].split("data: ", 1)[1])
     assert done["status"] == "succeeded"
+
+
+def test_metric_points_of_one_step_merge_across_batches(client: httpx.Client, tiny_model: str) -> None:
+    from app.jobs import repository
+
+    job = create(client, tiny_model, training={"max_steps": 2})
+    with session_scope() as s:
+        repository.upsert_metrics(s, job["id"], [{"step": 1, "loss": 2.5, "learning_rate": 1e-3}])
+    with session_scope() as s:  # the eval point of the same step, flushed later
+        repository.upsert_metrics(s, job["id"], [{"step": 1, "eval_loss": 2.4, "extra": {"perplexity": 11.0}}])
+    with session_scope() as s:  # a resumed attempt logs step 1 again
+        repository.upsert_metrics(s, job["id"], [{"step": 1, "loss": 2.6, "learning_rate": 1e-3}])
+    point = client.get(f"/v1/fine_tuning/jobs/{job['id']}/metrics").json()["data"]
+    assert len(point) == 1
+    assert (point[0]["loss"], point[0]["eval_loss"]) == (2.6, 2.4)
