@@ -24,17 +24,6 @@ log = logging.getLogger("tuneforge.worker")
 # checkpoints, hands itself back to the queue, and the process exits.
 SHUTDOWN = threading.Event()
 
-METRIC_COLUMNS = (
-    "step",
-    "epoch",
-    "loss",
-    "eval_loss",
-    "learning_rate",
-    "grad_norm",
-    "tokens_per_second",
-    "num_tokens",
-)
-
 
 def _retry(what: str, fn: Any, attempts: int = 6, first_delay: float = 0.5) -> Any:
     """Database blips (a restart, a failover) are retried with backoff instead of failing the job."""
@@ -111,16 +100,10 @@ class DBReporter:
             points, self._points = self._points, []
         if not points:
             return
-        merged: dict[int, dict[str, Any]] = {}
-        for p in points:  # an eval point and a train point of one step become one row
-            row = merged.setdefault(p["step"], {"step": p["step"]})
-            for k, v in p.items():
-                if v is not None and (k in METRIC_COLUMNS or k == "extra"):
-                    row[k] = v
 
         def write() -> None:
             with session_scope() as s:
-                repository.upsert_metrics(s, self.job_id, merged.values())
+                repository.upsert_metrics(s, self.job_id, points)
 
         _retry("writing metrics", write)
 

@@ -4,6 +4,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.db.models import File, Job
+from app.jobs import repository as jobs_repository
 
 
 def get(session: Session, org_id: str, file_id: str) -> File | None:
@@ -33,10 +34,9 @@ def list_page(
 
 
 def live_jobs_using(session: Session, org_id: str, file_id: str) -> list[str]:
-    live = ("validating_files", "queued", "running", "cancel_requested")
     stmt = select(Job.id).where(
         Job.organization_id == org_id,
-        Job.status.in_(live),
+        Job.status.in_(jobs_repository.LIVE),
         (Job.training_file == file_id) | (Job.validation_file == file_id),
     )
     return list(session.scalars(stmt))

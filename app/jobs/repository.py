@@ -16,6 +16,10 @@ from app.db.types import utcnow
 
 LIVE = ("validating_files", "queued", "running", "cancel_requested")
 TERMINAL = ("succeeded", "failed", "cancelled")
+# What a metric point may set; anything else a reporter sends is ignored.
+METRIC_FIELDS = frozenset(
+    ("epoch", "loss", "eval_loss", "learning_rate", "grad_norm", "tokens_per_second", "num_tokens", "extra")
+)
 
 
 # ----------------------------------------------------------------------------- reads
@@ -81,21 +85,11 @@ def checkpoint_at(session: Session, job_id: str, step: int) -> Checkpoint | None
     return session.scalar(select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.step_number == step))
 
 
-def latest_checkpoint(session: Session, job_id: str) -> Checkpoint | None:
-    return session.scalar(
-        select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step_number.desc()).limit(1)
-    )
-
-
 def metrics(session: Session, job_id: str, *, since_step: int | None) -> Sequence[JobMetric]:
     stmt = select(JobMetric).where(JobMetric.job_id == job_id)
     if since_step is not None:
         stmt = stmt.where(JobMetric.step > since_step)
     return session.scalars(stmt.order_by(JobMetric.step)).all()
-
-
-def count_metrics(session: Session, job_id: str) -> int:
-    return session.scalar(select(func.count()).select_from(JobMetric).where(JobMetric.job_id == job_id)) or 0
 
 
 # ----------------------------------------------------------------------------- writes
@@ -204,16 +198,6 @@ def release(session: Session, job_id: str, worker_id: str) -> bool:
     return result.rowcount == 1  # type: ignore[attr-defined]
 
 
-def fail_unclaimed(session: Session, job_id: str, error: dict[str, Any]) -> bool:
-    now = utcnow()
-    result = session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.status.in_(("queued", "validating_files")))
-        .values(status="failed", error=error, finished_at=now, updated_at=now)
-    )
-    return result.rowcount == 1  # type: ignore[attr-defined]
-
-
 def upsert_metrics(session: Session, job_id: str, points: Iterable[dict[str, Any]]) -> None:
     """Write a batch of points, merged into any row already stored for the step: a step's eval point
     may arrive in a later batch than its train point, and a resumed attempt that logs a step again
@@ -232,7 +216,7 @@ def upsert_metrics(session: Session, job_id: str, points: Iterable[dict[str, Any
             row = existing[p["step"]] = JobMetric(job_id=job_id, step=p["step"])
             session.add(row)
         for key, value in p.items():
-            if value is not None and key != "step":
+            if value is not None and key in METRIC_FIELDS:
                 setattr(row, key, value)
     session.flush()
 

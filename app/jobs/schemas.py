@@ -10,7 +10,6 @@ from app.db.types import unix, utcnow
 from app.jobs.spec import JobSpec, openai_hyperparameters
 
 JobStatus = Literal["validating_files", "queued", "running", "cancel_requested", "succeeded", "failed", "cancelled"]
-TERMINAL = ("succeeded", "failed", "cancelled")
 
 
 class JobError(BaseModel):
