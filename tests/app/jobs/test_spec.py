@@ -110,3 +110,10 @@ def test_task_specific_options_are_refused_elsewhere(over: dict, param: str) -> 
     with pytest.raises(ValidationError) as info:
         JobCreate.model_validate(body(**over))
     assert param_of(info.value) == param
+
+
+def test_documented_examples_are_valid_specs() -> None:
+    from app.jobs.spec_docs import EXAMPLES
+
+    for example in EXAMPLES:
+        JobCreate.model_validate(example).resolve()
