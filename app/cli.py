@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import logging
+import json
 import os
 import signal
 import subprocess
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from app.core.config import get_settings
-
-
-def _configure_logging(level: str = "INFO") -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+from app.core.logging import configure_logging
 
 
 def cmd_migrate(_: argparse.Namespace) -> int:
@@ -39,6 +37,7 @@ def cmd_api(args: argparse.Namespace) -> int:
         port=args.port,
         log_level=args.log_level.lower(),
         access_log=args.access_log,
+        log_config=None,  # uvicorn's loggers propagate to ours, which carries the request id
     )
     return 0
 
@@ -89,7 +88,9 @@ def cmd_up(args: argparse.Namespace) -> int:
             [sys.executable, "-m", "app.cli", "worker", "--log-level", args.log_level], stdout=log, stderr=log
         )
     try:
-        uvicorn.run(create_app(run_reconciler=True), host=args.host, port=args.port, log_level="warning")
+        uvicorn.run(
+            create_app(run_reconciler=True), host=args.host, port=args.port, log_level="warning", log_config=None
+        )
     finally:
         worker.send_signal(signal.SIGTERM)
         try:
@@ -105,6 +106,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return demo_main(args)
 
 
+def _key_json(key: Any, org: Any) -> dict[str, Any]:
+    return {
+        "id": key.id,
+        "name": key.name,
+        "organization": org.name,
+        "organization_id": org.id,
+        "admin": key.is_admin,
+        "created_at": key.created_at.isoformat(),
+        "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
+    }
+
+
 def cmd_keys(args: argparse.Namespace) -> int:
     from app.auth.service import create_key, get_or_create_org, list_keys, revoke_key
     from app.db.engine import session_scope
@@ -113,11 +126,17 @@ def cmd_keys(args: argparse.Namespace) -> int:
         if args.keys_cmd == "create":
             org = get_or_create_org(s, args.org)
             key, plaintext = create_key(s, org, args.name, admin=args.admin)
-            print(f"{key.id}  org={org.name} ({org.id})  admin={key.is_admin}")
-            print(f"key: {plaintext}")
+            if args.json:
+                print(json.dumps({**_key_json(key, org), "key": plaintext}))
+            else:
+                print(f"{key.id}  org={org.name} ({org.id})  admin={key.is_admin}")
+                print(f"key: {plaintext}")
             print("Store it now: only its hash is kept.", file=sys.stderr)
         elif args.keys_cmd == "list":
             for k, o in list_keys(s):
+                if args.json:
+                    print(json.dumps(_key_json(k, o)))
+                    continue
                 state = "revoked" if k.revoked_at else "active"
                 created = f"{k.created_at:%Y-%m-%d}"
                 print(f"{k.id}  {state:7}  org={o.name}  admin={k.is_admin}  name={k.name!r}  created={created}")
@@ -165,8 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
     kc = ks.add_parser("create", help="create a key (printed once)")
     kc.add_argument("--org", required=True, help="organization name (created if new)")
     kc.add_argument("--name", default="cli")
-    kc.add_argument("--admin", action="store_true")
-    ks.add_parser("list", help="list keys (never their values)")
+    kc.add_argument("--admin", action="store_true", help="may read every organization's jobs")
+    kc.add_argument("--json", action="store_true", help="one JSON object, for scripts")
+    kl = ks.add_parser("list", help="list keys (never their values)")
+    kl.add_argument("--json", action="store_true", help="one JSON object per line")
     kr = ks.add_parser("revoke", help="revoke a key by id")
     kr.add_argument("key_id")
     k.set_defaults(func=cmd_keys)
@@ -175,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _configure_logging(getattr(args, "log_level", "INFO"))
+    configure_logging(getattr(args, "log_level", "INFO"))
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

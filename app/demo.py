@@ -54,14 +54,17 @@ def _prepare(settings_models: Path, data_dir: Path) -> Path:
     return dataset
 
 
-def _wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
+def _wait_ready(base: str, key_path: Path, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    """Until `tuneforge up` has written its key and /readyz (which needs a key) says ready."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"tuneforge up exited with code {proc.returncode}")
         try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                return
+            if key_path.is_file():
+                auth = {"Authorization": f"Bearer {key_path.read_text().strip()}"}
+                if httpx.get(f"{base}/readyz", headers=auth, timeout=2).status_code == 200:
+                    return
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
@@ -78,7 +81,7 @@ def main(args: argparse.Namespace) -> int:
     base = f"http://127.0.0.1:{args.port}"
     server = subprocess.Popen([sys.executable, "-m", "app.cli", "up", "--port", str(args.port)])
     try:
-        _wait_ready(base, server)
+        _wait_ready(base, settings.data_dir / "api_key", server)
         key = (settings.data_dir / "api_key").read_text().strip()
         client = httpx.Client(base_url=f"{base}/v1", headers={"Authorization": f"Bearer {key}"}, timeout=60)
         with dataset.open("rb") as fh:

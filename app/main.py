@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app.core.config import get_settings
 from app.core.errors import install_error_handlers
+from app.core.guards import RejectNulMiddleware
+from app.core.logging import RequestIdMiddleware
 from app.files.endpoints import router as files_router
 from app.health.endpoints import router as health_router
 from app.jobs.endpoints import router as jobs_router
@@ -48,14 +49,8 @@ def create_app(*, run_reconciler: bool = False) -> FastAPI:
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
         )
 
-    @app.middleware("http")
-    async def request_id(request: Request, call_next):  # type: ignore[no-untyped-def]
-        rid = request.headers.get("x-request-id") or f"req_{secrets.token_hex(8)}"
-        request.state.request_id = rid[:64]
-        response: Response = await call_next(request)
-        response.headers["x-request-id"] = request.state.request_id
-        return response
-
+    app.add_middleware(RejectNulMiddleware)
+    app.add_middleware(RequestIdMiddleware)  # added last, so outermost: guards' answers carry the id
     app.include_router(health_router)
     app.include_router(files_router)
     app.include_router(jobs_router)

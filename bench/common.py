@@ -32,6 +32,13 @@ def commit() -> str:
         return "unknown"
 
 
+def command() -> str:
+    spec = getattr(sys.modules["__main__"], "__spec__", None)
+    if spec is not None and spec.name:
+        return " ".join(["python", "-m", spec.name, *sys.argv[1:]])
+    return " ".join(["python", *sys.argv])
+
+
 def record(title: str, lines: list[str], record_it: bool) -> None:
     """Print the result; with --record, append it to docs/benchmarks.md with date, machine and command."""
     block = [
@@ -39,7 +46,7 @@ def record(title: str, lines: list[str], record_it: bool) -> None:
         "",
         f"- date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, commit {commit()}",
         f"- machine: {machine()}",
-        f"- command: `{' '.join(['python', *sys.argv])}`",
+        f"- command: `{command()}`",
         "",
         *lines,
         "",

@@ -34,6 +34,8 @@ os.environ.update(
         "TUNEFORGE_HEARTBEAT_SECONDS": "1",
         "TUNEFORGE_METRICS_FLUSH_SECONDS": "0.5",
         "TUNEFORGE_LEASE_SECONDS": "30",
+        # Tests leave many jobs queued in one org; the limit itself is tested with its own org.
+        "TUNEFORGE_MAX_QUEUED_JOBS_PER_ORG": "10000",
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
@@ -124,11 +126,16 @@ def client(api_key: str, settings) -> Iterator[httpx.Client]:  # type: ignore[no
         yield c
 
 
-def upload_jsonl(client: httpx.Client, rows: list[dict], name: str = "data.jsonl") -> dict:  # type: ignore[type-arg]
+def upload_jsonl(
+    client: httpx.Client,
+    rows: list[dict],  # type: ignore[type-arg]
+    name: str = "data.jsonl",
+    headers: dict[str, str] | None = None,
+) -> dict:  # type: ignore[type-arg]
     import json
 
     body = "\n".join(json.dumps(r) for r in rows).encode()
-    r = client.post("/v1/files", files={"file": (name, body)}, data={"purpose": "fine-tune"})
+    r = client.post("/v1/files", files={"file": (name, body)}, data={"purpose": "fine-tune"}, headers=headers)
     assert r.status_code == 200, r.text
     return r.json()
 

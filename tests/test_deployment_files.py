@@ -52,7 +52,7 @@ def test_compose_environment_is_valid_production_settings(monkeypatch: pytest.Mo
         if key.startswith("TUNEFORGE_"):
             monkeypatch.delenv(key)
     for key, value in env.items():
-        monkeypatch.setenv(key, re.sub(r"\$\{POSTGRES_PASSWORD[^}]*\}", "secret", value))
+        monkeypatch.setenv(key, re.sub(r"\$\{(POSTGRES|REDIS)_PASSWORD[^}]*\}", "s3cr3t-from-env", value))
     settings = Settings()
     assert settings.env == "production"
     assert settings.database_url.startswith("postgresql+psycopg://")

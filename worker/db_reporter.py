@@ -71,6 +71,12 @@ class DBReporter:
     def progress(self, step: int, total_steps: int, epoch: float) -> None:
         self._progress = {"step": step, "total_steps": total_steps, "epoch": epoch}
 
+    @property
+    def last_progress(self) -> dict[str, Any]:
+        """The latest progress, for the final record: a job shorter than one heartbeat interval has
+        never written it."""
+        return dict(self._progress)
+
     def checkpoint(self, step: int, path: Path, manifest: dict[str, str], metrics: dict[str, Any]) -> None:
         self.flush()
 

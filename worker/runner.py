@@ -10,13 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from sqlalchemy.orm import Session
 
 from app.core.config import get_settings
+from app.core.logging import request_id_var
 from app.db.engine import session_scope
 from app.files import repository as files_repo
 from app.files.parsing import iter_rows
 from app.jobs import repository
-from app.jobs.model_path import resolve_model_dir
+from app.jobs.model_path import resolve_model
 from app.jobs.spec import JobSpec, SpecError
 from worker.db_reporter import DBReporter, _retry
 from worker.training.errors import StopTraining, TrainingError
@@ -51,10 +53,20 @@ def _load_rows(file_id: str | None) -> list[dict[str, Any]] | None:
 
 def execute(job_id: str, worker_id: str = WORKER_ID) -> str:
     """Run one job to a terminal state. Returns what happened, for logs and tests."""
+    token = request_id_var.set(job_id)  # every log line of this job names it
+    try:
+        return _execute(job_id, worker_id)
+    finally:
+        request_id_var.reset(token)
+
+
+def _execute(job_id: str, worker_id: str) -> str:
     settings = get_settings()
     with session_scope() as s:
-        if not repository.claim(s, job_id, worker_id, settings.lease_seconds):
+        if not repository.claim(s, job_id, worker_id, settings.lease_seconds, settings.max_running_jobs_per_org):
             job = repository.get(s, None, job_id)
+            if job is not None and job.status == "queued":
+                return _defer(s, job_id, settings.max_running_jobs_per_org)
             log.info(
                 "job %s not claimed (status %s): a duplicate delivery or a finished job",
                 job_id,
@@ -74,9 +86,9 @@ def execute(job_id: str, worker_id: str = WORKER_ID) -> str:
     outcome: tuple[str, dict[str, Any]]
     try:
         spec = JobSpec.model_validate(spec_raw)
-        assert settings.models_dir is not None
         try:
-            model_dir = resolve_model_dir(settings.models_dir, model_name)
+            model_dir = resolve_model(settings, model_name, fetch=True)
+            assert model_dir is not None
         except SpecError as exc:
             raise TrainingError("invalid_spec", exc.message, "model") from exc
         reporter.event("Validating the model and data against the spec")
@@ -117,6 +129,7 @@ def execute(job_id: str, worker_id: str = WORKER_ID) -> str:
             torch.cuda.empty_cache()
 
     status, values = outcome
+    values = reporter.last_progress | values
     if status == "lease_lost":
         log.warning("job %s: lease lost; another attempt owns it now", job_id)
         return status
@@ -140,6 +153,23 @@ def execute(job_id: str, worker_id: str = WORKER_ID) -> str:
         log.warning("job %s: could not record %s; it was no longer ours", job_id, status)
     log.info("job %s attempt %s: %s", job_id, attempt, status)
     return status
+
+
+WAITING = "Waiting for a training slot"
+
+
+def _defer(session: Session, job_id: str, cap: int) -> str:
+    """The organization is at its running-jobs cap: leave the job queued for the reconciler to send
+    again, and free this worker for another organization's job."""
+    repository.mark_unsent(session, job_id)
+    if not (repository.last_event_message(session, job_id) or "").startswith(WAITING):
+        repository.add_event(
+            session,
+            job_id,
+            f"{WAITING}: your organization has {cap} jobs running (TUNEFORGE_MAX_RUNNING_JOBS_PER_ORG)",
+        )
+    log.info("job %s deferred: its organization is at the running-jobs cap", job_id)
+    return "deferred"
 
 
 def _hand_back(job_id: str, worker_id: str) -> str:

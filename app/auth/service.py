@@ -22,6 +22,11 @@ class Principal:
     key_id: str
     is_admin: bool
 
+    def scope(self, *, write: bool = False) -> str | None:
+        """The organization a query is limited to. An admin key reads every organization's
+        resources (an ops dashboard) but changes only its own; None means unscoped."""
+        return None if self.is_admin and not write else self.organization_id
+
 
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()

@@ -10,9 +10,30 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Passwords that ship in examples and images; a production deployment must not run on them.
+DEFAULT_SECRETS = frozenset(
+    ("", "postgres", "password", "secret", "changeme", "change-me", "tuneforge", "admin", "redis", "guest")
+)
+
+
+def _secret_problems(name: str, url: str) -> list[str]:
+    """A server URL in production must carry a password, and not a well-known one."""
+    if url.startswith(("sqlite", "sqla+")):
+        return []  # refused separately
+    password = _url_password(url)
+    if password is None or password.lower() in DEFAULT_SECRETS:
+        return [f"{name} must include a non-default password"]
+    return []
+
+
+def _url_password(url: str) -> str | None:
+    parts = urlsplit(url)
+    return unquote(parts.password) if parts.password is not None else None
 
 
 class Settings(BaseSettings):
@@ -44,8 +65,34 @@ class Settings(BaseSettings):
     reconcile_seconds: float = Field(15.0, gt=0)
     queued_resend_seconds: float = Field(60.0, gt=0, description="Re-send a queued job's message after this.")
 
-    cors_origins: list[str] = Field(default_factory=list)
-    allow_hub: bool = Field(False, description="Allow Hub model ids (needs network access and a cache).")
+    # Spec caps: what one job may ask of a GPU. Over a cap is a 400 naming the field.
+    max_steps: int = Field(100_000, ge=1, description="Largest training.max_steps a job may set.")
+    max_epochs: int = Field(100, ge=1, description="Largest training.epochs (or n_epochs).")
+    max_seq_length: int = Field(8192, ge=8, description="Largest training.max_seq_length.")
+    max_lora_r: int = Field(256, ge=1, description="Largest lora.r.")
+    max_batch_size: int = Field(256, ge=1, description="Largest training.batch_size.")
+    # Per-organization fairness: one tenant cannot hold every GPU or flood the queue.
+    max_running_jobs_per_org: int = Field(
+        4, ge=1, description="Jobs of one org training at once; more wait in `queued`."
+    )
+    max_queued_jobs_per_org: int = Field(
+        50, ge=1, description="Queued jobs per org; a POST over it answers 429 with Retry-After."
+    )
+
+    worker_gpu_memory_gb: float | None = Field(
+        None,
+        gt=0,
+        description="Memory of the largest worker GPU. Jobs whose estimated peak does not fit are refused "
+        "at submission (unset: no check, e.g. CPU-only workers).",
+    )
+
+    cors_origins: list[str] = Field(default_factory=list, description="Allowed CORS origins; none (off) by default.")
+    allow_hub: bool = Field(
+        False, description="Accept Hugging Face Hub ids for `model` (downloaded by the worker, safetensors only)."
+    )
+    allow_pickle_weights: bool = Field(
+        False, description="Accept models whose only weights are pickle files (.bin/.pt). Unsafe: pickle runs code."
+    )
 
     @model_validator(mode="after")
     def _resolve_and_check(self) -> Settings:
@@ -65,6 +112,8 @@ class Settings(BaseSettings):
                 problems.append("TUNEFORGE_BROKER_URL must point at Redis, not the embedded broker")
             if "*" in self.cors_origins:
                 problems.append("TUNEFORGE_CORS_ORIGINS must list origins, not '*'")
+            problems += _secret_problems("TUNEFORGE_DATABASE_URL", self.database_url)
+            problems += _secret_problems("TUNEFORGE_BROKER_URL", self.broker_url)
             if problems:
                 raise ValueError("unsafe settings for env=production: " + "; ".join(problems))
         return self

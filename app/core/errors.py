@@ -7,13 +7,16 @@ a request id and never a stack trace or a server path.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
+from app.core.logging import new_request_id, request_id_var
 from app.jobs.spec import SpecError
 
 log = logging.getLogger("tuneforge.api")
@@ -65,6 +68,22 @@ class Conflict(APIError):
         self.headers.setdefault("x-should-retry", "false")
 
 
+class PermissionDenied(APIError):
+    status_code = 403
+    type = "permission_error"
+
+
+class TooManyRequests(APIError):
+    """A per-organization limit. `Retry-After` says when to try again; the SDK honours it."""
+
+    status_code = 429
+    type = "rate_limit_error"
+
+    def __init__(self, message: str, *, retry_after: int, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.headers["Retry-After"] = str(retry_after)
+
+
 class PayloadTooLarge(APIError):
     status_code = 413
 
@@ -100,13 +119,25 @@ def _message_of(err: dict[str, Any]) -> str:
     return str(err.get("msg", "invalid value"))
 
 
-def validation_error_response(errors: list[dict[str, Any]]) -> JSONResponse:
+def describe_validation(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
+    """(message, param) for pydantic errors: every problem listed, the first one's field named."""
     first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
-    param = _param_of(first) or None
     parts = [f"{_param_of(e) or 'body'}: {_message_of(e)}" for e in errors[:5]]
     more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
-    message = "Invalid request: " + "; ".join(parts) + more
+    return "Invalid request: " + "; ".join(parts) + more, _param_of(first) or None
+
+
+def validation_error_response(errors: list[dict[str, Any]]) -> JSONResponse:
+    message, param = describe_validation(errors)
     return JSONResponse(status_code=400, content=envelope(message, "invalid_request_error", param, "invalid_spec"))
+
+
+def _allowed_methods(app: FastAPI, path: str) -> list[str]:
+    patterns: list[tuple[re.Pattern[str], list[str]]] | None = getattr(app.state, "method_patterns", None)
+    if patterns is None:
+        patterns = [(compile_path(p)[0], [m.upper() for m in ops]) for p, ops in app.openapi()["paths"].items()]
+        app.state.method_patterns = patterns
+    return sorted({m for regex, methods in patterns if regex.match(path) for m in methods})
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -125,17 +156,29 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         type_ = "invalid_request_error" if exc.status_code < 500 else "server_error"
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            # Starlette lists only the first matching route's methods; GET and POST on one path
+            # are two routes here, and a client deserves both.
+            headers["Allow"] = ", ".join(_allowed_methods(app, request.url.path)) or headers.get("Allow", "")
         return JSONResponse(
             status_code=exc.status_code,
             content=envelope(str(exc.detail), type_, None, None),
-            headers=getattr(exc, "headers", None),
+            headers=headers,
         )
 
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
-        request_id = getattr(request.state, "request_id", None)
-        log.exception("unhandled error (request_id=%s)", request_id)
+        # Runs in Starlette's outermost middleware, after the request-id middleware has returned,
+        # so the id is put back for the log line and the header here.
+        request_id = getattr(request.state, "request_id", None) or new_request_id()
+        token = request_id_var.set(request_id)
+        try:
+            log.error("unhandled %s", type(exc).__name__, exc_info=exc)
+        finally:
+            request_id_var.reset(token)
         return JSONResponse(
             status_code=500,
             content=envelope(f"Internal server error (request id {request_id}).", "server_error", None, "internal"),
+            headers={"x-request-id": request_id},
         )

@@ -30,3 +30,35 @@ class DeletedResponse(BaseModel):
     id: str
     object: str
     deleted: bool
+
+
+class ErrorBody(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """OpenAI's error envelope."""
+
+    error: ErrorBody
+
+
+_ERROR_TEXT = {
+    400: "Invalid request; `error.param` names the field.",
+    401: "Missing, invalid or revoked API key.",
+    403: "Needs an admin key.",
+    404: "No such object in your organization.",
+    409: "Conflicts with the object's state (or a reused Idempotency-Key).",
+    413: "The upload is over the size limit.",
+    429: "Over a per-organization limit; see Retry-After.",
+    503: "The database is unavailable; retry shortly.",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, object]]:
+    """OpenAPI entries for the errors a route can answer with (always 400, 401 and 503)."""
+    return {
+        code: {"model": ErrorResponse, "description": _ERROR_TEXT[code]} for code in sorted({400, 401, 503, *codes})
+    }

@@ -8,12 +8,12 @@ from starlette.datastructures import UploadFile
 from starlette.types import Message
 
 from app.core.errors import InvalidRequest, PayloadTooLarge
-from app.core.schemas import DeletedResponse, ListResponse
+from app.core.schemas import DeletedResponse, ListResponse, error_responses
 from app.deps import PrincipalDep, SessionDep, SettingsDep
 from app.files import repository, service
 from app.files.schemas import FileObject
 
-router = APIRouter(prefix="/v1/files", tags=["files"])
+router = APIRouter(prefix="/v1/files", tags=["files"], responses=error_responses(404))
 
 # Room for the multipart envelope around the file itself.
 MULTIPART_OVERHEAD = 64 * 1024
@@ -42,6 +42,7 @@ def _size_limited(request: Request, limit: int) -> Request:
 @router.post(
     "",
     response_model=FileObject,
+    responses=error_responses(409, 413),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -127,7 +128,7 @@ def file_content(file_id: str, session: SessionDep, principal: PrincipalDep) -> 
     return FileResponse(f.storage_path, media_type=media, filename=f.filename)
 
 
-@router.delete("/{file_id}", response_model=DeletedResponse)
+@router.delete("/{file_id}", response_model=DeletedResponse, responses=error_responses(409))
 def delete_file(file_id: str, session: SessionDep, principal: PrincipalDep) -> DeletedResponse:
     service.delete(session, principal, file_id)
     session.commit()

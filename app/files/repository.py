@@ -7,8 +7,12 @@ from app.db.models import File, Job
 from app.jobs import repository as jobs_repository
 
 
-def get(session: Session, org_id: str, file_id: str) -> File | None:
-    return session.scalar(select(File).where(File.id == file_id, File.organization_id == org_id))
+def get(session: Session, org_id: str | None, file_id: str) -> File | None:
+    """Scoped to `org_id`; None (an admin read) is unscoped."""
+    stmt = select(File).where(File.id == file_id)
+    if org_id is not None:
+        stmt = stmt.where(File.organization_id == org_id)
+    return session.scalar(stmt)
 
 
 def get_internal(session: Session, file_id: str) -> File | None:

@@ -23,8 +23,9 @@ CHUNK = 1 << 20
 SUPPORTED_PURPOSES = ("fine-tune",)
 
 
-def get(session: Session, principal: Principal, file_id: str) -> File:
-    f = repository.get(session, principal.organization_id, file_id)
+def get(session: Session, principal: Principal, file_id: str, *, write: bool = False) -> File:
+    """Another organization's file is a 404 exactly like a file that does not exist."""
+    f = repository.get(session, principal.scope(write=write), file_id)
     if f is None:
         raise NotFound(f"No such file: {file_id}", param="file_id", code="file_not_found")
     return f
@@ -112,7 +113,7 @@ async def upload(
 
 
 def delete(session: Session, principal: Principal, file_id: str) -> None:
-    f = get(session, principal, file_id)
+    f = get(session, principal, file_id, write=True)
     users = repository.live_jobs_using(session, principal.organization_id, file_id)
     if users:
         raise Conflict(f"File {file_id} is used by running or queued job(s): {', '.join(users)}.", param="file_id")

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from sqlalchemy import func, select, text
 
+from app.core.errors import PermissionDenied
+from app.core.schemas import error_responses
 from app.db.engine import get_sessionmaker
 from app.db.models import Job
-from app.deps import SettingsDep
+from app.deps import PrincipalDep, SessionDep, SettingsDep
 
 router = APIRouter(tags=["health"])
 
@@ -37,9 +39,10 @@ def _broker_ok(url: str) -> str | None:
         return type(exc).__name__
 
 
-@router.get("/readyz")
-def readyz(settings: SettingsDep) -> JSONResponse:
-    """Readiness: the database and the broker are reachable."""
+@router.get("/readyz", responses=error_responses())
+def readyz(settings: SettingsDep, _: PrincipalDep) -> JSONResponse:
+    """Readiness: the database and the broker are reachable. Needs a key, like everything but
+    /healthz (a probe sends one; with the database down, authentication itself answers 503)."""
     assert settings.broker_url is not None
     checks = {"database": _database_ok(), "broker": _broker_ok(settings.broker_url)}
     ready = all(v is None for v in checks.values())
@@ -50,12 +53,22 @@ def readyz(settings: SettingsDep) -> JSONResponse:
     return JSONResponse(body, status_code=200 if ready else 503)
 
 
-@router.get("/metrics", response_class=PlainTextResponse)
-def prometheus() -> str:
-    """Prometheus text format: jobs by status."""
+@router.get(
+    "/metrics",
+    # Documented by hand so that 200 is text/plain while errors stay in the JSON envelope.
+    response_class=Response,
+    responses={
+        200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text format."},
+        **error_responses(403),
+    },
+)
+def prometheus(principal: PrincipalDep, session: SessionDep) -> PlainTextResponse:
+    """Prometheus text format: jobs by status, over every organization, so it needs an admin key
+    (Prometheus sends it with `authorization: {credentials: ...}`)."""
+    if not principal.is_admin:
+        raise PermissionDenied("/metrics covers every organization and needs an admin key.", code="admin_required")
     lines = ["# HELP tuneforge_jobs Jobs by status.", "# TYPE tuneforge_jobs gauge"]
-    with get_sessionmaker()() as session:
-        rows = session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
+    rows = session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
     for status, count in sorted(rows):
         lines.append(f'tuneforge_jobs{{status="{status}"}} {count}')
-    return "\n".join(lines) + "\n"
+    return PlainTextResponse("\n".join(lines) + "\n")

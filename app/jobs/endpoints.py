@@ -6,8 +6,8 @@ from typing import Annotated
 from fastapi import APIRouter, BackgroundTasks, Header, Query, Request
 from fastapi.responses import FileResponse, StreamingResponse
 
-from app.core.errors import InvalidRequest
-from app.core.schemas import ListResponse
+from app.core.errors import InvalidRequest, PermissionDenied
+from app.core.schemas import ListResponse, error_responses
 from app.deps import PrincipalDep, SessionDep, SettingsDep
 from app.jobs import repository, service
 from app.jobs.schemas import (
@@ -21,7 +21,7 @@ from app.jobs.schemas import (
 from app.jobs.spec import JobCreate
 from app.jobs.stream import job_stream
 
-router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
+router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"], responses=error_responses(404))
 
 _METADATA_PARAM = re.compile(r"^metadata\[(.*)\]$")
 # Keys become JSON paths in SQL; a conservative charset keeps every backend's path syntax valid.
@@ -30,7 +30,7 @@ MAX_INT = 2**31 - 1
 Limit = Annotated[int, Query(ge=1, le=1000)]
 
 
-@router.post("", response_model=FineTuningJob)
+@router.post("", response_model=FineTuningJob, responses=error_responses(409, 429))
 def create_job(
     body: JobCreate,
     session: SessionDep,
@@ -47,7 +47,7 @@ def create_job(
     return FineTuningJob.of(job)
 
 
-@router.get("", response_model=ListResponse[FineTuningJob])
+@router.get("", response_model=ListResponse[FineTuningJob], responses=error_responses(403))
 def list_jobs(
     request: Request,
     session: SessionDep,
@@ -56,8 +56,17 @@ def list_jobs(
     limit: Limit = 20,
     status: JobStatus | None = None,
     model: str | None = None,
+    all_organizations: Annotated[
+        bool, Query(description="Admin keys only: list every organization's jobs (an ops view).")
+    ] = False,
 ) -> ListResponse[FineTuningJob]:
     """Newest first. Filter with `status`, `model` and `metadata[key]=value`."""
+    if all_organizations and not principal.is_admin:
+        raise PermissionDenied(
+            "all_organizations=true needs an admin key (tuneforge keys create --admin).",
+            param="all_organizations",
+            code="admin_required",
+        )
     metadata = {m.group(1): v for k, v in request.query_params.items() if (m := _METADATA_PARAM.match(k)) is not None}
     for key in metadata:
         if not _METADATA_KEY.match(key):
@@ -67,7 +76,7 @@ def list_jobs(
             )
     rows = repository.list_page(
         session,
-        principal.organization_id,
+        None if all_organizations else principal.organization_id,
         after=after,
         limit=limit,
         status=status,
@@ -82,7 +91,7 @@ def retrieve_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> F
     return FineTuningJob.of(service.get(session, principal, job_id))
 
 
-@router.post("/{job_id}/cancel", response_model=FineTuningJob)
+@router.post("/{job_id}/cancel", response_model=FineTuningJob, responses=error_responses(409))
 def cancel_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> FineTuningJob:
     job = service.cancel(session, principal, job_id)
     session.commit()
@@ -118,15 +127,17 @@ def job_metrics(
     """The step series: loss, eval_loss, learning rate, grad norm, tokens/s. Points with
     step > since_step, downsampled to at most max_points (the last point is always kept)."""
     job = service.get(session, principal, job_id)
-    points = list(repository.metrics(session, job.id, since_step=since_step))
-    picked = service.downsample(points, max_points)
-    return MetricsSeries(job_id=job.id, total_points=len(points), data=[MetricPoint.of(m) for m in picked])
+    total, rows = repository.metrics_sampled(session, job.id, since_step=since_step, max_points=max_points)
+    return MetricsSeries(job_id=job.id, total_points=total, data=[MetricPoint.of(m) for m in rows])
 
 
 @router.get(
     "/{job_id}/adapter",
     response_class=FileResponse,
-    responses={200: {"content": {"application/gzip": {}}, "description": "A .tar.gz holding a PEFT adapter folder."}},
+    responses={
+        200: {"content": {"application/gzip": {}}, "description": "A .tar.gz holding a PEFT adapter folder."},
+        **error_responses(409),
+    },
 )
 def download_adapter(
     job_id: str,

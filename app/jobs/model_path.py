@@ -2,19 +2,66 @@
 
 A model is named by a path relative to TUNEFORGE_MODELS_DIR (e.g. `tiny-llama` or `org/model`).
 Symlinks are resolved before the containment check, so `../x`, absolute paths elsewhere and links
-pointing out of the root are all refused. Only safetensors weights are accepted, and a config that
-needs custom code (`auto_map`) is refused because Tuneforge never sets `trust_remote_code`.
+pointing out of the root are all refused. Only safetensors weights are accepted (pickle weights run
+code when loaded) unless the operator sets TUNEFORGE_ALLOW_PICKLE_WEIGHTS, and a config that needs
+custom code (`auto_map`) is refused because Tuneforge never sets `trust_remote_code`.
+
+A Hub id (`owner/name`) that is not a directory under the root is refused unless
+TUNEFORGE_ALLOW_HUB=true. Then the worker downloads only its safetensors, configs and tokenizer
+files into `<data_dir>/hub/`, and the same checks run on that directory before anything is loaded.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
+from app.core.config import Settings
 from app.jobs.spec import SpecError
 
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+# What a Hub download may fetch: never *.bin / *.pt / *.pth / *.py.
+HUB_PATTERNS = ["*.safetensors", "*.safetensors.index.json", "*.json", "*.model", "*.txt", "*.tiktoken"]
 
-def resolve_model_dir(models_root: Path, name: str) -> Path:
+
+def is_hub_id(models_root: Path, name: str) -> bool:
+    return bool(HUB_ID.match(name)) and ".." not in name.split("/") and not (models_root / name).exists()
+
+
+def resolve_model(settings: Settings, name: str, *, fetch: bool = False) -> Path | None:
+    """The directory to load `name` from, or refuse it with a SpecError naming `model`.
+
+    For an allowed Hub id, the API (fetch=False) cannot check the files without downloading them,
+    so it returns None and the worker (fetch=True) downloads and checks them before training."""
+    assert settings.models_dir is not None
+    if is_hub_id(settings.models_dir, name):
+        if not settings.allow_hub:
+            raise SpecError(
+                "model",
+                f"model {name!r} is not under the models root, and Hub model ids are disabled on this "
+                "server (TUNEFORGE_ALLOW_HUB=false). Ask the operator to place the model under the models root.",
+            )
+        if not fetch:
+            return None
+        hub_root = settings.data_dir / "hub"
+        _download(name, hub_root / name)
+        return resolve_model_dir(hub_root, name)
+    return resolve_model_dir(settings.models_dir, name, allow_pickle=settings.allow_pickle_weights)
+
+
+def _download(repo_id: str, dest: Path) -> None:
+    from huggingface_hub import snapshot_download
+
+    try:
+        snapshot_download(repo_id, local_dir=dest, allow_patterns=HUB_PATTERNS)
+    except Exception as exc:
+        raise SpecError(
+            "model", f"model {repo_id!r} could not be downloaded from the Hub ({type(exc).__name__})"
+        ) from exc
+
+
+def resolve_model_dir(models_root: Path, name: str, *, allow_pickle: bool = False) -> Path:
     root = models_root.resolve()
     if "\x00" in name or not name.strip():
         raise SpecError("model", "model must be a directory name under the models root")
@@ -39,7 +86,14 @@ def resolve_model_dir(models_root: Path, name: str) -> Path:
         raise SpecError("model", f"model {name!r} needs custom code (auto_map); trust_remote_code is never enabled")
     if not any(resolved.glob("*.safetensors")):
         pickled = any(resolved.glob("*.bin")) or any(resolved.glob("*.pt")) or any(resolved.glob("*.pth"))
-        detail = " (only pickle .bin/.pt weights found, which are refused)" if pickled else ""
+        if pickled and allow_pickle:
+            return resolved
+        detail = (
+            " (only pickle .bin/.pt weights found, which are refused: loading pickle can run code;"
+            " convert them to safetensors, or the operator may set TUNEFORGE_ALLOW_PICKLE_WEIGHTS=true)"
+            if pickled
+            else ""
+        )
         raise SpecError("model", f"model {name!r} has no safetensors weights{detail}")
     return resolved
 

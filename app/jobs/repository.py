@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import and_, delete, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from app.core.ids import new_id
 from app.db.models import Checkpoint, Job, JobEvent, JobMetric
@@ -32,13 +32,18 @@ def get(session: Session, org_id: str | None, job_id: str) -> Job | None:
     return session.scalar(stmt)
 
 
+def count_by_status(session: Session, org_id: str, statuses: Iterable[str]) -> int:
+    stmt = select(func.count()).select_from(Job).where(Job.organization_id == org_id, Job.status.in_(tuple(statuses)))
+    return int(session.scalar(stmt) or 0)
+
+
 def get_by_idempotency_key(session: Session, org_id: str, key: str) -> Job | None:
     return session.scalar(select(Job).where(Job.organization_id == org_id, Job.idempotency_key == key))
 
 
 def list_page(
     session: Session,
-    org_id: str,
+    org_id: str | None,
     *,
     after: str | None,
     limit: int,
@@ -46,7 +51,9 @@ def list_page(
     model: str | None = None,
     metadata: dict[str, str] | None = None,
 ) -> list[Job]:
-    stmt = select(Job).where(Job.organization_id == org_id)
+    stmt = select(Job)
+    if org_id is not None:  # None: an admin listing every organization
+        stmt = stmt.where(Job.organization_id == org_id)
     if status:
         stmt = stmt.where(Job.status == status)
     if model:
@@ -54,8 +61,10 @@ def list_page(
     for key, value in (metadata or {}).items():
         stmt = stmt.where(Job.job_metadata[key].as_string() == value)
     if after:
-        cursor = select(Job.seq).where(Job.id == after, Job.organization_id == org_id).scalar_subquery()
-        stmt = stmt.where(Job.seq < cursor)
+        cursor = select(Job.seq).where(Job.id == after)
+        if org_id is not None:
+            cursor = cursor.where(Job.organization_id == org_id)
+        stmt = stmt.where(Job.seq < cursor.scalar_subquery())
     return list(session.scalars(stmt.order_by(Job.seq.desc()).limit(limit + 1)))
 
 
@@ -92,6 +101,28 @@ def metrics(session: Session, job_id: str, *, since_step: int | None) -> Sequenc
     return session.scalars(stmt.order_by(JobMetric.step)).all()
 
 
+def metrics_sampled(
+    session: Session, job_id: str, *, since_step: int | None, max_points: int
+) -> tuple[int, list[JobMetric]]:
+    """(total points, every k-th point plus the last), chosen in SQL: a dashboard asking for 500 of
+    100k points reads 500 rows, not 100k (bench/control_plane.py measures it)."""
+    where = [JobMetric.job_id == job_id]
+    if since_step is not None:
+        where.append(JobMetric.step > since_step)
+    total = int(session.scalar(select(func.count()).select_from(JobMetric).where(*where)) or 0)
+    stmt = select(JobMetric).where(*where)
+    if total > max_points:
+        stride = -(-total // max_points)
+        rn = func.row_number().over(order_by=JobMetric.step).label("rn")
+        ranked = select(JobMetric.step, rn).where(*where).subquery()
+        keep = select(ranked.c.step).where(((ranked.c.rn - 1) % stride == 0) | (ranked.c.rn == total))
+        stmt = stmt.where(JobMetric.step.in_(keep))
+    rows = list(session.scalars(stmt.order_by(JobMetric.step)))
+    if len(rows) > max_points:  # the stride's points plus the last can be one too many
+        rows = [*rows[: max_points - 1], rows[-1]]
+    return total, rows
+
+
 # ----------------------------------------------------------------------------- writes
 
 
@@ -108,6 +139,16 @@ def add_event(
     session.add(event)
     session.flush()
     return event
+
+
+def mark_unsent(session: Session, job_id: str) -> None:
+    """The job's message was consumed without starting it; the reconciler sends it again."""
+    session.execute(update(Job).where(Job.id == job_id, Job.status == "queued").values(enqueued_at=None))
+
+
+def last_event_message(session: Session, job_id: str) -> str | None:
+    stmt = select(JobEvent.message).where(JobEvent.job_id == job_id).order_by(JobEvent.seq.desc()).limit(1)
+    return session.scalar(stmt)
 
 
 def mark_enqueued(session: Session, job_id: str) -> None:
@@ -133,12 +174,22 @@ def request_cancel(session: Session, job_id: str) -> bool:
     return result.rowcount == 1  # type: ignore[attr-defined]
 
 
-def claim(session: Session, job_id: str, worker_id: str, lease_seconds: int) -> bool:
-    """Take a queued job with a lease. A second delivery of the same message finds it taken."""
+def claim(session: Session, job_id: str, worker_id: str, lease_seconds: int, max_running_per_org: int) -> bool:
+    """Take a queued job with a lease. A second delivery of the same message finds it taken, and a
+    job whose organization already has `max_running_per_org` jobs training is left queued. (Two
+    workers claiming for one org in the same instant can both pass the count: the cap is soft by
+    at most the number of workers racing, which is the price of not locking the org.)"""
     now = utcnow()
+    other = aliased(Job)
+    running = (
+        select(func.count())
+        .select_from(other)
+        .where(other.organization_id == Job.organization_id, other.status.in_(("running", "cancel_requested")))
+        .scalar_subquery()
+    )
     result = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status == "queued")
+        .where(Job.id == job_id, Job.status == "queued", running < max_running_per_org)
         .values(
             status="running",
             worker_id=worker_id,

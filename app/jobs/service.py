@@ -11,23 +11,29 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from app.auth.service import Principal
 from app.core.config import Settings
-from app.core.errors import Conflict, InvalidRequest, NotFound
+from app.core.errors import Conflict, InvalidRequest, NotFound, TooManyRequests, describe_validation
 from app.core.ids import new_id
 from app.db.models import Checkpoint, File, Job
 from app.files import repository as files_repo
 from app.jobs import repository
-from app.jobs.model_path import resolve_model_dir
+from app.jobs.memory_estimate import GB, RUNTIME_ALLOWANCE_GB, estimate
+from app.jobs.model_path import model_config, resolve_model
 from app.jobs.spec import JobCreate, JobSpec, SpecError
 
 log = logging.getLogger("tuneforge.jobs")
 
+# How long a client over the queued-jobs limit is told to wait; jobs take minutes, not seconds.
+RETRY_AFTER_SECONDS = 30
 
-def get(session: Session, principal: Principal, job_id: str) -> Job:
-    job = repository.get(session, principal.organization_id, job_id)
+
+def get(session: Session, principal: Principal, job_id: str, *, write: bool = False) -> Job:
+    """Another organization's job is a 404 exactly like a job that does not exist."""
+    job = repository.get(session, principal.scope(write=write), job_id)
     if job is None:
         raise NotFound(f"No such fine-tuning job: {job_id}", param="fine_tuning_job_id", code="job_not_found")
     return job
@@ -86,6 +92,58 @@ def check_data_against_spec(spec: JobSpec, f: File, param: str) -> None:
         )
 
 
+def check_caps(spec: JobSpec, settings: Settings) -> None:
+    """The operator's caps (TUNEFORGE_MAX_*): what one job may ask of a GPU."""
+    t = spec.training
+    caps = (
+        ("training.max_steps", t.max_steps, settings.max_steps, "TUNEFORGE_MAX_STEPS"),
+        ("training.epochs", t.epochs, settings.max_epochs, "TUNEFORGE_MAX_EPOCHS"),
+        ("training.max_seq_length", t.max_seq_length, settings.max_seq_length, "TUNEFORGE_MAX_SEQ_LENGTH"),
+        ("training.batch_size", t.batch_size, settings.max_batch_size, "TUNEFORGE_MAX_BATCH_SIZE"),
+        ("lora.r", spec.lora.r, settings.max_lora_r, "TUNEFORGE_MAX_LORA_R"),
+    )
+    for param, value, cap, env in caps:
+        if value is not None and value > cap:
+            raise InvalidRequest(
+                f"{param}={value} is over this server's limit of {cap} (set by the operator with {env}).",
+                param=param,
+                code="over_limit",
+            )
+
+
+def check_gpu_memory(spec: JobSpec, config: dict[str, Any], settings: Settings) -> None:
+    """Refuse at submission a job that cannot fit the largest worker GPU, rather than let it OOM
+    after waiting in the queue."""
+    if settings.worker_gpu_memory_gb is None:
+        return
+    est = estimate(config, spec)
+    if est is None:
+        return  # a config the estimator cannot read is let through; the worker reports an OOM clearly
+    needed = est.total / GB + RUNTIME_ALLOWANCE_GB
+    if needed > settings.worker_gpu_memory_gb:
+        raise InvalidRequest(
+            f"This job needs an estimated {est.describe()} plus {RUNTIME_ALLOWANCE_GB:.0f} GB of CUDA runtime, "
+            f"more than the largest worker GPU ({settings.worker_gpu_memory_gb:g} GB). Lower training.batch_size "
+            "or training.max_seq_length, set training.gradient_checkpointing=true, or use 4-bit quantization.",
+            param="training.batch_size",
+            code="insufficient_gpu_memory",
+        )
+
+
+def check_queue_room(session: Session, settings: Settings, org_id: str) -> None:
+    """Per-organization fairness. Running jobs are capped where workers claim them (a job over the
+    running cap waits in `queued`); the queue itself is capped here."""
+    queued = repository.count_by_status(session, org_id, ("validating_files", "queued"))
+    if queued >= settings.max_queued_jobs_per_org:
+        raise TooManyRequests(
+            f"Your organization already has {queued} queued jobs, the limit "
+            f"(TUNEFORGE_MAX_QUEUED_JOBS_PER_ORG={settings.max_queued_jobs_per_org}). "
+            "Retry when some have started, or cancel some.",
+            retry_after=RETRY_AFTER_SECONDS,
+            code="queued_jobs_limit",
+        )
+
+
 def _fingerprint(body: JobCreate) -> str:
     return hashlib.sha256(body.model_dump_json(exclude_unset=True).encode()).hexdigest()
 
@@ -104,12 +162,18 @@ def create(
                     code="idempotency_key_reused",
                 )
             return existing, False
+    check_queue_room(session, settings, principal.organization_id)
     try:
         spec = body.resolve()
-        assert settings.models_dir is not None
-        resolve_model_dir(settings.models_dir, body.model)
+        model_dir = resolve_model(settings, body.model)
     except SpecError as exc:
         raise InvalidRequest(exc.message, param=exc.param, code="invalid_spec") from exc
+    except ValidationError as exc:  # a rule checked while the blocks are combined
+        message, param = describe_validation(list(exc.errors()))
+        raise InvalidRequest(message, param=param, code="invalid_spec") from exc
+    check_caps(spec, settings)
+    if model_dir is not None:
+        check_gpu_memory(spec, model_config(model_dir), settings)
     training = _file(session, principal, body.training_file, "training_file")
     check_data_against_spec(spec, training, "training_file")
     validation = None
@@ -161,7 +225,7 @@ def enqueue(session: Session, job_id: str) -> None:
 
 
 def cancel(session: Session, principal: Principal, job_id: str) -> Job:
-    job = get(session, principal, job_id)
+    job = get(session, principal, job_id, write=True)
     if job.status in repository.TERMINAL:
         raise Conflict(f"Job {job_id} is already {job.status}; it cannot be cancelled.", code="job_finished")
     if repository.cancel_queued(session, job_id):
@@ -170,17 +234,6 @@ def cancel(session: Session, principal: Principal, job_id: str) -> Job:
         repository.add_event(session, job_id, "Cancellation requested; the worker stops within seconds")
     session.refresh(job)
     return job
-
-
-def downsample(points: list[Any], max_points: int) -> list[Any]:
-    """Every k-th point plus the last, so a dashboard gets the curve's shape and its end."""
-    if max_points <= 0 or len(points) <= max_points:
-        return points
-    stride = -(-len(points) // max_points)
-    picked = points[::stride]
-    if picked[-1] is not points[-1]:
-        picked = [*picked[: max_points - 1], points[-1]]
-    return picked
 
 
 def adapter_source(session: Session, job: Job, checkpoint: int | None) -> tuple[Path, dict[str, str], str]:

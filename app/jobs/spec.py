@@ -342,8 +342,30 @@ Metadata = Annotated[
 ]
 
 
+def _nul_path(value: Any, path: str = "") -> str | None:
+    """Where a NUL character hides in raw JSON, if anywhere. PostgreSQL text cannot hold one, and no
+    file id, model name or metadata value legitimately contains one."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        key_path = f"{path}.{key}" if path else str(key)
+        if isinstance(key, str) and "\x00" in key:
+            return key_path
+        if (found := _nul_path(item, key_path)) is not None:
+            return found
+    return None
+
+
 class JobCreate(SpecBlocks):
     """Body of POST /v1/fine_tuning/jobs."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul_characters(cls, data: Any) -> Any:
+        if (where := _nul_path(data)) is not None:
+            raise SpecError(where, "contains a NUL character")
+        return data
 
     model: str = Field(min_length=1, max_length=512, description="A model directory under the models root.")
     training_file: str = Field(min_length=1, max_length=64, description="Id of an uploaded fine-tune file.")
@@ -392,13 +414,15 @@ class JobCreate(SpecBlocks):
                 training.learning_rate = lr
         if training.epochs is None and training.max_steps is None:
             training.epochs = 3
-        data = self.data.model_copy()
-        if data.validation_split is None:
-            data.validation_split = 0.0 if self.validation_file else 0.1
-        elif self.validation_file and data.validation_split > 0:
+        split = self.data.validation_split
+        if split is None:
+            split = 0.0 if self.validation_file else 0.1
+        elif self.validation_file and split > 0:
             raise SpecError("data.validation_split", "validation_split cannot be used with a validation_file")
-        if data.validation_split + data.test_split >= 1.0:
-            raise SpecError("data.test_split", "validation_split + test_split must be below 1")
+        # Checked before the assignment, which would otherwise fail inside pydantic (a schemathesis find).
+        if split + self.data.test_split >= 1.0:
+            raise SpecError("data.test_split", f"validation_split ({split}) + test_split must be below 1")
+        data = self.data.model_copy(update={"validation_split": split})
         return JobSpec(
             task=self.task,
             seed=self.seed if self.seed is not None else random.randint(0, 2**31 - 1),

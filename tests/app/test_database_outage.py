@@ -21,12 +21,11 @@ def test_requests_get_503_while_the_database_is_down(client: httpx.Client, monke
     r = client.get("/v1/fine_tuning/jobs")
     assert r.status_code == 503
     assert r.json()["error"]["code"] == "database_unavailable"
-    ready = client.get("/readyz")
+    ready = client.get("/readyz")  # its key cannot be checked either: not ready
     assert ready.status_code == 503
-    assert ready.json()["checks"]["database"].startswith("error")
-    assert ready.json()["checks"]["broker"] == "ok"
+    assert ready.json()["error"]["code"] == "database_unavailable"
     assert client.get("/healthz").status_code == 200
 
     monkeypatch.undo()  # the database is back: the same app recovers by itself
     assert client.get("/v1/fine_tuning/jobs").status_code == 200
-    assert client.get("/readyz").status_code == 200
+    assert client.get("/readyz").json()["checks"] == {"database": "ok", "broker": "ok"}

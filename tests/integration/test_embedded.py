@@ -28,7 +28,7 @@ def test_up_runs_a_job_to_a_downloaded_adapter(tmp_path: Path, tiny_model: str) 
     env["TUNEFORGE_DATA_DIR"] = str(data_dir)
     proc = spawn(["up", "--port", str(port)], env=env, log=tmp_path / "up.log", replace_env=True)
     try:
-        wait_http(f"http://127.0.0.1:{port}/readyz", proc, timeout=120)
+        wait_http(f"http://127.0.0.1:{port}/healthz", proc, timeout=120)
         assert (data_dir / "tuneforge.db").is_file()
         key = (data_dir / "api_key").read_text().strip()
         assert oct((data_dir / "api_key").stat().st_mode & 0o777) == "0o600"

@@ -245,7 +245,12 @@ def collate(batch: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]
             labels[i, :k] = torch.tensor(ex["labels"])
         if positions is not None:
             positions[i, :k] = torch.tensor(ex["position_ids"])
-    out["input_ids"], out["attention_mask"] = input_ids, attention
+    out["input_ids"] = input_ids
+    if positions is None:
+        out["attention_mask"] = attention
+    # Packed rows go without an attention mask: from position ids that restart at each example,
+    # transformers builds a block-diagonal mask (masking_utils.find_packed_sequence_indices), so an
+    # example never attends to its neighbours in the row. Padding gets position 0, a segment of its own.
     if labels is not None:
         out["labels"] = labels
     else:

@@ -41,7 +41,9 @@ def load_model(
     dtype = compute_dtype(spec.quantization, device)
     kwargs: dict[str, Any] = {
         "trust_remote_code": False,
-        "use_safetensors": True,
+        # Pickle weights reach here only when the operator allowed them (app/jobs/model_path.py);
+        # a directory with safetensors never falls back to its .bin files.
+        "use_safetensors": any(Path(model_dir).glob("*.safetensors")),
         "local_files_only": True,
         "low_cpu_mem_usage": True,
     }
@@ -63,6 +65,9 @@ def load_model(
             model.config.pad_token_id = model.config.eos_token_id
     if quant is None:
         model.to(device)
+    # Training never reuses keys/values, and a KV cache would also switch off the block-diagonal
+    # masking that packed rows rely on (transformers skips it when past_key_values is set).
+    model.config.use_cache = False
     _keep_4bit_weights_trainable(model)
     return model, heads
 

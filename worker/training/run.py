@@ -184,7 +184,7 @@ def run(
     task_loss = TaskLoss(spec, train, device)
     lengths = [len(ex["input_ids"]) for ex in train.examples] if t.group_by_length else None
     watchdog = _LossWatchdog(spec)
-    window = {"loss": torch.zeros((), device=device), "micro": 0, "tokens": 0, "t0": time.perf_counter()}
+    window = {"loss": torch.zeros((), device=device), "micro": 0, "tokens": 0, "t0": time.perf_counter(), "paused": 0.0}
     last_loss: float | None = None
     last_eval: dict[str, Any] = {}
     stopped_early = False
@@ -197,8 +197,9 @@ def run(
             group_end = min(len(order), micro_in_epoch + t.gradient_accumulation_steps)
             n_micro = group_end - micro_in_epoch
             for i in range(micro_in_epoch, group_end):
-                batch = collate([train.examples[j] for j in order[i]], tokenizer.pad_token_id)
-                n_real = int(batch["attention_mask"].sum())
+                examples = [train.examples[j] for j in order[i]]
+                batch = collate(examples, tokenizer.pad_token_id)
+                n_real = sum(len(ex["input_ids"]) for ex in examples)  # host-side: no device sync
                 batch = {k: v.to(device) for k, v in batch.items()}
                 loss = task_loss(model, batch) / n_micro
                 loss.backward()
@@ -220,8 +221,11 @@ def run(
             epoch_float = epoch + micro_in_epoch / len(order)
 
             if step % t.logging_every == 0 or step == total_steps:
-                # The only host sync of the step: one .item() per logging step.
-                elapsed = time.perf_counter() - window["t0"]
+                # The only host sync of the step: one .item() per logging step. Windows are contiguous
+                # (this logging, the reporter and any cancel check count in the next window), minus
+                # the time spent evaluating and checkpointing, so tokens/s is the loop's real rate.
+                now = time.perf_counter()
+                elapsed = now - window["t0"] - window["paused"]
                 last_loss = float(window["loss"].item()) / window["micro"]
                 point = {
                     "step": step,
@@ -234,14 +238,10 @@ def run(
                 }
                 reporter.metrics(point)
                 watchdog.check(last_loss, step)
-                window = {
-                    "loss": torch.zeros((), device=device),
-                    "micro": 0,
-                    "tokens": 0,
-                    "t0": time.perf_counter(),
-                }
+                window = {"loss": torch.zeros((), device=device), "micro": 0, "tokens": 0, "t0": now, "paused": 0.0}
             reporter.progress(step, total_steps, epoch_float)
 
+            paused_from = time.perf_counter()
             if val.examples and (step % eval_every == 0 or step == total_steps):
                 last_eval = evaluate(model, val, spec, tokenizer.pad_token_id, device, norm)
                 reporter.metrics(
@@ -258,6 +258,7 @@ def run(
                 model.train()
             if t.save_every and step % t.save_every == 0 and step < total_steps:
                 save({"step": step, "train_loss": last_loss, "valid_loss": last_eval.get("eval_loss")})
+            window["paused"] += time.perf_counter() - paused_from
             if (reason := reporter.stop_requested()) is not None:
                 if reason == "shutdown" and not (t.save_every and step % t.save_every == 0):
                     # A rolling deploy: keep this step's work for the next attempt.

@@ -4,7 +4,7 @@ import httpx
 import pytest
 import redis
 
-from tests.conftest import REDIS_URL, shakespeare_rows, upload_jsonl
+from tests.conftest import REDIS_URL, make_key, shakespeare_rows, upload_jsonl
 
 
 @pytest.fixture
@@ -189,7 +189,9 @@ def test_health(client: httpx.Client) -> None:
     ready = client.get("/readyz")
     assert ready.status_code == 200, ready.text
     assert ready.json()["checks"] == {"database": "ok", "broker": "ok"}
-    assert "tuneforge_jobs" in client.get("/metrics").text
+    assert client.get("/metrics").status_code == 403  # every org's counts: admin keys only
+    admin = {"Authorization": f"Bearer {make_key('ops', admin=True)}"}
+    assert "tuneforge_jobs" in client.get("/metrics", headers=admin).text
 
 
 @pytest.mark.parametrize(

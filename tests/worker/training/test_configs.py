@@ -45,3 +45,29 @@ def test_lora_config_mapping() -> None:
     assert cfg.task_type == "CAUSAL_LM"
     cls = get_peft_config(make_spec().lora, "sequence_classification", head_modules=["classifier"])
     assert cls.modules_to_save == ["classifier"] and cls.task_type == "SEQ_CLS"
+
+
+def test_packed_examples_do_not_attend_to_each_other(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A packed row gives every example the logits it gets alone: position ids restart per example
+    and no attention mask is sent, so transformers masks block-diagonally."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tests.tinymodels import build_tiny_llama
+    from worker.training.data import collate, pack
+
+    model_dir = build_tiny_llama(tmp_path / "m")
+    model = AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation="sdpa").eval()
+    a = {"input_ids": [5, 9, 12, 40, 7], "labels": [5, 9, 12, 40, 7]}
+    b = {"input_ids": [33, 8, 21], "labels": [33, 8, 21]}
+    rows = pack([a, b], block=16)
+    assert len(rows) == 1
+    batch = collate(rows, pad_id=0)
+    assert "attention_mask" not in batch
+    with torch.no_grad():
+        packed = model(**batch, use_cache=False).logits[0]  # a KV cache turns packed masking off
+        alone_a = model(input_ids=torch.tensor([a["input_ids"]])).logits[0]
+        alone_b = model(input_ids=torch.tensor([b["input_ids"]])).logits[0]
+    torch.testing.assert_close(packed[:5], alone_a, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(packed[5:8], alone_b, atol=1e-5, rtol=1e-4)
+    assert batch["labels"][0, 5].item() == -100  # b's first token is not predicted from a's last

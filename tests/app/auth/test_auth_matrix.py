@@ -1,0 +1,197 @@
+"""Route by route: no key -> 401, a revoked key -> 401, another organization's ids -> 404 (the same
+answer as an id that does not exist), and an admin key reads everything.
+
+The table below must name every operation in the OpenAPI schema, so a new route cannot ship
+without a row here."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from tests.conftest import make_key, shakespeare_rows, upload_jsonl
+
+
+@dataclass(frozen=True)
+class World:
+    """Org `acme` owns a trained job (adapter, checkpoint, metrics, events) and its file."""
+
+    owner: str
+    other: str
+    admin: str
+    revoked: str
+    job_id: str
+    file_id: str
+    spare_file_id: str
+
+
+@pytest.fixture(scope="module")
+def world(api_key: str, other_key: str, tiny_model: str) -> Iterator[World]:
+    from fastapi.testclient import TestClient
+
+    from app.auth.service import authenticate, revoke_key
+    from app.core.config import get_settings
+    from app.db.engine import session_scope
+    from app.main import create_app
+    from worker.runner import execute
+
+    get_settings().ensure_dirs()
+    revoked = make_key("acme")
+    with session_scope() as s:
+        principal = authenticate(s, revoked)
+        assert principal is not None
+        revoke_key(s, principal.key_id)
+    with TestClient(create_app(), headers={"Authorization": f"Bearer {api_key}"}) as c:
+        file_id = upload_jsonl(c, shakespeare_rows(16))["id"]
+        spare = upload_jsonl(c, shakespeare_rows(4), name="spare.jsonl")["id"]
+        job = c.post(
+            "/v1/fine_tuning/jobs",
+            json={
+                "model": tiny_model,
+                "training_file": file_id,
+                "training": {"max_steps": 2, "batch_size": 4, "save_every": 1},
+            },
+        ).json()
+    # The task body itself, as a worker runs it: a real adapter, checkpoints, metrics and events.
+    assert execute(job["id"], "auth-matrix-worker") == "succeeded"
+    yield World(api_key, other_key, make_key("ops", admin=True), revoked, job["id"], file_id, spare)
+
+
+# (method, path template) -> (path with ids, is_read). Reads are open to admins of any org;
+# writes act on the caller's own organization only.
+def routes(w: World) -> dict[tuple[str, str], tuple[str, bool]]:
+    j, f = w.job_id, w.file_id
+    return {
+        ("get", "/healthz"): ("/healthz", True),
+        ("get", "/readyz"): ("/readyz", True),
+        ("get", "/metrics"): ("/metrics", True),
+        ("post", "/v1/files"): ("/v1/files", False),
+        ("get", "/v1/files"): ("/v1/files", True),
+        ("get", "/v1/files/{file_id}"): (f"/v1/files/{f}", True),
+        ("get", "/v1/files/{file_id}/content"): (f"/v1/files/{f}/content", True),
+        ("delete", "/v1/files/{file_id}"): (f"/v1/files/{w.spare_file_id}", False),
+        ("post", "/v1/fine_tuning/jobs"): ("/v1/fine_tuning/jobs", False),
+        ("get", "/v1/fine_tuning/jobs"): ("/v1/fine_tuning/jobs", True),
+        ("get", "/v1/fine_tuning/jobs/{job_id}"): (f"/v1/fine_tuning/jobs/{j}", True),
+        ("post", "/v1/fine_tuning/jobs/{job_id}/cancel"): (f"/v1/fine_tuning/jobs/{j}/cancel", False),
+        ("get", "/v1/fine_tuning/jobs/{job_id}/events"): (f"/v1/fine_tuning/jobs/{j}/events", True),
+        ("get", "/v1/fine_tuning/jobs/{job_id}/checkpoints"): (f"/v1/fine_tuning/jobs/{j}/checkpoints", True),
+        ("get", "/v1/fine_tuning/jobs/{job_id}/metrics"): (f"/v1/fine_tuning/jobs/{j}/metrics", True),
+        ("get", "/v1/fine_tuning/jobs/{job_id}/adapter"): (f"/v1/fine_tuning/jobs/{j}/adapter", True),
+        ("get", "/v1/fine_tuning/jobs/{job_id}/stream"): (f"/v1/fine_tuning/jobs/{j}/stream", True),
+    }
+
+
+ROUTE_KEYS = sorted(routes(World(*"abcdefg")))  # type: ignore[arg-type]
+PUBLIC = {("get", "/healthz")}
+
+
+def test_the_table_names_every_operation(client: httpx.Client) -> None:
+    schema = client.get("/openapi.json").json()
+    operations = {(m, p) for p, ops in schema["paths"].items() for m in ops}
+    assert operations == set(ROUTE_KEYS)
+
+
+def call(client: httpx.Client, method: str, path: str, key: str | None) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {key}"} if key else {"Authorization": ""}
+    if method == "post" and path == "/v1/files":
+        return client.post(path, headers=headers, files={"file": ("x.jsonl", b'{"text": "hi"}\n')}, data={})
+    if method == "post" and path == "/v1/fine_tuning/jobs":
+        return client.post(path, headers=headers, json={})
+    return client.request(method.upper(), path, headers=headers)
+
+
+@pytest.mark.parametrize(("method", "template"), ROUTE_KEYS)
+def test_no_key_and_revoked_key_get_401(client: httpx.Client, world: World, method: str, template: str) -> None:
+    path, _ = routes(world)[(method, template)]
+    for key in (None, world.revoked, "tf-not-a-real-key"):
+        r = call(client, method, path, key)
+        if (method, template) in PUBLIC:
+            assert r.status_code == 200
+            continue
+        assert r.status_code == 401, (key, r.text)
+        assert r.json()["error"]["type"] == "authentication_error"
+
+
+ID_ROUTES = [k for k in ROUTE_KEYS if "{" in k[1]]
+
+
+@pytest.mark.parametrize(("method", "template"), ID_ROUTES)
+def test_another_orgs_id_is_a_404_like_a_missing_one(
+    client: httpx.Client, world: World, method: str, template: str
+) -> None:
+    path, _ = routes(world)[(method, template)]
+    theirs = call(client, method, path, world.other)
+    missing_path = path.replace(world.job_id, "ftjob-doesnotexist").replace(world.file_id, "file-doesnotexist")
+    missing_path = missing_path.replace(world.spare_file_id, "file-doesnotexist")
+    missing = call(client, method, missing_path, world.other)
+    assert theirs.status_code == missing.status_code == 404, theirs.text
+    # Indistinguishable: the same code, and a message that names only the id that was asked for.
+    assert theirs.json()["error"]["code"] == missing.json()["error"]["code"]
+    assert theirs.json()["error"]["message"].replace(world.job_id, "X").replace(world.file_id, "X").replace(
+        world.spare_file_id, "X"
+    ) == missing.json()["error"]["message"].replace("ftjob-doesnotexist", "X").replace("file-doesnotexist", "X")
+
+
+def test_lists_show_only_the_callers_organization(client: httpx.Client, world: World) -> None:
+    other = {"Authorization": f"Bearer {world.other}"}
+    jobs = client.get("/v1/fine_tuning/jobs", headers=other, params={"limit": 1000}).json()["data"]
+    files = client.get("/v1/files", headers=other, params={"limit": 10000}).json()["data"]
+    assert world.job_id not in {j["id"] for j in jobs}
+    assert not {world.file_id, world.spare_file_id} & {f["id"] for f in files}
+    # A cursor from another organization does not page into it either.
+    r = client.get("/v1/fine_tuning/jobs", headers=other, params={"after": world.job_id}).json()
+    assert all(j["organization_id"] != jobs_org(client, world) for j in r["data"])
+
+
+def jobs_org(client: httpx.Client, world: World) -> str:
+    return client.get(
+        f"/v1/fine_tuning/jobs/{world.job_id}", headers={"Authorization": f"Bearer {world.owner}"}
+    ).json()["organization_id"]
+
+
+@pytest.mark.parametrize(("method", "template"), [k for k in ROUTE_KEYS if routes(World(*"abcdefg"))[k][1]])  # type: ignore[arg-type]
+def test_an_admin_key_reads_everything(client: httpx.Client, world: World, method: str, template: str) -> None:
+    path, _ = routes(world)[(method, template)]
+    r = call(client, method, path, world.admin)
+    assert r.status_code == 200, r.text
+    if template == "/v1/fine_tuning/jobs/{job_id}":
+        assert r.json()["organization_id"] == jobs_org(client, world)  # acme's, not the admin's
+
+
+def test_admin_lists_all_organizations_only_when_asked(client: httpx.Client, world: World) -> None:
+    admin = {"Authorization": f"Bearer {world.admin}"}
+    own = client.get("/v1/fine_tuning/jobs", headers=admin, params={"limit": 1000}).json()["data"]
+    assert world.job_id not in {j["id"] for j in own}
+    every = client.get("/v1/fine_tuning/jobs", headers=admin, params={"limit": 1000, "all_organizations": True})
+    assert world.job_id in {j["id"] for j in every.json()["data"]}
+    assert len({j["organization_id"] for j in every.json()["data"]}) >= 1
+    r = client.get("/v1/fine_tuning/jobs", params={"all_organizations": True})
+    assert r.status_code == 403
+    assert r.json()["error"] == {
+        "message": "all_organizations=true needs an admin key (tuneforge keys create --admin).",
+        "type": "permission_error",
+        "param": "all_organizations",
+        "code": "admin_required",
+    }
+
+
+@pytest.mark.parametrize(("method", "template"), [k for k in ID_ROUTES if not routes(World(*"abcdefg"))[k][1]])  # type: ignore[arg-type]
+def test_an_admin_key_changes_only_its_own_org(client: httpx.Client, world: World, method: str, template: str) -> None:
+    path, _ = routes(world)[(method, template)]
+    assert call(client, method, path, world.admin).status_code == 404
+
+
+def test_revoking_a_key_takes_effect_on_the_next_request(client: httpx.Client) -> None:
+    from app.auth.service import authenticate, revoke_key
+    from app.db.engine import session_scope
+
+    key = make_key("acme")
+    assert client.get("/v1/files", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    with session_scope() as s:
+        principal = authenticate(s, key)
+        assert principal is not None and revoke_key(s, principal.key_id)
+    assert client.get("/v1/files", headers={"Authorization": f"Bearer {key}"}).status_code == 401
