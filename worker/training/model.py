@@ -50,10 +50,9 @@ def load_model(
     if quant is not None:
         kwargs["quantization_config"] = quant
         kwargs["device_map"] = {"": device.index if device.type == "cuda" and device.index is not None else device.type}
-        # Non-quantized parts (norms, embeddings, heads) in fp32 keep training stable.
-        kwargs["dtype"] = torch.float32 if device.type == "cpu" else dtype
-    else:
-        kwargs["dtype"] = dtype
+    # Loaded in the compute dtype; prepare_quantized() then moves the small parameters to fp32.
+    # Loading a 16-bit checkpoint as fp32 would double the host memory that loading needs.
+    kwargs["dtype"] = dtype
     if spec.task == "causal_lm":
         model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
     else:
@@ -70,6 +69,42 @@ def load_model(
     model.config.use_cache = False
     _keep_4bit_weights_trainable(model)
     return model, heads
+
+
+def prepare_quantized(model: nn.Module, dtype: torch.dtype, *, gradient_checkpointing: bool) -> nn.Module:
+    """peft's `prepare_model_for_kbit_training`, less its costliest step.
+
+    peft casts every parameter that is not quantized to fp32, the frozen input embeddings and output
+    head included. Those two are the largest matrices left: 0.5 GB more for a 7B model with a 32k
+    vocabulary, 2.1 GB for an 8B one with 128k, more than the whole LoRA state. Here they stay in the
+    compute dtype. Norms, biases and trained heads go to fp32 as in QLoRA, and the embedding output is
+    upcast so the residual stream stays fp32 too: the arithmetic is the reference recipe's except the
+    output head's matmul, which runs in the compute dtype as in any 16-bit training (the loss upcasts
+    the logits).
+    """
+    for param in model.parameters():
+        param.requires_grad = False
+    embeddings = model.get_input_embeddings()  # type: ignore[operator]
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None  # type: ignore[operator]
+    large = {id(m.weight) for m in (embeddings, head) if m is not None and hasattr(m, "weight")}
+    for param in model.parameters():
+        if not param.is_floating_point():  # the quantized weights
+            continue
+        target = dtype if id(param) in large else torch.float32
+        if param.dtype != target:
+            param.data = param.data.to(target)
+        elif param.device.type == "cpu":
+            # Still a view into the checkpoint's memory map, which keeps the whole 16-bit file
+            # resident in a CPU worker for the job's lifetime: copy it out so the map can close.
+            param.data = param.data.clone()
+
+    embeddings.register_forward_hook(lambda _m, _args, out: out.float())
+    if head is not None:
+        head.register_forward_pre_hook(lambda m, args: (args[0].to(m.weight.dtype), *args[1:]))
+    if gradient_checkpointing:
+        model.enable_input_require_grads()  # type: ignore[operator]
+        model.gradient_checkpointing_enable()  # type: ignore[operator]
+    return model
 
 
 def _keep_4bit_weights_trainable(model: nn.Module) -> None:

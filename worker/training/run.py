@@ -16,13 +16,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from peft import get_peft_model, prepare_model_for_kbit_training, set_peft_model_state_dict
+from peft import get_peft_model, set_peft_model_state_dict
 from peft.utils import get_peft_model_state_dict
 from transformers import set_seed
 
 from app.jobs.spec import JobSpec
 from worker.training import checkpoints as ckpt
-from worker.training.configs import describe, get_peft_config, pick_device
+from worker.training.configs import compute_dtype, describe, get_peft_config, pick_device
 from worker.training.data import (
     IGNORE,
     Encoded,
@@ -35,7 +35,7 @@ from worker.training.data import (
     regression_norm,
 )
 from worker.training.errors import StopTraining, TrainingError
-from worker.training.model import check_target_modules, load_model, load_tokenizer
+from worker.training.model import check_target_modules, load_model, load_tokenizer, prepare_quantized
 from worker.training.optim import (
     build_optimizer,
     build_scheduler,
@@ -105,7 +105,8 @@ def run(
     model, heads = load_model(model_dir, spec, device, num_labels=len(labels) if labels else None)
     check_target_modules(model, spec.lora.target_modules)
     if spec.quantization.bits is not None:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=t.gradient_checkpointing)
+        dtype = compute_dtype(spec.quantization, device)
+        model = prepare_quantized(model, dtype, gradient_checkpointing=t.gradient_checkpointing)
     elif t.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.enable_input_require_grads()
