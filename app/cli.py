@@ -82,11 +82,17 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f"API key:    {key}" + ("  (new; saved in the data dir)" if created else ""))
     log_path = settings.data_dir / "worker.log"
     print(f"API:        http://{args.host}:{args.port}/v1")
-    print(f"worker log: {log_path}", flush=True)
     with log_path.open("ab") as log:
         worker = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "worker", "--log-level", args.log_level], stdout=log, stderr=log
+            [sys.executable, "-m", "app.cli", "worker", "--log-level", args.log_level],
+            stdout=log,
+            stderr=log,
+            preexec_fn=_die_with_parent,  # safe: no threads have started in this process yet
         )
+    print(f"worker:     pid {worker.pid}, log {log_path}", flush=True)
+    # uvicorn re-raises the SIGTERM it caught once it has shut down; with the default handler that
+    # kills this process on the spot and skips the `finally` below, orphaning the worker.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         uvicorn.run(
             create_app(run_reconciler=True), host=args.host, port=args.port, log_level="warning", log_config=None
@@ -98,6 +104,19 @@ def cmd_up(args: argparse.Namespace) -> int:
         except subprocess.TimeoutExpired:
             worker.kill()
     return 0
+
+
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _die_with_parent() -> None:
+    """In the worker, before exec: a SIGTERM when `tuneforge up` dies, even by SIGKILL (Linux)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
+import signal
 import tarfile
 import time
 from pathlib import Path
@@ -52,3 +54,21 @@ def test_up_runs_a_job_to_a_downloaded_adapter(tmp_path: Path, tiny_model: str) 
         assert (data_dir / "broker.db").is_file()  # the message went through the SQLite broker
     finally:
         stop(proc, timeout=40)
+    # SIGTERM to `tuneforge up` (what docker stop and systemd send) stops its worker too.
+    match = re.search(r"worker: +pid (\d+)", (tmp_path / "up.log").read_text())
+    assert match, (tmp_path / "up.log").read_text()
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert wait_gone(int(match.group(1)), timeout=40), "the worker outlived `tuneforge up`"
+
+
+def wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return True
+        if state in ("Z", "X"):  # exited, waiting for init to reap it
+            return True
+        time.sleep(0.2)
+    return False
