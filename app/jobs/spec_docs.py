@@ -16,7 +16,13 @@ from pydantic_core import PydanticUndefined
 from app.jobs import spec as s
 
 BLOCKS: list[tuple[str, type[BaseModel], str]] = [
-    ("quantization", s.QuantizationSpec, "How the base model's weights are stored while training."),
+    (
+        "quantization",
+        s.QuantizationSpec,
+        "How the base model's weights are stored while training. With 4 or 8 bits, the linear layers are "
+        "quantized; the input embeddings and output head stay in the compute dtype (peft's own preparation "
+        "would cast them to fp32); norms, the residual stream and any trained head are fp32, as in QLoRA.",
+    ),
     ("lora", s.LoraSpec, "The adapter."),
     ("training", s.TrainingSpec, "The loop."),
     ("training.early_stopping", s.EarlyStoppingSpec, "Optional; off when null."),
