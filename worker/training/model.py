@@ -71,7 +71,7 @@ def load_model(
     return model, heads
 
 
-def prepare_quantized(model: nn.Module, dtype: torch.dtype, *, gradient_checkpointing: bool) -> nn.Module:
+def prepare_quantized(model: nn.Module, dtype: torch.dtype) -> nn.Module:
     """peft's `prepare_model_for_kbit_training`, less its costliest step.
 
     peft casts every parameter that is not quantized to fp32, the frozen input embeddings and output
@@ -101,9 +101,6 @@ def prepare_quantized(model: nn.Module, dtype: torch.dtype, *, gradient_checkpoi
     embeddings.register_forward_hook(lambda _m, _args, out: out.float())
     if head is not None:
         head.register_forward_pre_hook(lambda m, args: (args[0].to(m.weight.dtype), *args[1:]))
-    if gradient_checkpointing:
-        model.enable_input_require_grads()  # type: ignore[operator]
-        model.gradient_checkpointing_enable()  # type: ignore[operator]
     return model
 
 

@@ -105,11 +105,10 @@ def run(
     model, heads = load_model(model_dir, spec, device, num_labels=len(labels) if labels else None)
     check_target_modules(model, spec.lora.target_modules)
     if spec.quantization.bits is not None:
-        dtype = compute_dtype(spec.quantization, device)
-        model = prepare_quantized(model, dtype, gradient_checkpointing=t.gradient_checkpointing)
-    elif t.gradient_checkpointing:
+        model = prepare_quantized(model, compute_dtype(spec.quantization, device))
+    if t.gradient_checkpointing:
         model.gradient_checkpointing_enable()
-        model.enable_input_require_grads()
+        model.enable_input_require_grads()  # the frozen embeddings' output must carry grad into checkpointed blocks
     set_seed(spec.seed)  # LoRA init draws from the RNG: same seed, same initial adapter
     model = get_peft_model(model, get_peft_config(spec.lora, spec.task, heads))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
