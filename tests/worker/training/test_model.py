@@ -55,4 +55,3 @@ def test_loss_matches_peft_prepare_within_bf16_rounding(model_dir: Path) -> None
     with torch.no_grad():
         loss, ref_loss = float(ours(**batch).loss), float(reference(**batch).loss)
     assert loss == pytest.approx(ref_loss, rel=1e-2)
-
