@@ -14,7 +14,9 @@ from app.core.ids import new_id
 from app.db.models import Checkpoint, Job, JobEvent, JobMetric
 from app.db.types import utcnow
 
-LIVE = ("validating_files", "queued", "running", "cancel_requested")
+# Jobs that hold a worker (a lease); cancel_requested is still training until the worker stops.
+TRAINING = ("running", "cancel_requested")
+LIVE = ("validating_files", "queued", *TRAINING)
 TERMINAL = ("succeeded", "failed", "cancelled")
 # What a metric point may set; anything else a reporter sends is ignored.
 METRIC_FIELDS = frozenset(
@@ -184,7 +186,7 @@ def claim(session: Session, job_id: str, worker_id: str, lease_seconds: int, max
     running = (
         select(func.count())
         .select_from(other)
-        .where(other.organization_id == Job.organization_id, other.status.in_(("running", "cancel_requested")))
+        .where(other.organization_id == Job.organization_id, other.status.in_(TRAINING))
         .scalar_subquery()
     )
     result = session.execute(
@@ -204,7 +206,7 @@ def claim(session: Session, job_id: str, worker_id: str, lease_seconds: int, max
 def renew_lease(session: Session, job_id: str, worker_id: str, lease_seconds: int, **progress: Any) -> str | None:
     """Extend the lease and record progress. Returns the job's status, or None if the lease is lost."""
     now = utcnow()
-    owned = and_(Job.id == job_id, Job.worker_id == worker_id, Job.status.in_(("running", "cancel_requested")))
+    owned = and_(Job.id == job_id, Job.worker_id == worker_id, Job.status.in_(TRAINING))
     result = session.execute(
         update(Job)
         .where(owned)
@@ -220,7 +222,7 @@ def finish(session: Session, job_id: str, worker_id: str, status: str, **values:
     now = utcnow()
     result = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.worker_id == worker_id, Job.status.in_(("running", "cancel_requested")))
+        .where(Job.id == job_id, Job.worker_id == worker_id, Job.status.in_(TRAINING))
         .values(status=status, finished_at=now, lease_expires_at=None, updated_at=now, **values)
     )
     return result.rowcount == 1  # type: ignore[attr-defined]
@@ -293,7 +295,7 @@ def stale_queued(session: Session, older_than: dt.datetime) -> list[str]:
 
 
 def expired_leases(session: Session, now: dt.datetime) -> list[Job]:
-    stmt = select(Job).where(Job.status.in_(("running", "cancel_requested")), Job.lease_expires_at < now)
+    stmt = select(Job).where(Job.status.in_(TRAINING), Job.lease_expires_at < now)
     return list(session.scalars(stmt))
 
 
@@ -315,7 +317,7 @@ def end_expired(
         update(Job)
         .where(
             Job.id == job_id,
-            Job.status.in_(("running", "cancel_requested")),
+            Job.status.in_(TRAINING),
             Job.worker_id == worker_id,
             Job.lease_expires_at < now,
         )

@@ -7,6 +7,7 @@ from pydantic import BaseModel, Field
 
 from app.db.models import Checkpoint, Job, JobEvent, JobMetric
 from app.db.types import unix, utcnow
+from app.jobs.repository import TRAINING
 from app.jobs.spec import JobSpec, openai_hyperparameters
 
 JobStatus = Literal["validating_files", "queued", "running", "cancel_requested", "succeeded", "failed", "cancelled"]
@@ -62,7 +63,7 @@ class FineTuningJob(BaseModel):
         hp = openai_hyperparameters(spec)
         progress = _progress(job, now)
         estimated = None
-        if job.status in ("running", "cancel_requested") and progress.remaining_s is not None:
+        if job.status in TRAINING and progress.remaining_s is not None:
             estimated = int(now.timestamp() + progress.remaining_s)
         return cls(
             id=job.id,
@@ -100,7 +101,7 @@ def _progress(job: Job, now: dt.datetime) -> Progress:
         pct = round(100.0 * min(job.step, job.total_steps) / job.total_steps, 2)
         if job.status == "succeeded":
             pct = 100.0
-        if elapsed is not None and job.step > 0 and job.status in ("running", "cancel_requested"):
+        if elapsed is not None and job.step > 0 and job.status in TRAINING:
             remaining = round(elapsed / job.step * max(0, job.total_steps - job.step), 1)
     return Progress(
         step=job.step,
