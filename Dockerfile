@@ -16,6 +16,7 @@ WORKDIR /srv/tuneforge
 RUN pip install --index-url https://download.pytorch.org/whl/cpu "torch==${TORCH_VERSION}"
 COPY pyproject.toml README.md ./
 COPY app ./app
+COPY contract ./contract
 COPY worker ./worker
 COPY migrations ./migrations
 RUN pip install . && useradd --uid 10001 --create-home tuneforge && mkdir -p /data /models \
@@ -39,6 +40,7 @@ WORKDIR /srv/tuneforge
 RUN pip install "torch==${TORCH_VERSION}"
 COPY pyproject.toml README.md ./
 COPY app ./app
+COPY contract ./contract
 COPY worker ./worker
 COPY migrations ./migrations
 RUN pip install . && useradd --uid 10001 --create-home tuneforge && mkdir -p /data /models \

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -20,7 +19,6 @@ def cmd_migrate(_: argparse.Namespace) -> int:
 
     settings = get_settings()
     settings.ensure_dirs()
-    assert settings.database_url is not None
     upgrade(settings.database_url)
     print("database is at the latest migration")
     return 0
@@ -31,10 +29,11 @@ def cmd_api(args: argparse.Namespace) -> int:
 
     from app.main import create_app
 
+    settings = get_settings()
     uvicorn.run(
         create_app(run_reconciler=not args.no_reconciler),
-        host=args.host,
-        port=args.port,
+        host=args.host or settings.host,
+        port=args.port or settings.port,
         log_level=args.log_level.lower(),
         access_log=args.access_log,
         log_config=None,  # uvicorn's loggers propagate to ours, which carries the request id
@@ -172,8 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     api = sub.add_parser("api", help="run the HTTP API (uvicorn)")
-    api.add_argument("--host", default=os.environ.get("TUNEFORGE_HOST", "127.0.0.1"))
-    api.add_argument("--port", type=int, default=int(os.environ.get("TUNEFORGE_PORT", "8000")))
+    api.add_argument("--host", default=None, help="address to bind (default: TUNEFORGE_HOST, else 127.0.0.1)")
+    api.add_argument("--port", type=int, default=None, help="port (default: TUNEFORGE_PORT, else 8000)")
     api.add_argument("--no-reconciler", action="store_true", help="do not run the reconciler loop here")
     api.add_argument("--log-level", default="INFO")
     api.add_argument("--access-log", action="store_true")
@@ -195,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="start the embedded service, fine-tune a tiny model, download the adapter")
     d.add_argument("--port", type=int, default=8765)
     d.add_argument("--steps", type=int, default=60)
-    d.add_argument("--out", default="tuneforge-demo-adapter", help="where to unpack the adapter")
+    d.add_argument("--out", default=None, help="where to unpack the adapter (default: <data dir>/demo/adapter)")
     d.set_defaults(func=cmd_demo)
 
     k = sub.add_parser("keys", help="manage API keys")

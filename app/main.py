@@ -28,10 +28,10 @@ def create_app(*, run_reconciler: bool = False) -> FastAPI:
         settings.ensure_dirs()
         reconciler = None
         if run_reconciler:
+            from app.jobs.dispatch import publish
             from app.jobs.reconciler import Reconciler
-            from worker.celery_app import publish_train
 
-            reconciler = Reconciler(settings, publish_train)
+            reconciler = Reconciler(settings, publish)
             reconciler.start()
         yield
         if reconciler is not None:

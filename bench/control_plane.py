@@ -108,7 +108,7 @@ def main() -> int:
     from app.db.engine import session_scope
     from app.db.migrate import upgrade
     from app.db.models import Job, JobMetric
-    from worker.demo_model import build_tiny_llama
+    from app.demo.tiny_model import build_tiny_llama
 
     settings = get_settings()
     settings.ensure_dirs()

@@ -54,7 +54,7 @@ def build_model(dest: Path, shape: str) -> dict[str, Any]:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from worker.demo_model import build_tokenizer
+    from app.demo.tiny_model import build_tokenizer
 
     hidden, inter, layers, heads, kv = SHAPES[shape]
     tokenizer = build_tokenizer(shakespeare()[:200_000])
@@ -157,7 +157,7 @@ def child(args: dict[str, Any]) -> None:
     import torch
 
     from app.jobs.memory_estimate import estimate
-    from app.jobs.spec import JobCreate
+    from app.jobs.request import JobCreate
     from worker.training.run import run
 
     # A forked child starts with its parent's high-water mark (the parent built the model): reset it.

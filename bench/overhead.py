@@ -23,8 +23,8 @@ from pathlib import Path
 
 import httpx
 
+from app.demo.tiny_model import build_tiny_llama
 from bench.common import ROOT, SHARED_DATA, record
-from worker.demo_model import build_tiny_llama
 
 BATCH, SEQ, LR = 8, 256, 2e-4
 WARM = 5

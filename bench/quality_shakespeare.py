@@ -16,14 +16,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from app.jobs.spec import JobCreate
+from app.demo.tiny_model import build_tiny_llama
+from app.jobs.request import JobCreate
 from bench.common import SHARED_DATA, record
-from worker.demo_model import build_tiny_llama
 from worker.training.configs import pick_device
 from worker.training.data import encode_causal
+from worker.training.evaluation import evaluate
 from worker.training.model import load_model, load_tokenizer
 from worker.training.reporter import MemoryReporter
-from worker.training.run import evaluate, run
+from worker.training.run import run
 
 
 def main() -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from app.jobs.spec import JobCreate
+from app.jobs.request import JobCreate
 from bench.common import record, sms_rows, train_minilm
 
 

@@ -24,9 +24,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from app.jobs.spec import JobCreate, JobSpec
+from app.demo.tiny_model import build_tiny_llama
+from app.jobs.request import JobCreate
 from bench.common import record, sms_rows
-from worker.demo_model import build_tiny_llama
+from contract.spec import JobSpec
 from worker.training.data import batch_order, encode_causal
 from worker.training.model import load_tokenizer
 from worker.training.reporter import MemoryReporter

@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,12 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-PG_ADMIN_URL = os.environ.get("TUNEFORGE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-REDIS_URL = os.environ.get("TUNEFORGE_TEST_REDIS", "redis://127.0.0.1:6379/11")
-TEST_DB = f"tuneforge_test_{os.getpid()}"
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import PG_ADMIN_URL, REDIS_URL, TEST_DB, TMP, free_port, make_key, spawn, stop, wait_http
 
-_TMP = Path(tempfile.mkdtemp(prefix="tuneforge-tests-"))
+_TMP = TMP
 os.environ.update(
     {
         "TUNEFORGE_DATA_DIR": str(_TMP / "data"),
@@ -97,15 +91,6 @@ def tiny_model() -> str:
     return "tiny-llama"
 
 
-def make_key(org: str, *, admin: bool = False) -> str:
-    from app.auth.service import create_key, get_or_create_org
-    from app.db.engine import session_scope
-
-    with session_scope() as s:
-        _, key = create_key(s, get_or_create_org(s, org), "test", admin=admin)
-    return key
-
-
 @pytest.fixture(scope="session")
 def api_key() -> str:
     return make_key("acme")
@@ -126,74 +111,7 @@ def client(api_key: str, settings) -> Iterator[httpx.Client]:  # type: ignore[no
         yield c
 
 
-def upload_jsonl(
-    client: httpx.Client,
-    rows: list[dict],  # type: ignore[type-arg]
-    name: str = "data.jsonl",
-    headers: dict[str, str] | None = None,
-) -> dict:  # type: ignore[type-arg]
-    import json
-
-    body = "\n".join(json.dumps(r) for r in rows).encode()
-    r = client.post("/v1/files", files={"file": (name, body)}, data={"purpose": "fine-tune"}, headers=headers)
-    assert r.status_code == 200, r.text
-    return r.json()
-
-
-def shakespeare_rows(n: int = 60, width: int = 300) -> list[dict]:  # type: ignore[type-arg]
-    from tests.tinymodels import corpus
-
-    text = corpus()
-    return [{"text": text[i * width : (i + 1) * width]} for i in range(n)]
-
-
 # ----------------------------------------------------------------------------- real processes
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:  # type: ignore[type-arg]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(url)
-
-
-def spawn(
-    args: list[str], env: dict[str, str] | None = None, log: Path | None = None, *, replace_env: bool = False
-) -> subprocess.Popen:  # type: ignore[type-arg]
-    """A `tuneforge` subprocess in its own session. `env` adds to this process's environment,
-    or replaces it with `replace_env`."""
-    out = log.open("wb") if log else subprocess.DEVNULL
-    return subprocess.Popen(
-        [sys.executable, "-m", "app.cli", *args],
-        cwd=ROOT,
-        env=dict(env or {}) if replace_env else {**os.environ, **(env or {})},
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
-def stop(proc: subprocess.Popen, timeout: float = 20) -> None:  # type: ignore[type-arg]
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="session")
@@ -229,8 +147,3 @@ def live_worker(live_api: str, tiny_model: str) -> Iterator[subprocess.Popen]:  
         raise RuntimeError((_TMP / "worker.log").read_text())
     yield proc
     stop(proc, timeout=30)
-
-
-def worker_log() -> str:
-    p = _TMP / "worker.log"
-    return p.read_text()[-5000:] if p.exists() else ""

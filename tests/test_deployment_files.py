@@ -12,7 +12,7 @@ import yaml
 
 from app.cli import build_parser
 from app.core.config import Settings
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
@@ -64,3 +64,14 @@ def test_production_refuses_embedded_defaults(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.delenv("TUNEFORGE_BROKER_URL")
     with pytest.raises(ValueError, match="must point at PostgreSQL"):
         Settings(env="production")
+
+
+def test_every_package_is_copied_into_both_images() -> None:
+    """`pip install .` in the image installs what pyproject lists; each listed package must be there."""
+    import tomllib
+
+    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = [p.rstrip("*") for p in include]
+    assert "contract" in packages
+    for package in packages:
+        assert DOCKERFILE.count(f"COPY {package} ./{package}\n") == 2, package

@@ -6,7 +6,8 @@ from typing import Any
 
 from celery.signals import worker_shutting_down
 
-from worker.celery_app import TRAIN_TASK, celery_app
+from contract.queue import TRAIN_TASK
+from worker.celery_app import celery_app
 from worker.db_reporter import SHUTDOWN
 
 
@@ -19,6 +20,6 @@ def _on_shutdown(**_: Any) -> None:
 
 @celery_app.task(name=TRAIN_TASK)
 def train_job(job_id: str) -> str:
-    from worker.runner import execute  # torch loads in the worker only, never in the API
+    from worker.runner import execute  # torch loads in the worker process only
 
     return execute(job_id)

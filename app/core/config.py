@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, model_validator
@@ -43,16 +43,23 @@ class Settings(BaseSettings):
         "local", description="`production` refuses SQLite, the server-less broker and open CORS."
     )
     data_dir: Path = Field(Path(".tuneforge"), description="Uploads, artifacts and embedded databases.")
-    models_dir: Path | None = Field(
-        None, description="The only directory base models load from. Defaults to `<data_dir>/models`."
+    # The next three default to places inside data_dir; `_fill_defaults` derives them before
+    # validation, so they are never None once a Settings exists.
+    models_dir: Path = Field(
+        Path(".tuneforge/models"),
+        description="The only directory base models load from. Defaults to `<data_dir>/models`.",
     )
-    database_url: str | None = Field(
-        None, description="SQLAlchemy URL. Defaults to SQLite at `<data_dir>/tuneforge.db`."
+    database_url: str = Field(
+        "sqlite:///.tuneforge/tuneforge.db",
+        description="SQLAlchemy URL. Defaults to SQLite at `<data_dir>/tuneforge.db`.",
     )
-    broker_url: str | None = Field(
-        None, description="Celery broker. Defaults to kombu's SQLAlchemy transport at `<data_dir>/broker.db`."
+    broker_url: str = Field(
+        "sqla+sqlite:///.tuneforge/broker.db",
+        description="Celery broker. Defaults to kombu's SQLAlchemy transport at `<data_dir>/broker.db`.",
     )
     queue: str = Field("gpu", description="Celery queue that training workers consume.")
+    host: str = Field("127.0.0.1", description="Address `tuneforge api` binds.")
+    port: int = Field(8000, ge=1, le=65535, description="Port `tuneforge api` listens on.")
 
     max_upload_mb: int = Field(100, gt=0, description="Largest accepted upload, enforced while streaming.")
     max_upload_rows: int = Field(1_000_000, gt=0)
@@ -94,16 +101,25 @@ class Settings(BaseSettings):
         False, description="Accept models whose only weights are pickle files (.bin/.pt). Unsafe: pickle runs code."
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_defaults(cls, data: Any) -> Any:
+        """Paths and URLs that default to the data dir, whichever data dir was configured."""
+        if not isinstance(data, dict):
+            return data
+        data_dir = Path(data.get("data_dir") or ".tuneforge").expanduser().resolve()
+        defaults = {
+            "data_dir": data_dir,
+            "models_dir": data_dir / "models",
+            "database_url": f"sqlite:///{data_dir / 'tuneforge.db'}",
+            "broker_url": f"sqla+sqlite:///{data_dir / 'broker.db'}",
+        }
+        return {**data, **{k: v for k, v in defaults.items() if data.get(k) in (None, "")}}
+
     @model_validator(mode="after")
     def _resolve_and_check(self) -> Settings:
         self.data_dir = self.data_dir.expanduser().resolve()
-        if self.models_dir is None:
-            self.models_dir = self.data_dir / "models"
         self.models_dir = self.models_dir.expanduser().resolve()
-        if self.database_url is None:
-            self.database_url = f"sqlite:///{self.data_dir / 'tuneforge.db'}"
-        if self.broker_url is None:
-            self.broker_url = f"sqla+sqlite:///{self.data_dir / 'broker.db'}"
         if self.env == "production":
             problems = []
             if self.database_url.startswith("sqlite"):
@@ -128,12 +144,10 @@ class Settings(BaseSettings):
 
     @property
     def is_sqlite(self) -> bool:
-        assert self.database_url is not None
         return self.database_url.startswith("sqlite")
 
     def ensure_dirs(self) -> None:
         for d in (self.data_dir, self.uploads_dir, self.artifacts_dir, self.models_dir):
-            assert d is not None
             d.mkdir(parents=True, exist_ok=True)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -17,13 +18,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
 from app.core.logging import new_request_id, request_id_var
-from app.jobs.spec import SpecError
+from contract.spec import OPTIMIZER_NAMES, SpecError
 
 log = logging.getLogger("tuneforge.api")
-
-OPTIMIZER_TAGS = {
-    "sgd", "adagrad", "rmsprop", "adam", "adamw", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit"
-}  # fmt: skip
 
 
 class APIError(Exception):
@@ -97,18 +94,18 @@ def envelope(message: str, type_: str, param: str | None, code: str | None) -> d
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
-def _param_of(err: dict[str, Any]) -> str:
+def _param_of(err: Mapping[str, Any]) -> str:
     loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
     # A discriminated union puts the tag in the location (optimizer.sgd.momentum); users wrote
     # optimizer.momentum, so that is the name to give back.
-    loc = [p for i, p in enumerate(loc) if not (i > 0 and loc[i - 1] == "optimizer" and p in OPTIMIZER_TAGS)]
+    loc = [p for i, p in enumerate(loc) if not (i > 0 and loc[i - 1] == "optimizer" and p in OPTIMIZER_NAMES)]
     ctx_error = (err.get("ctx") or {}).get("error")
     if isinstance(ctx_error, SpecError):
         loc.append(ctx_error.param)
     return ".".join(loc)
 
 
-def _message_of(err: dict[str, Any]) -> str:
+def _message_of(err: Mapping[str, Any]) -> str:
     ctx_error = (err.get("ctx") or {}).get("error")
     if isinstance(ctx_error, SpecError):
         return ctx_error.message
@@ -119,7 +116,7 @@ def _message_of(err: dict[str, Any]) -> str:
     return str(err.get("msg", "invalid value"))
 
 
-def describe_validation(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
+def describe_validation(errors: Sequence[Mapping[str, Any]]) -> tuple[str, str | None]:
     """(message, param) for pydantic errors: every problem listed, the first one's field named."""
     first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
     parts = [f"{_param_of(e) or 'body'}: {_message_of(e)}" for e in errors[:5]]
@@ -127,7 +124,7 @@ def describe_validation(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
     return "Invalid request: " + "; ".join(parts) + more, _param_of(first) or None
 
 
-def validation_error_response(errors: list[dict[str, Any]]) -> JSONResponse:
+def validation_error_response(errors: Sequence[Mapping[str, Any]]) -> JSONResponse:
     message, param = describe_validation(errors)
     return JSONResponse(status_code=400, content=envelope(message, "invalid_request_error", param, "invalid_spec"))
 

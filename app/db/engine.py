@@ -7,12 +7,14 @@ from contextlib import contextmanager
 from functools import lru_cache
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from app.core.config import get_settings
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+def _sqlite_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
     # WAL lets the API read while the worker writes; busy_timeout turns "database is locked"
     # into a short wait instead of an error when both write at once.
     cur = dbapi_conn.cursor()
@@ -25,7 +27,6 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def
 @lru_cache(maxsize=8)
 def get_engine(url: str | None = None) -> Engine:
     url = url or get_settings().database_url
-    assert url is not None
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from app.db.types import SeqInt, UTCDateTime, utcnow
+from app.db.types import SeqInt, StrEnumColumn, UTCDateTime, utcnow
+from app.files.parsing import Format
+from contract.status import EventLevel, EventType, JobStatus
 
 
 class Base(DeclarativeBase):
@@ -51,12 +53,12 @@ class File(Base):
     purpose: Mapped[str] = mapped_column(String(32))
     bytes: Mapped[int] = mapped_column(SeqInt)
     sha256: Mapped[str] = mapped_column(String(64))
-    format: Mapped[str] = mapped_column(String(16))
+    format: Mapped[Format] = mapped_column(String(16))
     n_rows: Mapped[int] = mapped_column(Integer)
     # Column name -> summary ({"type": "string"|"number"|"list"|..., "non_null": n}), used to check
     # a job spec against its data at submission without reading the file again.
     columns: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    status: Mapped[str] = mapped_column(String(16), default="processed")
+    status: Mapped[Literal["uploaded", "processed", "error"]] = mapped_column(String(16), default="processed")
     storage_path: Mapped[str] = mapped_column(Text)
     idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
     idempotency_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
@@ -75,7 +77,7 @@ class Job(Base):
     id: Mapped[str] = mapped_column(String(64), unique=True)
     organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
     model: Mapped[str] = mapped_column(String(512))
-    status: Mapped[str] = mapped_column(String(32))
+    status: Mapped[JobStatus] = mapped_column(StrEnumColumn(JobStatus))
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     training_file: Mapped[str] = mapped_column(String(64))
     validation_file: Mapped[str | None] = mapped_column(String(64), nullable=True)
@@ -118,8 +120,8 @@ class JobEvent(Base):
     seq: Mapped[int] = mapped_column(SeqInt, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(64), unique=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
-    level: Mapped[str] = mapped_column(String(8), default="info")
-    type: Mapped[str] = mapped_column(String(16), default="message")
+    level: Mapped[EventLevel] = mapped_column(String(8), default="info")
+    type: Mapped[EventType] = mapped_column(String(16), default="message")
     message: Mapped[str] = mapped_column(Text)
     data: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -10,7 +10,7 @@ from starlette.types import Message
 from app.core.errors import InvalidRequest, PayloadTooLarge
 from app.core.schemas import DeletedResponse, ListResponse, error_responses
 from app.deps import PrincipalDep, SessionDep, SettingsDep
-from app.files import repository, service
+from app.files import service
 from app.files.schemas import FileObject
 
 router = APIRouter(prefix="/v1/files", tags=["files"], responses=error_responses(404))
@@ -105,14 +105,7 @@ def list_files(
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
     order: Literal["asc", "desc"] = "desc",
 ) -> ListResponse[FileObject]:
-    rows = repository.list_page(
-        session,
-        principal.organization_id,
-        purpose=purpose,
-        after=after,
-        limit=limit,
-        ascending=order == "asc",
-    )
+    rows = service.list_files(session, principal, purpose=purpose, after=after, limit=limit, ascending=order == "asc")
     return ListResponse[FileObject].page([FileObject.of(f) for f in rows], limit)
 
 

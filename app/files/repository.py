@@ -3,8 +3,8 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.db.models import File, Job
-from app.jobs import repository as jobs_repository
+from app.db import paging
+from app.db.models import File
 
 
 def get(session: Session, org_id: str | None, file_id: str) -> File | None:
@@ -30,17 +30,5 @@ def list_page(
     stmt = select(File).where(File.organization_id == org_id)
     if purpose:
         stmt = stmt.where(File.purpose == purpose)
-    if after:
-        cursor = select(File.seq).where(File.id == after, File.organization_id == org_id).scalar_subquery()
-        stmt = stmt.where(File.seq > cursor if ascending else File.seq < cursor)
-    stmt = stmt.order_by(File.seq.asc() if ascending else File.seq.desc()).limit(limit + 1)
-    return list(session.scalars(stmt))
-
-
-def live_jobs_using(session: Session, org_id: str, file_id: str) -> list[str]:
-    stmt = select(Job.id).where(
-        Job.organization_id == org_id,
-        Job.status.in_(jobs_repository.LIVE),
-        (Job.training_file == file_id) | (Job.validation_file == file_id),
-    )
-    return list(session.scalars(stmt))
+    scope = [File.organization_id == org_id]
+    return paging.page(session, stmt, File, after=after, limit=limit, ascending=ascending, cursor_scope=scope)

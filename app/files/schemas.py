@@ -32,9 +32,9 @@ class FileObject(BaseModel):
             created_at=unix(f.created_at) or 0,
             filename=f.filename,
             purpose=f.purpose,
-            status=f.status,  # type: ignore[arg-type]
+            status=f.status,
             sha256=f.sha256,
-            format=f.format,  # type: ignore[arg-type]
+            format=f.format,
             n_rows=f.n_rows,
             columns=f.columns,
         )

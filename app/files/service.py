@@ -18,6 +18,7 @@ from app.core.ids import new_id
 from app.db.models import File
 from app.files import repository
 from app.files.parsing import DatasetError, validate_file
+from app.jobs import repository as jobs_repository
 
 CHUNK = 1 << 20
 SUPPORTED_PURPOSES = ("fine-tune",)
@@ -112,9 +113,17 @@ async def upload(
         tmp.unlink(missing_ok=True)
 
 
+def list_files(
+    session: Session, principal: Principal, *, purpose: str | None, after: str | None, limit: int, ascending: bool
+) -> list[File]:
+    return repository.list_page(
+        session, principal.organization_id, purpose=purpose, after=after, limit=limit, ascending=ascending
+    )
+
+
 def delete(session: Session, principal: Principal, file_id: str) -> None:
     f = get(session, principal, file_id, write=True)
-    users = repository.live_jobs_using(session, principal.organization_id, file_id)
+    users = jobs_repository.live_using_file(session, principal.organization_id, file_id)
     if users:
         raise Conflict(f"File {file_id} is used by running or queued job(s): {', '.join(users)}.", param="file_id")
     path = Path(f.storage_path)

@@ -2,13 +2,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from sqlalchemy import func, select, text
 
 from app.core.errors import PermissionDenied
 from app.core.schemas import error_responses
-from app.db.engine import get_sessionmaker
-from app.db.models import Job
 from app.deps import PrincipalDep, SessionDep, SettingsDep
+from app.health import service
 
 router = APIRouter(tags=["health"])
 
@@ -19,32 +17,11 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-def _database_ok() -> str | None:
-    try:
-        with get_sessionmaker()() as session:
-            session.execute(text("SELECT 1"))
-        return None
-    except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
-        return type(exc).__name__
-
-
-def _broker_ok(url: str) -> str | None:
-    from kombu import Connection
-
-    try:
-        with Connection(url, connect_timeout=2) as conn:
-            conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=2)
-        return None
-    except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
-        return type(exc).__name__
-
-
 @router.get("/readyz", responses=error_responses())
 def readyz(settings: SettingsDep, _: PrincipalDep) -> JSONResponse:
     """Readiness: the database and the broker are reachable. Needs a key, like everything but
     /healthz (a probe sends one; with the database down, authentication itself answers 503)."""
-    assert settings.broker_url is not None
-    checks = {"database": _database_ok(), "broker": _broker_ok(settings.broker_url)}
+    checks = {"database": service.database_problem(), "broker": service.broker_problem(settings.broker_url)}
     ready = all(v is None for v in checks.values())
     body = {
         "status": "ready" if ready else "unavailable",
@@ -68,7 +45,6 @@ def prometheus(principal: PrincipalDep, session: SessionDep) -> PlainTextRespons
     if not principal.is_admin:
         raise PermissionDenied("/metrics covers every organization and needs an admin key.", code="admin_required")
     lines = ["# HELP tuneforge_jobs Jobs by status.", "# TYPE tuneforge_jobs gauge"]
-    rows = session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
-    for status, count in sorted(rows):
+    for status, count in sorted(service.job_counts(session).items()):
         lines.append(f'tuneforge_jobs{{status="{status}"}} {count}')
     return PlainTextResponse("\n".join(lines) + "\n")

@@ -6,20 +6,14 @@ from typing import Annotated
 from fastapi import APIRouter, BackgroundTasks, Header, Query, Request
 from fastapi.responses import FileResponse, StreamingResponse
 
-from app.core.errors import InvalidRequest, PermissionDenied
+from app.core.errors import InvalidRequest
 from app.core.schemas import ListResponse, error_responses
 from app.deps import PrincipalDep, SessionDep, SettingsDep
-from app.jobs import repository, service
-from app.jobs.schemas import (
-    CheckpointObject,
-    FineTuningJob,
-    JobEventObject,
-    JobStatus,
-    MetricPoint,
-    MetricsSeries,
-)
-from app.jobs.spec import JobCreate
+from app.jobs import artifacts, service
+from app.jobs.request import JobCreate
+from app.jobs.schemas import CheckpointObject, FineTuningJob, JobEventObject, MetricPoint, MetricsSeries
 from app.jobs.stream import job_stream
+from contract.status import JobStatus
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"], responses=error_responses(404))
 
@@ -38,7 +32,7 @@ def create_job(
     principal: PrincipalDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> FineTuningJob:
-    """Create a job. It is committed before its message is published (DESIGN.md §4.1)."""
+    """Create a job. It is committed before its message is published (docs/reliability.md)."""
     job, created = service.create(session, settings, principal, body, idempotency_key)
     session.commit()
     if created:
@@ -61,12 +55,6 @@ def list_jobs(
     ] = False,
 ) -> ListResponse[FineTuningJob]:
     """Newest first. Filter with `status`, `model` and `metadata[key]=value`."""
-    if all_organizations and not principal.is_admin:
-        raise PermissionDenied(
-            "all_organizations=true needs an admin key (tuneforge keys create --admin).",
-            param="all_organizations",
-            code="admin_required",
-        )
     metadata = {m.group(1): v for k, v in request.query_params.items() if (m := _METADATA_PARAM.match(k)) is not None}
     for key in metadata:
         if not _METADATA_KEY.match(key):
@@ -74,14 +62,15 @@ def list_jobs(
                 "metadata filter keys are 1-64 characters of letters, digits, '_', '.', ':' or '-'.",
                 param=f"metadata[{key[:64]}]",
             )
-    rows = repository.list_page(
+    rows = service.list_jobs(
         session,
-        None if all_organizations else principal.organization_id,
+        principal,
         after=after,
         limit=limit,
         status=status,
         model=model,
         metadata=metadata,
+        all_organizations=all_organizations,
     )
     return ListResponse[FineTuningJob].page([FineTuningJob.of(j) for j in rows], limit)
 
@@ -102,8 +91,7 @@ def cancel_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> Fin
 def list_events(
     job_id: str, session: SessionDep, principal: PrincipalDep, after: str | None = None, limit: Limit = 20
 ) -> ListResponse[JobEventObject]:
-    job = service.get(session, principal, job_id)
-    rows = repository.events_page(session, job.id, after=after, limit=limit)
+    rows = service.list_events(session, principal, job_id, after=after, limit=limit)
     return ListResponse[JobEventObject].page([JobEventObject.of(e) for e in rows], limit)
 
 
@@ -111,8 +99,7 @@ def list_events(
 def list_checkpoints(
     job_id: str, session: SessionDep, principal: PrincipalDep, after: str | None = None, limit: Limit = 10
 ) -> ListResponse[CheckpointObject]:
-    job = service.get(session, principal, job_id)
-    rows = repository.checkpoints_page(session, job.id, after=after, limit=limit)
+    job, rows = service.list_checkpoints(session, principal, job_id, after=after, limit=limit)
     return ListResponse[CheckpointObject].page([CheckpointObject.of(c, job) for c in rows], limit)
 
 
@@ -126,8 +113,7 @@ def job_metrics(
 ) -> MetricsSeries:
     """The step series: loss, eval_loss, learning rate, grad norm, tokens/s. Points with
     step > since_step, downsampled to at most max_points (the last point is always kept)."""
-    job = service.get(session, principal, job_id)
-    total, rows = repository.metrics_sampled(session, job.id, since_step=since_step, max_points=max_points)
+    job, total, rows = service.metric_series(session, principal, job_id, since_step=since_step, max_points=max_points)
     return MetricsSeries(job_id=job.id, total_points=total, data=[MetricPoint.of(m) for m in rows])
 
 
@@ -150,8 +136,8 @@ def download_adapter(
     ] = None,
 ) -> FileResponse:
     job = service.get(session, principal, job_id)
-    source, manifest, name = service.adapter_source(session, job, checkpoint)
-    archive = service.build_archive(source, manifest, name)
+    source, manifest, name = artifacts.adapter_source(session, job, checkpoint)
+    archive = artifacts.build_archive(source, manifest, name)
     background.add_task(archive.unlink, missing_ok=True)
     return FileResponse(archive, media_type="application/gzip", filename=f"{name}.tar.gz")
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from app.jobs.spec import JobSpec
+from contract.spec import JobSpec
 
 GB = 1024**3
 # CUDA context, cuBLAS workspaces and allocator fragmentation: outside max_memory_allocated.
@@ -48,7 +48,8 @@ class MemoryEstimate:
 
 def _shape(config: dict[str, Any]) -> tuple[int, int, int, int, int, int] | None:
     """(hidden, intermediate, layers, heads, kv_heads, vocab), or None for configs it cannot read."""
-    cfg = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+    text_config = config.get("text_config")
+    cfg: dict[str, Any] = text_config if isinstance(text_config, dict) else config
     try:
         h = int(cfg["hidden_size"])
         layers = int(cfg["num_hidden_layers"])

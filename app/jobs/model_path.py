@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 
 from app.core.config import Settings
-from app.jobs.spec import SpecError
+from contract.spec import SpecError
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 # What a Hub download may fetch: never *.bin / *.pt / *.pth / *.py.
@@ -34,7 +34,6 @@ def resolve_model(settings: Settings, name: str, *, fetch: bool = False) -> Path
 
     For an allowed Hub id, the API (fetch=False) cannot check the files without downloading them,
     so it returns None and the worker (fetch=True) downloads and checks them before training."""
-    assert settings.models_dir is not None
     if is_hub_id(settings.models_dir, name):
         if not settings.allow_hub:
             raise SpecError(

@@ -1,4 +1,4 @@
-"""Keeps the queue honest against the database (DESIGN.md §4, invariants 1 and 3).
+"""Keeps the queue honest against the database (docs/reliability.md: lost messages, dead workers).
 
 - A `queued` job whose message was never published, or was published long ago, is published again:
   a broker restart loses messages, the database does not. A duplicate is harmless, because the
@@ -22,7 +22,8 @@ from sqlalchemy.orm import Session
 from app.core.config import Settings
 from app.db.engine import session_scope
 from app.db.types import utcnow
-from app.jobs import repository
+from app.jobs import dispatch, repository
+from contract.status import ErrorCode, JobStatus
 
 log = logging.getLogger("tuneforge.reconciler")
 
@@ -33,18 +34,15 @@ def reconcile_once(session: Session, settings: Settings, publish: Callable[[str]
     for job in repository.expired_leases(session, now):
         # Read before the conditional updates: they refresh the loaded row.
         attempt = job.attempt
-        if job.status == "cancel_requested":
-            if repository.end_expired(session, job.id, job.worker_id, "cancelled", None):
+        if job.status == JobStatus.CANCEL_REQUESTED:
+            if repository.end_expired(session, job.id, job.worker_id, JobStatus.CANCELLED, None):
                 repository.add_event(session, job.id, "Job cancelled (its worker stopped answering)")
                 counts["cancelled"] += 1
         elif attempt >= settings.max_attempts:
-            error = {
-                "code": "worker_lost",
-                "message": f"The worker stopped answering and all {settings.max_attempts} attempts are used up.",
-                "param": None,
-            }
-            if repository.end_expired(session, job.id, job.worker_id, "failed", error):
-                repository.add_event(session, job.id, error["message"], level="error")
+            message = f"The worker stopped answering and all {settings.max_attempts} attempts are used up."
+            error = {"code": ErrorCode.WORKER_LOST, "message": message, "param": None}
+            if repository.end_expired(session, job.id, job.worker_id, JobStatus.FAILED, error):
+                repository.add_event(session, job.id, message, level="error")
                 counts["failed"] += 1
         elif repository.requeue_expired(session, job.id, job.worker_id):
             repository.add_event(session, job.id, f"Worker lost; re-queued as attempt {attempt + 1}", level="warn")
@@ -52,12 +50,8 @@ def reconcile_once(session: Session, settings: Settings, publish: Callable[[str]
     session.commit()
     cutoff = now - dt.timedelta(seconds=settings.queued_resend_seconds)
     for job_id in repository.stale_queued(session, cutoff):
-        try:
-            publish(job_id)
-        except Exception as exc:  # noqa: BLE001 - broker still down; next round retries
-            log.warning("reconciler could not publish %s: %s", job_id, type(exc).__name__)
-            break
-        repository.mark_enqueued(session, job_id)
+        if not dispatch.publish_and_mark(session, job_id, publish):
+            break  # the broker is still down; the next round retries
         session.commit()
         counts["resent"] += 1
     return counts

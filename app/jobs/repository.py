@@ -5,23 +5,26 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, delete, func, select, update
+from sqlalchemy import CursorResult, Result, and_, delete, func, select, update
 from sqlalchemy.orm import Session, aliased
 
 from app.core.ids import new_id
+from app.db import paging
 from app.db.models import Checkpoint, Job, JobEvent, JobMetric
 from app.db.types import utcnow
+from contract.status import LIVE, TRAINING, EventLevel, EventType, JobStatus
 
-# Jobs that hold a worker (a lease); cancel_requested is still training until the worker stops.
-TRAINING = ("running", "cancel_requested")
-LIVE = ("validating_files", "queued", *TRAINING)
-TERMINAL = ("succeeded", "failed", "cancelled")
 # What a metric point may set; anything else a reporter sends is ignored.
 METRIC_FIELDS = frozenset(
     ("epoch", "loss", "eval_loss", "learning_rate", "grad_norm", "tokens_per_second", "num_tokens", "extra")
 )
+
+
+def _changed(result: Result[Any]) -> bool:
+    """Whether a conditional UPDATE matched its one row (it lost the race otherwise)."""
+    return cast(CursorResult[Any], result).rowcount == 1
 
 
 # ----------------------------------------------------------------------------- reads
@@ -34,9 +37,25 @@ def get(session: Session, org_id: str | None, job_id: str) -> Job | None:
     return session.scalar(stmt)
 
 
-def count_by_status(session: Session, org_id: str, statuses: Iterable[str]) -> int:
+def count_by_status(session: Session, org_id: str, statuses: Iterable[JobStatus]) -> int:
     stmt = select(func.count()).select_from(Job).where(Job.organization_id == org_id, Job.status.in_(tuple(statuses)))
     return int(session.scalar(stmt) or 0)
+
+
+def counts_by_status(session: Session) -> dict[JobStatus, int]:
+    """Every organization's jobs, counted by status (the operator's view)."""
+    rows = session.execute(select(Job.status, func.count()).group_by(Job.status)).tuples()
+    return {status: int(count) for status, count in rows}
+
+
+def live_using_file(session: Session, org_id: str, file_id: str) -> list[str]:
+    """Ids of the organization's unfinished jobs that train or validate on a file."""
+    stmt = select(Job.id).where(
+        Job.organization_id == org_id,
+        Job.status.in_(LIVE),
+        (Job.training_file == file_id) | (Job.validation_file == file_id),
+    )
+    return list(session.scalars(stmt))
 
 
 def get_by_idempotency_key(session: Session, org_id: str, key: str) -> Job | None:
@@ -49,7 +68,7 @@ def list_page(
     *,
     after: str | None,
     limit: int,
-    status: str | None = None,
+    status: JobStatus | None = None,
     model: str | None = None,
     metadata: dict[str, str] | None = None,
 ) -> list[Job]:
@@ -62,20 +81,13 @@ def list_page(
         stmt = stmt.where(Job.model == model)
     for key, value in (metadata or {}).items():
         stmt = stmt.where(Job.job_metadata[key].as_string() == value)
-    if after:
-        cursor = select(Job.seq).where(Job.id == after)
-        if org_id is not None:
-            cursor = cursor.where(Job.organization_id == org_id)
-        stmt = stmt.where(Job.seq < cursor.scalar_subquery())
-    return list(session.scalars(stmt.order_by(Job.seq.desc()).limit(limit + 1)))
+    scope = [Job.organization_id == org_id] if org_id is not None else []
+    return paging.page(session, stmt, Job, after=after, limit=limit, cursor_scope=scope)
 
 
 def events_page(session: Session, job_id: str, *, after: str | None, limit: int) -> list[JobEvent]:
     stmt = select(JobEvent).where(JobEvent.job_id == job_id)
-    if after:
-        cursor = select(JobEvent.seq).where(JobEvent.id == after, JobEvent.job_id == job_id).scalar_subquery()
-        stmt = stmt.where(JobEvent.seq < cursor)
-    return list(session.scalars(stmt.order_by(JobEvent.seq.desc()).limit(limit + 1)))
+    return paging.page(session, stmt, JobEvent, after=after, limit=limit, cursor_scope=[JobEvent.job_id == job_id])
 
 
 def events_after_seq(session: Session, job_id: str, seq: int, limit: int = 500) -> list[JobEvent]:
@@ -86,10 +98,7 @@ def events_after_seq(session: Session, job_id: str, seq: int, limit: int = 500) 
 
 def checkpoints_page(session: Session, job_id: str, *, after: str | None, limit: int) -> list[Checkpoint]:
     stmt = select(Checkpoint).where(Checkpoint.job_id == job_id)
-    if after:
-        cursor = select(Checkpoint.seq).where(Checkpoint.id == after, Checkpoint.job_id == job_id).scalar_subquery()
-        stmt = stmt.where(Checkpoint.seq < cursor)
-    return list(session.scalars(stmt.order_by(Checkpoint.seq.desc()).limit(limit + 1)))
+    return paging.page(session, stmt, Checkpoint, after=after, limit=limit, cursor_scope=[Checkpoint.job_id == job_id])
 
 
 def checkpoint_at(session: Session, job_id: str, step: int) -> Checkpoint | None:
@@ -133,8 +142,8 @@ def add_event(
     job_id: str,
     message: str,
     *,
-    level: str = "info",
-    type_: str = "message",
+    level: EventLevel = "info",
+    type_: EventType = "message",
     data: dict[str, Any] | None = None,
 ) -> JobEvent:
     event = JobEvent(id=new_id("ftevent"), job_id=job_id, message=message, level=level, type=type_, data=data)
@@ -145,7 +154,7 @@ def add_event(
 
 def mark_unsent(session: Session, job_id: str) -> None:
     """The job's message was consumed without starting it; the reconciler sends it again."""
-    session.execute(update(Job).where(Job.id == job_id, Job.status == "queued").values(enqueued_at=None))
+    session.execute(update(Job).where(Job.id == job_id, Job.status == JobStatus.QUEUED).values(enqueued_at=None))
 
 
 def last_event_message(session: Session, job_id: str) -> str | None:
@@ -154,26 +163,26 @@ def last_event_message(session: Session, job_id: str) -> str | None:
 
 
 def mark_enqueued(session: Session, job_id: str) -> None:
-    session.execute(update(Job).where(Job.id == job_id, Job.status == "queued").values(enqueued_at=utcnow()))
+    session.execute(update(Job).where(Job.id == job_id, Job.status == JobStatus.QUEUED).values(enqueued_at=utcnow()))
 
 
 def cancel_queued(session: Session, job_id: str) -> bool:
     now = utcnow()
     result = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status.in_(("queued", "validating_files")))
-        .values(status="cancelled", finished_at=now, updated_at=now)
+        .where(Job.id == job_id, Job.status.in_((JobStatus.QUEUED, JobStatus.VALIDATING_FILES)))
+        .values(status=JobStatus.CANCELLED, finished_at=now, updated_at=now)
     )
-    return result.rowcount == 1  # type: ignore[attr-defined]
+    return _changed(result)
 
 
 def request_cancel(session: Session, job_id: str) -> bool:
     result = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status == "running")
-        .values(status="cancel_requested", updated_at=utcnow())
+        .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
+        .values(status=JobStatus.CANCEL_REQUESTED, updated_at=utcnow())
     )
-    return result.rowcount == 1  # type: ignore[attr-defined]
+    return _changed(result)
 
 
 def claim(session: Session, job_id: str, worker_id: str, lease_seconds: int, max_running_per_org: int) -> bool:
@@ -191,19 +200,19 @@ def claim(session: Session, job_id: str, worker_id: str, lease_seconds: int, max
     )
     result = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status == "queued", running < max_running_per_org)
+        .where(Job.id == job_id, Job.status == JobStatus.QUEUED, running < max_running_per_org)
         .values(
-            status="running",
+            status=JobStatus.RUNNING,
             worker_id=worker_id,
             lease_expires_at=now + dt.timedelta(seconds=lease_seconds),
             started_at=func.coalesce(Job.started_at, now),
             updated_at=now,
         )
     )
-    return result.rowcount == 1  # type: ignore[attr-defined]
+    return _changed(result)
 
 
-def renew_lease(session: Session, job_id: str, worker_id: str, lease_seconds: int, **progress: Any) -> str | None:
+def renew_lease(session: Session, job_id: str, worker_id: str, lease_seconds: int, **progress: Any) -> JobStatus | None:
     """Extend the lease and record progress. Returns the job's status, or None if the lease is lost."""
     now = utcnow()
     owned = and_(Job.id == job_id, Job.worker_id == worker_id, Job.status.in_(TRAINING))
@@ -212,12 +221,12 @@ def renew_lease(session: Session, job_id: str, worker_id: str, lease_seconds: in
         .where(owned)
         .values(lease_expires_at=now + dt.timedelta(seconds=lease_seconds), updated_at=now, **progress)
     )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if not _changed(result):
         return None
     return session.scalar(select(Job.status).where(Job.id == job_id))
 
 
-def finish(session: Session, job_id: str, worker_id: str, status: str, **values: Any) -> bool:
+def finish(session: Session, job_id: str, worker_id: str, status: JobStatus, **values: Any) -> bool:
     """Move an owned job to a terminal state. Terminal states are final: the update is conditional."""
     now = utcnow()
     result = session.execute(
@@ -225,13 +234,13 @@ def finish(session: Session, job_id: str, worker_id: str, status: str, **values:
         .where(Job.id == job_id, Job.worker_id == worker_id, Job.status.in_(TRAINING))
         .values(status=status, finished_at=now, lease_expires_at=None, updated_at=now, **values)
     )
-    return result.rowcount == 1  # type: ignore[attr-defined]
+    return _changed(result)
 
 
 def _next_attempt(now: dt.datetime) -> dict[str, Any]:
     """Back to `queued` as a new attempt, with no owner; the reconciler publishes it."""
     return {
-        "status": "queued",
+        "status": JobStatus.QUEUED,
         "worker_id": None,
         "lease_expires_at": None,
         "attempt": Job.attempt + 1,
@@ -245,10 +254,10 @@ def release(session: Session, job_id: str, worker_id: str) -> bool:
     now = utcnow()
     result = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.worker_id == worker_id, Job.status == "running")
+        .where(Job.id == job_id, Job.worker_id == worker_id, Job.status == JobStatus.RUNNING)
         .values(**_next_attempt(now))
     )
-    return result.rowcount == 1  # type: ignore[attr-defined]
+    return _changed(result)
 
 
 def upsert_metrics(session: Session, job_id: str, points: Iterable[dict[str, Any]]) -> None:
@@ -290,7 +299,9 @@ def add_checkpoint(
 
 
 def stale_queued(session: Session, older_than: dt.datetime) -> list[str]:
-    stmt = select(Job.id).where(Job.status == "queued", (Job.enqueued_at.is_(None)) | (Job.enqueued_at < older_than))
+    stmt = select(Job.id).where(
+        Job.status == JobStatus.QUEUED, (Job.enqueued_at.is_(None)) | (Job.enqueued_at < older_than)
+    )
     return list(session.scalars(stmt))
 
 
@@ -303,14 +314,16 @@ def requeue_expired(session: Session, job_id: str, worker_id: str | None) -> boo
     now = utcnow()
     result = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status == "running", Job.worker_id == worker_id, Job.lease_expires_at < now)
+        .where(
+            Job.id == job_id, Job.status == JobStatus.RUNNING, Job.worker_id == worker_id, Job.lease_expires_at < now
+        )
         .values(**_next_attempt(now))
     )
-    return result.rowcount == 1  # type: ignore[attr-defined]
+    return _changed(result)
 
 
 def end_expired(
-    session: Session, job_id: str, worker_id: str | None, status: str, error: dict[str, Any] | None
+    session: Session, job_id: str, worker_id: str | None, status: JobStatus, error: dict[str, Any] | None
 ) -> bool:
     now = utcnow()
     result = session.execute(
@@ -323,4 +336,4 @@ def end_expired(
         )
         .values(status=status, error=error, finished_at=now, lease_expires_at=None, updated_at=now)
     )
-    return result.rowcount == 1  # type: ignore[attr-defined]
+    return _changed(result)

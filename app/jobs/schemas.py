@@ -7,10 +7,9 @@ from pydantic import BaseModel, Field
 
 from app.db.models import Checkpoint, Job, JobEvent, JobMetric
 from app.db.types import unix, utcnow
-from app.jobs.repository import TRAINING
-from app.jobs.spec import JobSpec, openai_hyperparameters
-
-JobStatus = Literal["validating_files", "queued", "running", "cancel_requested", "succeeded", "failed", "cancelled"]
+from app.jobs.request import openai_hyperparameters
+from contract.spec import JobSpec
+from contract.status import TRAINING, EventLevel, EventType, JobStatus
 
 
 class JobError(BaseModel):
@@ -70,7 +69,7 @@ class FineTuningJob(BaseModel):
             created_at=unix(job.created_at) or 0,
             model=job.model,
             organization_id=job.organization_id,
-            status=job.status,  # type: ignore[arg-type]
+            status=job.status,
             hyperparameters=hp,
             result_files=list(job.result_files or []),
             seed=job.seed,
@@ -99,7 +98,7 @@ def _progress(job: Job, now: dt.datetime) -> Progress:
         elapsed = max(0.0, (end - job.started_at).total_seconds())
     if job.total_steps:
         pct = round(100.0 * min(job.step, job.total_steps) / job.total_steps, 2)
-        if job.status == "succeeded":
+        if job.status == JobStatus.SUCCEEDED:
             pct = 100.0
         if elapsed is not None and job.step > 0 and job.status in TRAINING:
             remaining = round(elapsed / job.step * max(0, job.total_steps - job.step), 1)
@@ -117,20 +116,20 @@ class JobEventObject(BaseModel):
     id: str
     object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
     created_at: int
-    level: Literal["info", "warn", "error"]
+    level: EventLevel
     message: str
     data: dict[str, Any] | None = None
-    type: Literal["message", "metrics"] = "message"
+    type: EventType = "message"
 
     @classmethod
     def of(cls, e: JobEvent) -> JobEventObject:
         return cls(
             id=e.id,
             created_at=unix(e.created_at) or 0,
-            level=e.level,  # type: ignore[arg-type]
+            level=e.level,
             message=e.message,
             data=e.data,
-            type=e.type,  # type: ignore[arg-type]
+            type=e.type,
         )
 
 

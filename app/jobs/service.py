@@ -3,32 +3,23 @@
 from __future__ import annotations
 
 import hashlib
-import io
-import json
-import logging
-import tarfile
-import tempfile
-from pathlib import Path
-from typing import Any
+from collections.abc import Sequence
 
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from app.auth.service import Principal
 from app.core.config import Settings
-from app.core.errors import Conflict, InvalidRequest, NotFound, TooManyRequests, describe_validation
+from app.core.errors import Conflict, InvalidRequest, NotFound, PermissionDenied, describe_validation
 from app.core.ids import new_id
-from app.db.models import Checkpoint, File, Job
+from app.db.models import Checkpoint, File, Job, JobEvent, JobMetric
 from app.files import repository as files_repo
-from app.jobs import repository
-from app.jobs.memory_estimate import GB, RUNTIME_ALLOWANCE_GB, estimate
+from app.jobs import dispatch, repository
+from app.jobs.admission import check_caps, check_data_against_spec, check_gpu_memory, check_queue_room
 from app.jobs.model_path import model_config, resolve_model
-from app.jobs.spec import JobCreate, JobSpec, SpecError
-
-log = logging.getLogger("tuneforge.jobs")
-
-# How long a client over the queued-jobs limit is told to wait; jobs take minutes, not seconds.
-RETRY_AFTER_SECONDS = 30
+from app.jobs.request import JobCreate
+from contract.spec import SpecError
+from contract.status import TERMINAL, JobStatus
 
 
 def get(session: Session, principal: Principal, job_id: str, *, write: bool = False) -> Job:
@@ -46,102 +37,6 @@ def _file(session: Session, principal: Principal, file_id: str, param: str) -> F
     if f.purpose != "fine-tune":
         raise InvalidRequest(f"File {file_id} has purpose {f.purpose!r}, not 'fine-tune'.", param=param)
     return f
-
-
-def check_data_against_spec(spec: JobSpec, f: File, param: str) -> None:
-    """What can be known from the recorded columns is checked at submission, naming the field."""
-    cols = f.columns or {}
-    d = spec.data
-    listed = ", ".join(sorted(cols)) or "none"
-    if spec.task == "causal_lm":
-        if d.messages_field in cols or d.text_field in cols:
-            return
-        if d.prompt_field in cols and d.completion_field in cols:
-            return
-        raise InvalidRequest(
-            f"File {f.id} has columns [{listed}]; causal_lm needs '{d.text_field}', "
-            f"'{d.prompt_field}' + '{d.completion_field}', or '{d.messages_field}' "
-            "(rename them with data.text_field, data.prompt_field, ...).",
-            param=param,
-            code="invalid_file",
-        )
-    if d.text_field not in cols:
-        raise InvalidRequest(
-            f"File {f.id} has no '{d.text_field}' column (columns: {listed}); set data.text_field.",
-            param=param,
-            code="invalid_file",
-        )
-    if d.label_field not in cols:
-        raise InvalidRequest(
-            f"File {f.id} has no '{d.label_field}' column (columns: {listed}); set data.label_field.",
-            param=param,
-            code="invalid_file",
-        )
-    label = cols[d.label_field]
-    if spec.task == "regression" and not label.get("numeric"):
-        raise InvalidRequest(
-            f"regression needs a numeric '{d.label_field}' column, but file {f.id} has non-numeric values.",
-            param=param,
-            code="invalid_file",
-        )
-    if spec.task == "sequence_classification" and label.get("distinct") is not None and label["distinct"] < 2:
-        raise InvalidRequest(
-            f"sequence_classification needs at least 2 classes in '{d.label_field}'; file {f.id} has one.",
-            param=param,
-            code="invalid_file",
-        )
-
-
-def check_caps(spec: JobSpec, settings: Settings) -> None:
-    """The operator's caps (TUNEFORGE_MAX_*): what one job may ask of a GPU."""
-    t = spec.training
-    caps = (
-        ("training.max_steps", t.max_steps, settings.max_steps, "TUNEFORGE_MAX_STEPS"),
-        ("training.epochs", t.epochs, settings.max_epochs, "TUNEFORGE_MAX_EPOCHS"),
-        ("training.max_seq_length", t.max_seq_length, settings.max_seq_length, "TUNEFORGE_MAX_SEQ_LENGTH"),
-        ("training.batch_size", t.batch_size, settings.max_batch_size, "TUNEFORGE_MAX_BATCH_SIZE"),
-        ("lora.r", spec.lora.r, settings.max_lora_r, "TUNEFORGE_MAX_LORA_R"),
-    )
-    for param, value, cap, env in caps:
-        if value is not None and value > cap:
-            raise InvalidRequest(
-                f"{param}={value} is over this server's limit of {cap} (set by the operator with {env}).",
-                param=param,
-                code="over_limit",
-            )
-
-
-def check_gpu_memory(spec: JobSpec, config: dict[str, Any], settings: Settings) -> None:
-    """Refuse at submission a job that cannot fit the largest worker GPU, rather than let it OOM
-    after waiting in the queue."""
-    if settings.worker_gpu_memory_gb is None:
-        return
-    est = estimate(config, spec)
-    if est is None:
-        return  # a config the estimator cannot read is let through; the worker reports an OOM clearly
-    needed = est.total / GB + RUNTIME_ALLOWANCE_GB
-    if needed > settings.worker_gpu_memory_gb:
-        raise InvalidRequest(
-            f"This job needs an estimated {est.describe()} plus {RUNTIME_ALLOWANCE_GB:.0f} GB of CUDA runtime, "
-            f"more than the largest worker GPU ({settings.worker_gpu_memory_gb:g} GB). Lower training.batch_size "
-            "or training.max_seq_length, set training.gradient_checkpointing=true, or use 4-bit quantization.",
-            param="training.batch_size",
-            code="insufficient_gpu_memory",
-        )
-
-
-def check_queue_room(session: Session, settings: Settings, org_id: str) -> None:
-    """Per-organization fairness. Running jobs are capped where workers claim them (a job over the
-    running cap waits in `queued`); the queue itself is capped here."""
-    queued = repository.count_by_status(session, org_id, ("validating_files", "queued"))
-    if queued >= settings.max_queued_jobs_per_org:
-        raise TooManyRequests(
-            f"Your organization already has {queued} queued jobs, the limit "
-            f"(TUNEFORGE_MAX_QUEUED_JOBS_PER_ORG={settings.max_queued_jobs_per_org}). "
-            "Retry when some have started, or cancel some.",
-            retry_after=RETRY_AFTER_SECONDS,
-            code="queued_jobs_limit",
-        )
 
 
 def _fingerprint(body: JobCreate) -> str:
@@ -185,7 +80,7 @@ def create(
         id=new_id("ftjob"),
         organization_id=principal.organization_id,
         model=body.model,
-        status="queued",
+        status=JobStatus.QUEUED,
         spec=spec.model_dump(mode="json"),
         training_file=training.id,
         validation_file=validation.id if validation else None,
@@ -214,19 +109,12 @@ def create(
 def enqueue(session: Session, job_id: str) -> None:
     """Publish after the job row is committed. If the broker is down the job stays `queued` and the
     reconciler re-sends it, so nothing is lost either way."""
-    from worker.celery_app import publish_train
-
-    try:
-        publish_train(job_id)
-    except Exception as exc:  # noqa: BLE001 - any broker failure leaves the job to the reconciler
-        log.warning("could not publish %s (%s); the reconciler will re-send it", job_id, type(exc).__name__)
-        return
-    repository.mark_enqueued(session, job_id)
+    dispatch.publish_and_mark(session, job_id)
 
 
 def cancel(session: Session, principal: Principal, job_id: str) -> Job:
     job = get(session, principal, job_id, write=True)
-    if job.status in repository.TERMINAL:
+    if job.status in TERMINAL:
         raise Conflict(f"Job {job_id} is already {job.status}; it cannot be cancelled.", code="job_finished")
     if repository.cancel_queued(session, job_id):
         repository.add_event(session, job_id, "Job cancelled before it started")
@@ -236,33 +124,49 @@ def cancel(session: Session, principal: Principal, job_id: str) -> Job:
     return job
 
 
-def adapter_source(session: Session, job: Job, checkpoint: int | None) -> tuple[Path, dict[str, str], str]:
-    """The recorded artifact directory and its manifest. Never a path a user supplied."""
-    if checkpoint is not None:
-        ckpt: Checkpoint | None = repository.checkpoint_at(session, job.id, checkpoint)
-        if ckpt is None:
-            raise NotFound(f"Job {job.id} has no checkpoint at step {checkpoint}.", param="checkpoint")
-        return Path(ckpt.path) / "adapter", ckpt.manifest, f"{job.id}-step-{checkpoint}"
-    if job.adapter_path is None or job.adapter_manifest is None:
-        raise Conflict(
-            f"Job {job.id} is {job.status} and has no final adapter"
-            + ("; list its checkpoints to download one." if job.status != "succeeded" else "."),
-            code="adapter_not_available",
+# ----------------------------------------------------------------------------- reads
+
+
+def list_jobs(
+    session: Session,
+    principal: Principal,
+    *,
+    after: str | None,
+    limit: int,
+    status: JobStatus | None,
+    model: str | None,
+    metadata: dict[str, str],
+    all_organizations: bool,
+) -> list[Job]:
+    """Newest first, limit+1 rows. Only an admin key may list every organization's jobs."""
+    if all_organizations and not principal.is_admin:
+        raise PermissionDenied(
+            "all_organizations=true needs an admin key (tuneforge keys create --admin).",
+            param="all_organizations",
+            code="admin_required",
         )
-    return Path(job.adapter_path), job.adapter_manifest, f"{job.id}-adapter"
+    org = None if all_organizations else principal.organization_id
+    return repository.list_page(session, org, after=after, limit=limit, status=status, model=model, metadata=metadata)
 
 
-def build_archive(source: Path, manifest: dict[str, str], name: str) -> Path:
-    """A .tar.gz of the adapter's own files under `<name>/`, listed from the recorded manifest."""
-    fd, tmp = tempfile.mkstemp(prefix="tuneforge-adapter-", suffix=".tar.gz")
-    with open(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
-        for rel in sorted(manifest):
-            path = (source / rel).resolve()
-            if source.resolve() not in path.parents:
-                continue  # a manifest is written by the worker; this guards it anyway
-            tar.add(path, arcname=f"{name}/{rel}", recursive=False)
-        info = json.dumps({"files": manifest}, indent=2, sort_keys=True).encode()
-        member = tarfile.TarInfo(f"{name}/SHA256SUMS.json")
-        member.size = len(info)
-        tar.addfile(member, io.BytesIO(info))
-    return Path(tmp)
+def list_events(
+    session: Session, principal: Principal, job_id: str, *, after: str | None, limit: int
+) -> list[JobEvent]:
+    job = get(session, principal, job_id)
+    return repository.events_page(session, job.id, after=after, limit=limit)
+
+
+def list_checkpoints(
+    session: Session, principal: Principal, job_id: str, *, after: str | None, limit: int
+) -> tuple[Job, list[Checkpoint]]:
+    job = get(session, principal, job_id)
+    return job, repository.checkpoints_page(session, job.id, after=after, limit=limit)
+
+
+def metric_series(
+    session: Session, principal: Principal, job_id: str, *, since_step: int | None, max_points: int
+) -> tuple[Job, int, Sequence[JobMetric]]:
+    """(job, points stored in the range, the downsampled points)."""
+    job = get(session, principal, job_id)
+    total, rows = repository.metrics_sampled(session, job.id, since_step=since_step, max_points=max_points)
+    return job, total, rows

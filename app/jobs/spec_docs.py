@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from app.jobs import spec as s
+from contract import spec as s
 
 BLOCKS: list[tuple[str, type[BaseModel], str]] = [
     (
@@ -30,7 +30,7 @@ BLOCKS: list[tuple[str, type[BaseModel], str]] = [
     ("scheduler", s.SchedulerSpec, "Learning rate over time. Warmup is linear from 1/(warmup+1) of the peak."),
     ("data", s.DataSpec, "Columns and splits."),
 ]
-OPTIMIZERS = [s.SGDSpec, s.AdagradSpec, s.RMSpropSpec, s.AdamSpec, s.AdamWSpec, s.AdamW8bitSpec,
+OPTIMIZERS: list[type[BaseModel]] = [s.SGDSpec, s.AdagradSpec, s.RMSpropSpec, s.AdamSpec, s.AdamWSpec, s.AdamW8bitSpec,
               s.PagedAdamW8bitSpec, s.PagedAdamW32bitSpec]  # fmt: skip
 EXAMPLES: list[dict[str, Any]] = [
     {
@@ -103,7 +103,7 @@ def render() -> str:
     out = [
         "# The job spec",
         "",
-        "Generated from `app/jobs/spec.py` by `python -m app.jobs.spec_docs`; a test keeps it current.",
+        "Generated from `contract/spec/` by `python -m app.jobs.spec_docs`; a test keeps it current.",
         "Every block is optional and every field has a default; unknown fields are refused with a 400",
         "that names them. The stored job carries the fully resolved spec as `spec`.",
         "",
@@ -128,10 +128,10 @@ def render() -> str:
     for prefix, model, intro in BLOCKS:
         out += [f"## `{prefix}`", "", intro, "", *_table(model, f"{prefix}."), ""]
     out += ["## `optimizer`", "", "Pick one by `name` (default `adamw`); each takes only its own arguments.", ""]
-    for model in OPTIMIZERS:
-        name = typing.get_args(model.model_fields["name"].annotation)[0]
-        fields = [f for f in model.model_fields if f != "name"]
-        args = ", ".join(f"`{f}` ({_default(model.model_fields[f])})" for f in fields) or "no arguments"
+    for opt in OPTIMIZERS:
+        name = typing.get_args(opt.model_fields["name"].annotation)[0]
+        fields = [f for f in opt.model_fields if f != "name"]
+        args = ", ".join(f"`{f}` ({_default(opt.model_fields[f])})" for f in fields) or "no arguments"
         out.append(f"- `{name}`: {args}")
     out += [
         "",

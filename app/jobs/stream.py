@@ -17,8 +17,8 @@ from starlette.concurrency import run_in_threadpool
 
 from app.db.engine import get_sessionmaker
 from app.jobs import repository
-from app.jobs.repository import TERMINAL
 from app.jobs.schemas import FineTuningJob, JobEventObject, MetricPoint
+from contract.status import TERMINAL
 
 
 def _sse(event: str, data: Any) -> str:

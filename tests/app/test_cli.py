@@ -8,7 +8,7 @@ import sys
 
 import httpx
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 def tuneforge(*args: str) -> subprocess.CompletedProcess[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.conftest import shakespeare_rows, upload_jsonl
+from tests.helpers import shakespeare_rows, upload_jsonl
 
 
 def test_test_split_with_the_default_validation_split_is_a_400_not_a_500(client: httpx.Client, tiny_model: str) -> None:

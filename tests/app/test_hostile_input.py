@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import shakespeare_rows, upload_jsonl
+from tests.helpers import shakespeare_rows, upload_jsonl
 
 
 def job_count(client: httpx.Client) -> int:
@@ -105,7 +105,7 @@ def test_a_hostile_filename_never_becomes_a_path_or_a_header(client: httpx.Clien
 def test_the_archive_holds_only_the_adapters_own_files(tmp_path: Path) -> None:
     """A manifest that names paths outside the adapter (or a symlink planted in it) adds nothing
     outside; members are relative, under one folder named by the server."""
-    from app.jobs.service import build_archive
+    from app.jobs.artifacts import build_archive
 
     secret = tmp_path / "secret.txt"
     secret.write_text("do not ship")
@@ -238,7 +238,7 @@ def test_pickle_weights_need_the_operator_opt_in(
 
 def test_a_model_dir_with_both_never_loads_the_pickle(tmp_path: Path, settings, tiny_model: str) -> None:  # type: ignore[no-untyped-def]
     """With safetensors present, a planted .bin next to them is never opened."""
-    from app.jobs.spec import JobSpec
+    from contract.spec import JobSpec
     from worker.training.model import load_model
 
     both = tmp_path / "both"

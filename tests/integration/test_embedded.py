@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import free_port, shakespeare_rows, spawn, stop, wait_http
+from tests.helpers import free_port, shakespeare_rows, spawn, stop, wait_http
 
 
 def test_up_runs_a_job_to_a_downloaded_adapter(tmp_path: Path, tiny_model: str) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, shakespeare_rows
+from tests.helpers import ROOT, shakespeare_rows
 
 
 @pytest.fixture

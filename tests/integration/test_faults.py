@@ -19,7 +19,7 @@ import httpx
 import pytest
 from sqlalchemy import update
 
-from tests.conftest import free_port, shakespeare_rows, spawn, stop, upload_jsonl, wait_http
+from tests.helpers import free_port, shakespeare_rows, spawn, stop, upload_jsonl, wait_http
 
 LONG = {"max_steps": 200, "batch_size": 2, "save_every": 10, "learning_rate": 1e-3}
 
@@ -169,7 +169,7 @@ def test_kill_9_mid_training_resumes_from_the_checkpoint(cluster: Cluster, tiny_
 def test_duplicate_delivery_trains_once(cluster: Cluster, tiny_model: str) -> None:
     from celery import Celery
 
-    from worker.celery_app import TRAIN_TASK
+    from contract.queue import TRAIN_TASK
 
     while len([w for w in cluster.workers if w.poll() is None]) < 2:
         cluster.start_worker(f"w{len(cluster.workers)}")

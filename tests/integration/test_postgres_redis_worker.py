@@ -15,7 +15,7 @@ import httpx
 import pytest
 from openai import OpenAI
 
-from tests.conftest import shakespeare_rows, worker_log
+from tests.helpers import shakespeare_rows, worker_log
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
 

@@ -8,7 +8,7 @@ from sqlalchemy import select, update
 
 from app.db.engine import session_scope
 from app.db.models import Checkpoint, Job, JobMetric
-from tests.conftest import shakespeare_rows, upload_jsonl
+from tests.helpers import shakespeare_rows, upload_jsonl
 from worker.runner import execute
 
 

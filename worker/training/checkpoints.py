@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from peft import PeftModel
 from torch import nn
 
 MARKER = "COMPLETE"
@@ -30,7 +31,8 @@ def manifest_of(folder: Path) -> dict[str, str]:
 
 
 def save_adapter(model: nn.Module, dest: Path, metadata: dict[str, Any]) -> None:
-    model.save_pretrained(dest, safe_serialization=True)  # type: ignore[operator]
+    assert isinstance(model, PeftModel), "checkpoints hold the adapter of a peft model"
+    model.save_pretrained(str(dest), safe_serialization=True)
     (dest / "tuneforge.json").write_text(json.dumps(metadata, indent=2, sort_keys=True))
 
 

@@ -7,7 +7,7 @@ import torch
 from peft import LoraConfig, TaskType
 from transformers import BitsAndBytesConfig
 
-from app.jobs.spec import JobSpec, LoraSpec, QuantizationSpec
+from contract.spec import JobSpec, LoraSpec, QuantizationSpec
 
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 # Classification heads are trained in full and kept in full precision.
@@ -55,7 +55,7 @@ def get_peft_config(lora: LoraSpec, task: str, head_modules: list[str] | None = 
             modules_to_save.append(head)
     return LoraConfig(
         r=lora.r,
-        lora_alpha=lora.alpha,
+        lora_alpha=lora.alpha,  # type: ignore[arg-type]  # peft annotates int; it takes any number
         lora_dropout=lora.dropout,
         target_modules=lora.target_modules,
         bias=lora.bias,

@@ -9,10 +9,14 @@ from typing import Any
 
 import torch
 
-from app.jobs.spec import DataSpec, JobSpec
+from contract.spec import DataSpec, JobSpec
+from contract.status import ErrorCode
 from worker.training.errors import TrainingError
 
 IGNORE = -100
+# One tokenized example: `input_ids`, `labels` (token ids, or a class index / regression target),
+# and `position_ids` for packed rows.
+Example = dict[str, Any]
 
 
 @dataclass
@@ -24,7 +28,7 @@ class Splits:
 
 @dataclass
 class Encoded:
-    examples: list[dict[str, list[int] | int | float]]
+    examples: list[Example]
     truncated: int = 0
     dropped: int = 0
     real_tokens: int = 0
@@ -61,7 +65,9 @@ def make_splits(rows: list[dict[str, Any]], validation_rows: list[dict[str, Any]
     if validation_rows is not None:
         val = list(validation_rows)
     if not train:
-        raise TrainingError("invalid_file", "No training rows remain after the validation/test split.", "training_file")
+        raise TrainingError(
+            ErrorCode.INVALID_FILE, "No training rows remain after the validation/test split.", "training_file"
+        )
     return Splits(train=train, validation=val, test=test)
 
 
@@ -76,7 +82,7 @@ def _causal_kind(row: dict[str, Any], d: DataSpec) -> str:
     if d.text_field in row:
         return "text"
     raise TrainingError(
-        "invalid_file",
+        ErrorCode.INVALID_FILE,
         f"A row has none of '{d.text_field}', '{d.prompt_field}'+'{d.completion_field}', '{d.messages_field}'.",
         "training_file",
     )
@@ -97,7 +103,7 @@ def _chat_ids(tokenizer: Any, messages: list[dict[str, str]]) -> tuple[list[int]
         full = _ids(tokenizer.apply_chat_template(messages[: i + 1], tokenize=True))
         if ids[: len(full)] != full:
             raise TrainingError(
-                "invalid_spec",
+                ErrorCode.INVALID_SPEC,
                 "The model's chat template renders earlier turns differently as the conversation grows, "
                 "so assistant turns cannot be located; set training.train_on_inputs=true to train on all tokens.",
                 "model",
@@ -122,7 +128,7 @@ def encode_causal(rows: list[dict[str, Any]], tokenizer: Any, spec: JobSpec) -> 
         if kind == "messages":
             if not getattr(tokenizer, "chat_template", None):
                 raise TrainingError(
-                    "invalid_spec",
+                    ErrorCode.INVALID_SPEC,
                     "The model's tokenizer has no chat template, so `messages` data cannot be used.",
                     "model",
                 )
@@ -182,7 +188,9 @@ def pack(examples: list[dict[str, Any]], block: int) -> list[dict[str, Any]]:
 def label_names(rows: list[dict[str, Any]], spec: JobSpec) -> list[str]:
     names = sorted({str(r.get(spec.data.label_field)) for r in rows if r.get(spec.data.label_field) is not None})
     if len(names) < 2:
-        raise TrainingError("invalid_file", "sequence_classification needs at least two classes.", "training_file")
+        raise TrainingError(
+            ErrorCode.INVALID_FILE, "sequence_classification needs at least two classes.", "training_file"
+        )
     return names
 
 

@@ -7,9 +7,16 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+)
 
-from app.jobs.spec import JobSpec
+from contract.spec import JobSpec
+from contract.status import ErrorCode
 from worker.training.configs import HEAD_NAMES, compute_dtype, get_quantization_config
 from worker.training.errors import TrainingError
 
@@ -35,7 +42,7 @@ def head_modules(model_dir: Path, task: str) -> list[str]:
 
 def load_model(
     model_dir: Path, spec: JobSpec, device: torch.device, *, num_labels: int | None = None
-) -> tuple[nn.Module, list[str]]:
+) -> tuple[PreTrainedModel, list[str]]:
     heads = head_modules(model_dir, spec.task)
     quant = get_quantization_config(spec.quantization, device, skip_modules=heads or None)
     dtype = compute_dtype(spec.quantization, device)
@@ -63,7 +70,7 @@ def load_model(
         if model.config.pad_token_id is None:
             model.config.pad_token_id = model.config.eos_token_id
     if quant is None:
-        model.to(device)
+        nn.Module.to(model, device)  # (transformers' own `.to` is typed for its wrapper)
     # Training never reuses keys/values, and a KV cache would also switch off the block-diagonal
     # masking that packed rows rely on (transformers skips it when past_key_values is set).
     model.config.use_cache = False
@@ -71,7 +78,7 @@ def load_model(
     return model, heads
 
 
-def prepare_quantized(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+def prepare_quantized(model: PreTrainedModel, dtype: torch.dtype) -> PreTrainedModel:
     """peft's `prepare_model_for_kbit_training`, less its costliest step.
 
     peft casts every parameter that is not quantized to fp32, the frozen input embeddings and output
@@ -84,8 +91,8 @@ def prepare_quantized(model: nn.Module, dtype: torch.dtype) -> nn.Module:
     """
     for param in model.parameters():
         param.requires_grad = False
-    embeddings = model.get_input_embeddings()  # type: ignore[operator]
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None  # type: ignore[operator]
+    embeddings = model.get_input_embeddings()
+    head = model.get_output_embeddings()
     large = {id(m.weight) for m in (embeddings, head) if m is not None and hasattr(m, "weight")}
     for param in model.parameters():
         if not param.is_floating_point():  # the quantized weights
@@ -112,7 +119,7 @@ def _keep_4bit_weights_trainable(model: nn.Module) -> None:
     is a small share of a run, so the repacking is switched off."""
     for module in model.modules():
         if hasattr(module, "support_avx512bf16_for_cpu"):
-            module.support_avx512bf16_for_cpu = False
+            setattr(module, "support_avx512bf16_for_cpu", False)  # noqa: B010 - a bitsandbytes flag, not ours
 
 
 def linear_module_names(model: nn.Module) -> set[str]:
@@ -131,7 +138,7 @@ def check_target_modules(model: nn.Module, target_modules: list[str] | str) -> N
     missing = [m for m in target_modules if m not in available]
     if missing:
         raise TrainingError(
-            "invalid_spec",
+            ErrorCode.INVALID_SPEC,
             f"lora.target_modules names {missing}, which this model lacks; its linear layers are "
             f"{sorted(available)} (or use 'all-linear').",
             "lora.target_modules",

@@ -11,14 +11,15 @@ from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, ReduceLROnPlateau
 
-from app.jobs.spec import OptimizerSpec, SchedulerSpec
+from contract.spec import OptimizerSpec, SchedulerSpec
 
 Scheduler = LambdaLR | ReduceLROnPlateau
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Weight decay on matrices only: biases and norm weights (1-D parameters) are not decayed."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue

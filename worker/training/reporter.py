@@ -6,9 +6,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from contract.status import EventLevel, StopReason
+
 
 class Reporter(Protocol):
-    def event(self, message: str, *, level: str = "info", data: dict[str, Any] | None = None) -> None: ...
+    def event(self, message: str, *, level: EventLevel = "info", data: dict[str, Any] | None = None) -> None: ...
 
     def metrics(self, point: dict[str, Any]) -> None:
         """One step's metrics. Called every logging step; implementations should batch writes."""
@@ -18,22 +20,22 @@ class Reporter(Protocol):
     def checkpoint(self, step: int, path: Path, manifest: dict[str, str], metrics: dict[str, Any]) -> None:
         """Called after a checkpoint directory is complete and renamed into place."""
 
-    def stop_requested(self) -> str | None:
-        """A reason to stop ("cancelled", "lease_lost", "shutdown") or None. Called every step: keep it cheap."""
+    def stop_requested(self) -> StopReason | None:
+        """A reason to stop, or None. Called every step: keep it cheap."""
 
 
 @dataclass
 class MemoryReporter:
     """Keeps everything in lists: for tests, benchmarks and the bare training script."""
 
-    events: list[tuple[str, str, dict[str, Any] | None]] = field(default_factory=list)
+    events: list[tuple[EventLevel, str, dict[str, Any] | None]] = field(default_factory=list)
     points: list[dict[str, Any]] = field(default_factory=list)
     checkpoints: list[tuple[int, Path]] = field(default_factory=list)
-    stop_reason: str | None = None
+    stop_reason: StopReason | None = None
     stop_at_step: int | None = None
     last_step: int = 0
 
-    def event(self, message: str, *, level: str = "info", data: dict[str, Any] | None = None) -> None:
+    def event(self, message: str, *, level: EventLevel = "info", data: dict[str, Any] | None = None) -> None:
         self.events.append((level, message, data))
 
     def metrics(self, point: dict[str, Any]) -> None:
@@ -45,7 +47,7 @@ class MemoryReporter:
     def checkpoint(self, step: int, path: Path, manifest: dict[str, str], metrics: dict[str, Any]) -> None:
         self.checkpoints.append((step, path))
 
-    def stop_requested(self) -> str | None:
+    def stop_requested(self) -> StopReason | None:
         if self.stop_at_step is not None and self.last_step >= self.stop_at_step:
-            return self.stop_reason or "cancelled"
+            return self.stop_reason or StopReason.CANCELLED
         return None

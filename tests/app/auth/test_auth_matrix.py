@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from tests.conftest import make_key, shakespeare_rows, upload_jsonl
+from tests.helpers import make_key, shakespeare_rows, upload_jsonl
 
 
 @dataclass(frozen=True)

@@ -28,13 +28,13 @@ def log_stream() -> Iterator[io.StringIO]:
 def test_every_line_of_a_request_names_its_id_and_the_key_by_id(
     client: httpx.Client, api_key: str, tiny_model: str, log_stream: io.StringIO, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import worker.celery_app
+    from app.jobs import dispatch
 
     def broker_down(job_id: str) -> None:
         raise ConnectionError("redis://:hunter2@broker:6379/0 refused")
 
-    monkeypatch.setattr(worker.celery_app, "publish_train", broker_down)  # makes the route log a warning
-    from tests.conftest import shakespeare_rows, upload_jsonl
+    monkeypatch.setattr(dispatch, "publish", broker_down)  # makes the route log a warning
+    from tests.helpers import shakespeare_rows, upload_jsonl
 
     file_id = upload_jsonl(client, shakespeare_rows(4))["id"]
     r = client.post(

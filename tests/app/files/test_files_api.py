@@ -4,7 +4,7 @@ import json
 
 import httpx
 
-from tests.conftest import upload_jsonl
+from tests.helpers import upload_jsonl
 
 
 def test_upload_list_get_content_delete(client: httpx.Client) -> None:

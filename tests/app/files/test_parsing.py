@@ -6,7 +6,8 @@ import pytest
 
 from app.files.parsing import DatasetError, iter_rows, validate_file
 
-DATA = Path(__file__).resolve().parents[4] / "shared" / "data"
+# Full copies of ../shared/data/sms_spam.{jsonl,tsv}: a clone elsewhere has no ../shared.
+DATA = Path(__file__).resolve().parents[2] / "fixtures"
 
 
 def write(tmp_path: Path, content: bytes, name: str = "f") -> Path:

@@ -4,7 +4,7 @@ import httpx
 import pytest
 import redis
 
-from tests.conftest import REDIS_URL, make_key, shakespeare_rows, upload_jsonl
+from tests.helpers import REDIS_URL, make_key, shakespeare_rows, upload_jsonl
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import datetime as dt
 import httpx
 import pytest
 
-from tests.conftest import make_key, shakespeare_rows, upload_jsonl
+from tests.helpers import make_key, shakespeare_rows, upload_jsonl
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ import httpx
 import pytest
 
 from app.jobs.memory_estimate import GB, estimate
-from app.jobs.spec import JobSpec
-from tests.conftest import shakespeare_rows, upload_jsonl
+from contract.spec import JobSpec
+from tests.helpers import shakespeare_rows, upload_jsonl
 
 LLAMA_7B = {
     "model_type": "llama",

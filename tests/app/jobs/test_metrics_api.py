@@ -7,7 +7,7 @@ import itertools
 import httpx
 import pytest
 
-from tests.conftest import shakespeare_rows, upload_jsonl
+from tests.helpers import shakespeare_rows, upload_jsonl
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from app.db.engine import session_scope
 from app.db.models import Job
 from app.db.types import utcnow
 from app.jobs.reconciler import reconcile_once
-from tests.conftest import shakespeare_rows, upload_jsonl
+from tests.helpers import shakespeare_rows, upload_jsonl
 
 
 def make_job(client: httpx.Client, model: str) -> str:

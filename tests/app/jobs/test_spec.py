@@ -4,7 +4,8 @@ import pytest
 from pydantic import ValidationError
 
 from app.core.errors import validation_error_response
-from app.jobs.spec import DEFAULT_LEARNING_RATE, JobCreate, JobSpec, SpecError
+from app.jobs.request import JobCreate
+from contract.spec import DEFAULT_LEARNING_RATE, JobSpec, SpecError
 
 
 def body(**over: object) -> dict:  # type: ignore[type-arg]

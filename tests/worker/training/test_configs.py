@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import torch
 
-from tests.worker.training.conftest import make_spec
+from tests.helpers import make_spec
 from worker.training.configs import get_peft_config, get_quantization_config
 
 

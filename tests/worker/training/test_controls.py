@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import shakespeare_rows
-from tests.worker.training.conftest import make_spec
+from tests.helpers import make_spec, shakespeare_rows
 from worker.training.data import IGNORE, encode_causal, pack
 from worker.training.errors import TrainingError
 from worker.training.model import load_tokenizer

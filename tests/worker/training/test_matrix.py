@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from app.jobs.spec import SCHEDULERS
-from tests.conftest import shakespeare_rows
-from tests.worker.training.conftest import make_spec
+from contract.spec import SCHEDULERS
+from tests.helpers import make_spec, shakespeare_rows
 from tests.worker.training.test_optim import OPTIMIZERS
 from worker.training.reporter import MemoryReporter
 from worker.training.run import run

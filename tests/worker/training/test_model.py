@@ -8,7 +8,7 @@ import pytest
 import torch
 from peft import prepare_model_for_kbit_training
 
-from tests.worker.training.conftest import make_spec
+from tests.helpers import make_spec
 from worker.training.data import collate, encode_causal
 from worker.training.model import load_model, load_tokenizer, prepare_quantized
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from app.jobs.spec import SCHEDULERS, SchedulerSpec
-from tests.worker.training.conftest import make_spec
+from contract.spec import SCHEDULERS, SchedulerSpec
+from tests.helpers import make_spec
 from worker.training.optim import build_optimizer, build_scheduler, lr_factor, param_groups
 
 OPTIMIZERS = [

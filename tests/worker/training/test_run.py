@@ -9,8 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import ROOT, shakespeare_rows
-from tests.worker.training.conftest import make_spec
+from tests.helpers import ROOT, make_spec, shakespeare_rows
 from worker.training.checkpoints import latest_complete, sha256_of
 from worker.training.errors import StopTraining, TrainingError
 from worker.training.reporter import MemoryReporter
@@ -51,12 +50,12 @@ import json, sys
 from pathlib import Path
 import torch
 from peft import PeftModel
-from app.jobs.spec import JobSpec
-from tests.conftest import shakespeare_rows
+from contract.spec import JobSpec
+from tests.helpers import shakespeare_rows
 from worker.training.configs import pick_device
 from worker.training.data import encode_causal, make_splits
 from worker.training.model import load_model, load_tokenizer
-from worker.training.run import evaluate
+from worker.training.evaluation import evaluate
 spec = JobSpec.model_validate_json(sys.argv[1])
 model_dir = Path({str(model_dir)!r})
 tok = load_tokenizer(model_dir)
@@ -166,16 +165,16 @@ def test_nan_loss_fails_the_run(model_dir: Path, tmp_path: Path, monkeypatch: py
 
 
 def test_watchdog_exploding_and_disabled() -> None:
-    from worker.training.run import _LossWatchdog
+    from worker.training.controls import LossWatchdog
 
-    dog = _LossWatchdog(make_spec(training={"loss_watchdog": {"max_ratio": 4.0, "patience": 2}}))
+    dog = LossWatchdog(make_spec(training={"loss_watchdog": {"max_ratio": 4.0, "patience": 2}}).training.loss_watchdog)
     dog.check(2.0, 1)
     dog.check(9.0, 2)  # one bad step is tolerated
     dog.check(3.0, 3)
     dog.check(9.0, 4)
     with pytest.raises(TrainingError, match="exploded"):
         dog.check(9.5, 5)
-    off = _LossWatchdog(make_spec(training={"loss_watchdog": {"enabled": False}}))
+    off = LossWatchdog(make_spec(training={"loss_watchdog": {"enabled": False}}).training.loss_watchdog)
     off.check(float("nan"), 1)
 
 

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from tests.conftest import shakespeare_rows
-from tests.worker.training.conftest import make_spec
+from tests.helpers import make_spec, shakespeare_rows
 from worker.training.reporter import MemoryReporter
 from worker.training.run import run
 
@@ -65,8 +64,8 @@ def test_training_after_an_evaluation_keeps_full_gradients(minilm_dir: Path, tmp
 
     from worker.training.configs import pick_device
     from worker.training.data import collate, encode_labeled
+    from worker.training.evaluation import evaluate
     from worker.training.model import load_model, load_tokenizer
-    from worker.training.run import evaluate
 
     rows = [json.loads(line) for line in (FIXTURES / "sms_spam_300.jsonl").read_text().splitlines()[:40]]
     spec = make_spec(task="sequence_classification", lora={"target_modules": "all-linear"})

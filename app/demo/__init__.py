@@ -18,13 +18,13 @@ from pathlib import Path
 
 import httpx
 
-import worker
 from app.core.config import get_settings
+from contract.status import TERMINAL, JobStatus
 
 DEMO_MODEL = "tiny-shakespeare"
 SPARKS = "▁▂▃▄▅▆▇█"
 # Public-domain text shipped in the wheel (the first 120 kB of tiny-shakespeare).
-DEMO_TEXT = Path(worker.__file__).resolve().parent / "demo_data" / "tinyshakespeare_head.txt"
+DEMO_TEXT = Path(__file__).resolve().parent / "data" / "tinyshakespeare_head.txt"
 
 
 def sparkline(values: list[float], width: int = 60) -> str:
@@ -41,7 +41,7 @@ def sparkline(values: list[float], width: int = 60) -> str:
 def _prepare(settings_models: Path, data_dir: Path) -> Path:
     model_dir = settings_models / DEMO_MODEL
     if not (model_dir / "config.json").is_file():
-        from worker.demo_model import build_tiny_llama
+        from app.demo.tiny_model import build_tiny_llama
 
         print(f"building a tiny Llama at {model_dir} ...", flush=True)
         build_tiny_llama(model_dir, DEMO_TEXT.read_text(), hidden=64, layers=2)
@@ -76,7 +76,6 @@ def main(args: argparse.Namespace) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     settings = get_settings()
     settings.ensure_dirs()
-    assert settings.models_dir is not None
     dataset = _prepare(settings.models_dir, settings.data_dir)
     base = f"http://127.0.0.1:{args.port}"
     server = subprocess.Popen([sys.executable, "-m", "app.cli", "up", "--port", str(args.port)])
@@ -107,11 +106,11 @@ def main(args: argparse.Namespace) -> int:
         job = r.json()
         print(f"created {job['id']} ({job['status']})", flush=True)
         last = None
-        while job["status"] not in ("succeeded", "failed", "cancelled"):
+        while job["status"] not in TERMINAL:
             time.sleep(1.0)
             job = client.get(f"/fine_tuning/jobs/{job['id']}").json()
             p = job["progress"]
-            if job["status"] == "running" and not p["total_steps"]:
+            if job["status"] == JobStatus.RUNNING and not p["total_steps"]:
                 line = "  running    (loading the model)"
             else:
                 line = f"  {job['status']:<10} step {p['step']}/{p['total_steps'] or '?'}"
@@ -120,12 +119,12 @@ def main(args: argparse.Namespace) -> int:
             if line != last:
                 print(line, flush=True)
                 last = line
-        if job["status"] != "succeeded":
+        if job["status"] != JobStatus.SUCCEEDED:
             print(f"job {job['status']}: {job.get('error')}", file=sys.stderr)
             return 1
         series = client.get(f"/fine_tuning/jobs/{job['id']}/metrics").json()["data"]
         losses = [p["loss"] for p in series if p.get("loss") is not None]
-        out = Path(args.out).resolve()
+        out = Path(args.out).resolve() if args.out else settings.data_dir / "demo" / "adapter"
         archive = out.with_suffix(".tar.gz")
         with client.stream("GET", f"/fine_tuning/jobs/{job['id']}/adapter") as resp:
             resp.raise_for_status()

@@ -1,0 +1,47 @@
+"""Publishing job ids to the queue, from the API side, written once.
+
+The rule (docs/reliability.md): a job is committed as `queued` before its id is published, and it is
+marked `enqueued_at` only after the broker took the message. A publish that fails leaves the job
+`queued` and unmarked, and the reconciler sends it again; a duplicate message is harmless, because
+a worker's claim is a conditional update that only one delivery can win.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from functools import lru_cache
+
+from celery import Celery
+from sqlalchemy.orm import Session
+
+from app.core.config import get_settings
+from app.jobs import repository
+from contract.queue import make_celery, send_train
+
+log = logging.getLogger("tuneforge.dispatch")
+
+
+@lru_cache(maxsize=1)
+def producer() -> Celery:
+    """A Celery app that only publishes: it registers no tasks and imports no worker code."""
+    settings = get_settings()
+    return make_celery(settings.broker_url, settings.queue)
+
+
+def publish(job_id: str) -> None:
+    """Send a job id to the training queue. Raises when the broker cannot take it."""
+    send_train(producer(), job_id, get_settings().queue)
+
+
+def publish_and_mark(session: Session, job_id: str, send: Callable[[str], None] | None = None) -> bool:
+    """Publish a committed `queued` job and mark it sent (the caller commits the mark). Returns
+    False, having logged why, when the broker is unreachable: the reconciler will send it.
+    `send` replaces `publish` (the reconciler's tests record what it sends)."""
+    try:
+        (send or publish)(job_id)
+    except Exception as exc:  # noqa: BLE001 - any broker failure leaves the job to the reconciler
+        log.warning("could not publish %s (%s); the reconciler will re-send it", job_id, type(exc).__name__)
+        return False
+    repository.mark_enqueued(session, job_id)
+    return True

@@ -1,0 +1,150 @@
+"""The POST body of a job, in OpenAI's shape plus Tuneforge's blocks, and how it resolves to a `JobSpec`.
+
+`JobCreate.resolve()` folds OpenAI's `method.supervised.hyperparameters` into the blocks and returns the
+fully resolved `JobSpec` (contract/spec) that is stored on the job and that the worker trains from.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, model_validator
+
+from contract.spec import DEFAULT_LEARNING_RATE, JobSpec, SpecBlocks, SpecError, Strict
+
+
+class SupervisedHyperparameters(Strict):
+    n_epochs: int | Literal["auto"] = Field("auto", description="Maps to training.epochs.")
+    batch_size: int | Literal["auto"] = Field("auto", description="Maps to training.batch_size.")
+    learning_rate_multiplier: float | Literal["auto"] = Field(
+        "auto", description=f"Multiplies the base learning rate {DEFAULT_LEARNING_RATE}."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> SupervisedHyperparameters:
+        if isinstance(self.n_epochs, int) and not 1 <= self.n_epochs <= 1000:
+            raise SpecError("n_epochs", "n_epochs must be between 1 and 1000")
+        if isinstance(self.batch_size, int) and not 1 <= self.batch_size <= 4096:
+            raise SpecError("batch_size", "batch_size must be between 1 and 4096")
+        lrm = self.learning_rate_multiplier
+        if isinstance(lrm, float | int) and not 0 < lrm <= 1000:
+            raise SpecError("learning_rate_multiplier", "learning_rate_multiplier must be > 0 and <= 1000")
+        return self
+
+
+class SupervisedMethod(Strict):
+    hyperparameters: SupervisedHyperparameters = Field(default_factory=SupervisedHyperparameters)
+
+
+class Method(Strict):
+    type: Literal["supervised"] = Field("supervised", description="Only supervised fine-tuning is supported.")
+    supervised: SupervisedMethod | None = None
+
+
+Metadata = Annotated[
+    dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]],
+    Field(max_length=16),
+]
+
+
+def _nul_path(value: Any, path: str = "") -> str | None:
+    """Where a NUL character hides in raw JSON, if anywhere. PostgreSQL text cannot hold one, and no
+    file id, model name or metadata value legitimately contains one."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        key_path = f"{path}.{key}" if path else str(key)
+        if isinstance(key, str) and "\x00" in key:
+            return key_path
+        if (found := _nul_path(item, key_path)) is not None:
+            return found
+    return None
+
+
+class JobCreate(SpecBlocks):
+    """Body of POST /v1/fine_tuning/jobs."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul_characters(cls, data: Any) -> Any:
+        if (where := _nul_path(data)) is not None:
+            raise SpecError(where, "contains a NUL character")
+        return data
+
+    model: str = Field(min_length=1, max_length=512, description="A model directory under the models root.")
+    training_file: str = Field(min_length=1, max_length=64, description="Id of an uploaded fine-tune file.")
+    validation_file: str | None = Field(None, max_length=64)
+    suffix: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    metadata: Metadata | None = None
+    method: Method | None = None
+    hyperparameters: SupervisedHyperparameters | None = Field(
+        None, description="Deprecated OpenAI field; prefer method.supervised.hyperparameters."
+    )
+    integrations: list[Any] | None = Field(None, max_length=0, description="Not supported; must be empty.")
+
+    def _hyperparameters(self) -> tuple[SupervisedHyperparameters | None, str]:
+        if self.method is not None and self.method.supervised is not None:
+            if self.hyperparameters is not None:
+                raise SpecError("hyperparameters", "give hyperparameters in method.supervised only, not both")
+            return self.method.supervised.hyperparameters, "method.supervised.hyperparameters"
+        return self.hyperparameters, "hyperparameters"
+
+    def resolve(self) -> JobSpec:
+        """Fold OpenAI hyperparameters into the Tuneforge blocks; refuse contradictions."""
+        training = self.training.model_copy()
+        hp, where = self._hyperparameters()
+        if hp is not None:
+            explicit = self.training.model_fields_set
+            if hp.n_epochs != "auto":
+                if "epochs" in explicit and training.epochs != hp.n_epochs:
+                    raise SpecError(f"{where}.n_epochs", "contradicts training.epochs")
+                if "max_steps" in explicit:
+                    raise SpecError(f"{where}.n_epochs", "contradicts training.max_steps")
+                training.epochs = hp.n_epochs
+            if hp.batch_size != "auto":
+                if "batch_size" in explicit and training.batch_size != hp.batch_size:
+                    raise SpecError(f"{where}.batch_size", "contradicts training.batch_size")
+                training.batch_size = hp.batch_size
+            if hp.learning_rate_multiplier != "auto":
+                if "learning_rate" in explicit:
+                    raise SpecError(
+                        f"{where}.learning_rate_multiplier",
+                        "give training.learning_rate or learning_rate_multiplier, not both",
+                    )
+                lr = DEFAULT_LEARNING_RATE * float(hp.learning_rate_multiplier)
+                if lr > 1.0:
+                    raise SpecError(f"{where}.learning_rate_multiplier", f"gives a learning rate of {lr}, above 1")
+                training.learning_rate = lr
+        if training.epochs is None and training.max_steps is None:
+            training.epochs = 3
+        split = self.data.validation_split
+        if split is None:
+            split = 0.0 if self.validation_file else 0.1
+        elif self.validation_file and split > 0:
+            raise SpecError("data.validation_split", "validation_split cannot be used with a validation_file")
+        # Checked before the assignment, which would otherwise fail inside pydantic (a schemathesis find).
+        if split + self.data.test_split >= 1.0:
+            raise SpecError("data.test_split", f"validation_split ({split}) + test_split must be below 1")
+        data = self.data.model_copy(update={"validation_split": split})
+        return JobSpec(
+            task=self.task,
+            seed=self.seed if self.seed is not None else random.randint(0, 2**31 - 1),
+            quantization=self.quantization,
+            lora=self.lora,
+            training=training,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            data=data,
+        )
+
+
+def openai_hyperparameters(spec: JobSpec) -> dict[str, Any]:
+    """The job object's `hyperparameters`, in OpenAI's vocabulary."""
+    return {
+        "n_epochs": spec.training.epochs if spec.training.epochs is not None else "auto",
+        "batch_size": spec.training.batch_size,
+        "learning_rate_multiplier": spec.training.learning_rate / DEFAULT_LEARNING_RATE,
+    }

@@ -1,0 +1,51 @@
+"""The resolved job spec: every block, with defaults filled in. Stored on the job; the worker trains from it."""
+
+from __future__ import annotations
+
+from typing import Literal, Self
+
+from pydantic import Field, model_validator
+
+from contract.spec.base import SpecError, Strict, set_to_non_default
+from contract.spec.blocks import LoraSpec, QuantizationSpec, TrainingSpec
+from contract.spec.data import DataSpec
+from contract.spec.optim import AdamWSpec, OptimizerSpec, SchedulerSpec
+
+TaskName = Literal["causal_lm", "sequence_classification", "regression"]
+
+
+def _check_task_options(task: str, training: TrainingSpec) -> None:
+    loss = training.loss
+    if task != "sequence_classification":
+        for name in ("class_weights", "label_smoothing"):
+            if set_to_non_default(loss, name):
+                raise SpecError(f"training.loss.{name}", f"`{name}` applies to sequence_classification only")
+    if task != "regression":
+        for name in ("regression_loss", "huber_delta"):
+            if set_to_non_default(loss, name):
+                raise SpecError(f"training.loss.{name}", f"`{name}` applies to regression only")
+    if task != "causal_lm" and training.packing:
+        raise SpecError("training.packing", "packing applies to causal_lm only")
+
+
+class SpecBlocks(Strict):
+    """Tuneforge's extension blocks, shared by the request (`JobCreate`) and the resolved `JobSpec`."""
+
+    task: TaskName = Field("causal_lm", description="What the adapter learns.")
+    quantization: QuantizationSpec = Field(default_factory=QuantizationSpec)
+    lora: LoraSpec = Field(default_factory=LoraSpec)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    optimizer: OptimizerSpec = Field(default_factory=lambda: AdamWSpec(name="adamw"))
+    scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
+    data: DataSpec = Field(default_factory=DataSpec)
+
+    @model_validator(mode="after")
+    def _check_task(self) -> Self:
+        _check_task_options(self.task, self.training)
+        return self
+
+
+class JobSpec(SpecBlocks):
+    """The resolved spec a worker trains from. Stored on the job as `spec`."""
+
+    seed: int = Field(ge=0, le=2**31 - 1)

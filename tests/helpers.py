@@ -1,0 +1,121 @@
+"""Helpers shared by the tests: real processes, uploads, keys and specs. (Fixtures stay in conftest.py;
+pytest discourages importing conftest modules.)
+
+Importing this module sets nothing; tests/conftest.py points the environment at the test database,
+Redis and a temporary data dir before any Tuneforge module is imported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import httpx
+
+if TYPE_CHECKING:
+    from contract.spec import JobSpec
+
+PG_ADMIN_URL = os.environ.get("TUNEFORGE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("TUNEFORGE_TEST_REDIS", "redis://127.0.0.1:6379/11")
+TEST_DB = f"tuneforge_test_{os.getpid()}"
+ROOT = Path(__file__).resolve().parents[1]
+# One temporary directory per test session: the data dir, the models root and process logs.
+TMP = Path(os.environ.get("TUNEFORGE_TESTTMP") or tempfile.mkdtemp(prefix="tuneforge-tests-"))
+os.environ["TUNEFORGE_TESTTMP"] = str(TMP)
+
+
+def make_key(org: str, *, admin: bool = False) -> str:
+    from app.auth.service import create_key, get_or_create_org
+    from app.db.engine import session_scope
+
+    with session_scope() as s:
+        _, key = create_key(s, get_or_create_org(s, org), "test", admin=admin)
+    return key
+
+
+def upload_jsonl(
+    client: httpx.Client,
+    rows: list[dict],  # type: ignore[type-arg]
+    name: str = "data.jsonl",
+    headers: dict[str, str] | None = None,
+) -> dict:  # type: ignore[type-arg]
+    body = "\n".join(json.dumps(r) for r in rows).encode()
+    r = client.post("/v1/files", files={"file": (name, body)}, data={"purpose": "fine-tune"}, headers=headers)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def shakespeare_rows(n: int = 60, width: int = 300) -> list[dict]:  # type: ignore[type-arg]
+    from tests.tinymodels import corpus
+
+    text = corpus()
+    return [{"text": text[i * width : (i + 1) * width]} for i in range(n)]
+
+
+def make_spec(**over: object) -> JobSpec:
+    """A resolved spec for the tiny test model, with `over` as the request body's fields."""
+    from app.jobs.request import JobCreate
+
+    body = {"model": "tiny-llama", "training_file": "file-x", "seed": 3, **over}
+    return JobCreate.model_validate(body).resolve()
+
+
+# ----------------------------------------------------------------------------- real processes
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:  # type: ignore[type-arg]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(url)
+
+
+def spawn(
+    args: list[str], env: dict[str, str] | None = None, log: Path | None = None, *, replace_env: bool = False
+) -> subprocess.Popen:  # type: ignore[type-arg]
+    """A `tuneforge` subprocess in its own session. `env` adds to this process's environment,
+    or replaces it with `replace_env`."""
+    out = log.open("wb") if log else subprocess.DEVNULL
+    return subprocess.Popen(
+        [sys.executable, "-m", "app.cli", *args],
+        cwd=ROOT,
+        env=dict(env or {}) if replace_env else {**os.environ, **(env or {})},
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def stop(proc: subprocess.Popen, timeout: float = 20) -> None:  # type: ignore[type-arg]
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def worker_log() -> str:
+    p = TMP / "worker.log"
+    return p.read_text()[-5000:] if p.exists() else ""

@@ -1,0 +1,73 @@
+"""The layering rules of docs/architecture.md, enforced: a forbidden import fails this test.
+
+- `contract/` (the spec, the status vocabulary, the queue) imports none of the web, database or ML
+  runtimes, nor either side's code.
+- `app/` never imports the worker (its only exception is the CLI, the composition root, which
+  starts one).
+- `worker/training/` (the engine) imports nothing from `app/`.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import ROOT
+
+COMPOSITION_ROOT = ROOT / "app" / "cli.py"
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module a file imports, wherever in the file (function-level imports included)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module)
+    return found
+
+
+def violations(package: str, forbidden: tuple[str, ...], exempt: tuple[Path, ...] = ()) -> list[str]:
+    bad = []
+    for path in sorted((ROOT / package).rglob("*.py")):
+        if path in exempt:
+            continue
+        for module in imported_modules(path):
+            if any(module == f or module.startswith(f + ".") for f in forbidden):
+                bad.append(f"{path.relative_to(ROOT)} imports {module}")
+    return bad
+
+
+@pytest.mark.parametrize(
+    ("package", "forbidden"),
+    [
+        ("contract", ("app", "worker", "fastapi", "starlette", "sqlalchemy", "torch", "transformers", "peft")),
+        ("app", ("worker",)),
+        ("worker/training", ("app", "celery", "sqlalchemy", "fastapi")),
+    ],
+)
+def test_no_forbidden_imports(package: str, forbidden: tuple[str, ...]) -> None:
+    assert violations(package, forbidden, exempt=(COMPOSITION_ROOT,)) == []
+
+
+def test_the_checker_sees_function_level_imports(tmp_path: Path) -> None:
+    sample = tmp_path / "m.py"
+    sample.write_text("def f():\n    from worker.runner import execute\n    import torch.nn\n")
+    assert imported_modules(sample) == {"worker.runner", "torch.nn"}
+
+
+def test_contract_loads_no_runtime() -> None:
+    """Importing the whole contract in a fresh interpreter loads none of the heavy runtimes."""
+    code = (
+        "import sys, json, contract.spec, contract.status, contract.queue; "
+        "print(json.dumps(sorted(m for m in ('fastapi', 'sqlalchemy', 'torch', 'transformers', 'app', 'worker') "
+        "if m in sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == []

@@ -1,0 +1,53 @@
+"""The training loss of each task, with its options (class weights, label smoothing, Huber).
+
+A new training method plugs in here, as a loss over its own batch shape; the loop does not change.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from contract.spec import JobSpec
+from contract.status import ErrorCode
+from worker.training.data import Encoded
+from worker.training.errors import TrainingError
+
+
+class TaskLoss:
+    def __init__(self, spec: JobSpec, train: Encoded, device: torch.device) -> None:
+        self.task = spec.task
+        self.opts = spec.training.loss
+        self.weight = _class_weights(spec, train)
+        if self.weight is not None:
+            self.weight = self.weight.to(device)
+
+    def __call__(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.task == "causal_lm":
+            loss: torch.Tensor = model(**batch).loss
+            return loss
+        labels = batch.pop("labels")
+        logits = model(**batch).logits.float()
+        if self.task == "regression":
+            pred = logits.squeeze(-1)
+            if self.opts.regression_loss == "huber":
+                return F.huber_loss(pred, labels.float(), delta=self.opts.huber_delta)
+            return F.mse_loss(pred, labels.float())
+        return F.cross_entropy(logits, labels, weight=self.weight, label_smoothing=self.opts.label_smoothing)
+
+
+def _class_weights(spec: JobSpec, train: Encoded) -> torch.Tensor | None:
+    weights = spec.training.loss.class_weights
+    if spec.task != "sequence_classification" or weights is None:
+        return None
+    n = len(train.label_names)
+    if weights == "balanced":
+        counts = torch.bincount(torch.tensor([int(ex["labels"]) for ex in train.examples]), minlength=n)
+        return len(train.examples) / (n * counts.clamp(min=1).float())
+    if len(weights) != n:
+        raise TrainingError(
+            ErrorCode.INVALID_SPEC,
+            f"training.loss.class_weights has {len(weights)} weights for {n} classes ({', '.join(train.label_names)}).",
+            "training.loss.class_weights",
+        )
+    return torch.tensor(weights, dtype=torch.float)

@@ -1,0 +1,117 @@
+"""A run's setup: rows to token tensors, the base model to a LoRA-wrapped one, and the step plan."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import get_peft_model
+from transformers import set_seed
+
+from contract.spec import JobSpec
+from contract.status import ErrorCode
+from worker.training.configs import compute_dtype, describe, get_peft_config
+from worker.training.data import (
+    Encoded,
+    encode_causal,
+    encode_labeled,
+    label_names,
+    make_splits,
+    regression_norm,
+)
+from worker.training.errors import TrainingError
+from worker.training.model import check_target_modules, load_model, load_tokenizer, prepare_quantized
+from worker.training.reporter import Reporter
+
+
+@dataclass
+class PreparedData:
+    tokenizer: Any
+    train: Encoded
+    validation: Encoded
+    test: Encoded
+    labels: list[str] | None
+    # Regression targets are trained normalized: (mean, std) of the training split.
+    norm: tuple[float, float] | None
+
+    @property
+    def pad_id(self) -> int:
+        return int(self.tokenizer.pad_token_id)
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    micro_per_epoch: int
+    steps_per_epoch: int
+    total_steps: int
+    eval_every: int
+
+
+def prepare_data(
+    spec: JobSpec,
+    model_dir: Path,
+    rows: list[dict[str, Any]],
+    validation_rows: list[dict[str, Any]] | None,
+    reporter: Reporter,
+) -> PreparedData:
+    splits = make_splits(rows, validation_rows, spec)
+    tokenizer = load_tokenizer(model_dir)
+    labels: list[str] | None = None
+    norm: tuple[float, float] | None = None
+    if spec.task == "causal_lm":
+        train, val, test = (encode_causal(s, tokenizer, spec) for s in (splits.train, splits.validation, splits.test))
+    else:
+        labels = label_names(splits.train, spec) if spec.task == "sequence_classification" else None
+        norm = regression_norm(splits.train, spec) if spec.task == "regression" else None
+        train, val, test = (
+            encode_labeled(s, tokenizer, spec, labels, norm) for s in (splits.train, splits.validation, splits.test)
+        )
+    if not train.examples:
+        raise TrainingError(ErrorCode.INVALID_FILE, "No usable training examples after tokenization.", "training_file")
+    reporter.event(
+        f"Data ready: {len(train.examples)} training, {len(val.examples)} validation, {len(test.examples)} test "
+        f"examples; {train.truncated} truncated to {spec.training.max_seq_length} tokens",
+        data={
+            "train_examples": len(train.examples),
+            "validation_examples": len(val.examples),
+            "test_examples": len(test.examples),
+            "truncated": train.truncated + val.truncated + test.truncated,
+            "dropped": train.dropped + val.dropped + test.dropped,
+            "train_tokens": train.real_tokens,
+        },
+    )
+    return PreparedData(tokenizer, train, val, test, labels, norm)
+
+
+def prepare_model(
+    spec: JobSpec, model_dir: Path, labels: list[str] | None, device: torch.device, reporter: Reporter
+) -> torch.nn.Module:
+    """Load the base (quantized as the spec says), check the spec against it, and attach LoRA."""
+    reporter.event(f"Loading model {model_dir.name}: {describe(spec, device)}")
+    model, heads = load_model(model_dir, spec, device, num_labels=len(labels) if labels else None)
+    check_target_modules(model, spec.lora.target_modules)
+    if spec.quantization.bits is not None:
+        model = prepare_quantized(model, compute_dtype(spec.quantization, device))
+    if spec.training.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.enable_input_require_grads()  # the frozen embeddings' output must carry grad into checkpointed blocks
+    set_seed(spec.seed)  # LoRA init draws from the RNG: same seed, same initial adapter
+    peft_model: torch.nn.Module = get_peft_model(model, get_peft_config(spec.lora, spec.task, heads))
+    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in peft_model.parameters())
+    reporter.event(
+        f"LoRA attached: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.2f}%)",
+        data={"trainable_params": trainable, "total_params": total},
+    )
+    return peft_model
+
+
+def plan_steps(spec: JobSpec, n_train: int) -> StepPlan:
+    t = spec.training
+    micro_per_epoch = math.ceil(n_train / t.batch_size)
+    steps_per_epoch = max(1, math.ceil(micro_per_epoch / t.gradient_accumulation_steps))
+    total_steps = t.max_steps or steps_per_epoch * (t.epochs or 1)
+    return StepPlan(micro_per_epoch, steps_per_epoch, total_steps, t.eval_every or steps_per_epoch)
