@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Any
 
+from rich.markup import escape
+
 from app.client import chat, files, jobs, output
 from app.client.config import resolve
 from app.client.errors import CliError, ExitCode
@@ -57,8 +59,8 @@ def run(args: argparse.Namespace) -> int:
             error = {"message": exc.message, "param": exc.param, "exit_code": int(exc.code)}
             print(json.dumps({"error": error}), file=sys.stderr)
         else:
-            where = f" [{exc.param}]" if exc.param else ""
-            output.err.print(f"[red]error{where}:[/] {exc.message}", markup=True, highlight=False)
+            where = f" ({exc.param})" if exc.param else ""
+            output.err.print(f"[red]error{escape(where)}:[/] {escape(exc.message)}", markup=True, highlight=False)
         return int(exc.code)
     except KeyboardInterrupt:
         return 130

@@ -42,7 +42,7 @@ class _ProgressReader:
 def report(f: FileObject) -> None:
     """The validation report the server recorded: format, rows and what each column holds."""
     output.err.print(
-        f"[green]uploaded[/] {f.id}  {f.filename}  {output.human_bytes(f.bytes)}  "
+        f"[green]uploaded[/] {f.id}  {output.escape(f.filename)}  {output.human_bytes(f.bytes)}  "
         f"format={f.format}  rows={f.n_rows}  status={f.status}"
     )
     rows = []

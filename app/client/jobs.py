@@ -247,13 +247,13 @@ def _summary(job: FineTuningJob, losses: list[float]) -> None:
     colour = {"succeeded": "green", "failed": "red"}.get(job.status.value, "yellow")
     output.out.print(f"job:      {job.id} [{colour}]{job.status.value}[/]")
     if job.error:
-        output.out.print(f"error:    {job.error.code}: {job.error.message}")
+        output.out.print(f"error:    {output.escape(job.error.code)}: {output.escape(job.error.message)}")
     if job.trained_tokens:
         output.out.print(f"tokens:   {job.trained_tokens}")
     if losses:
         output.out.print(f"loss:     {output.sparkline(losses, 60)}  {losses[0]:.4f} -> {losses[-1]:.4f}")
     for key, value in (job.final_metrics or {}).items():
-        output.out.print(f"{key + ':':<9} {value}")
+        output.out.print(output.escape(f"{key + ':':<9} {value}"))
     if job.fine_tuned_model:
         output.out.print(f"model:    {job.fine_tuned_model}")
 
@@ -283,7 +283,7 @@ def _print_event(e: JobEventObject, as_json: bool) -> None:
         output.print_json(e.model_dump(mode="json"))
         return
     colour = {"warn": "yellow", "error": "red"}.get(e.level, "default")
-    output.out.print(f"{output.when(e.created_at)}  [{colour}]{e.level:<5}[/]  {e.message}", markup=True)
+    output.out.print(f"{output.when(e.created_at)}  [{colour}]{e.level:<5}[/]  {output.escape(e.message)}", markup=True)
 
 
 def _stream_events(api: Api, job_id: str) -> Iterator[JobEventObject]:

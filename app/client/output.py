@@ -11,7 +11,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape as escape  # re-exported: server text printed with markup around it
 from rich.table import Table
+from rich.text import Text
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False)
@@ -55,7 +57,7 @@ def sparkline(values: Sequence[float], width: int = 40) -> str:
 def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> None:
     t = Table(*columns, title=title, show_lines=False, header_style="bold")
     for row in rows:
-        t.add_row(*("-" if v is None else str(v) for v in row))
+        t.add_row(*(Text("-" if v is None else str(v)) for v in row))  # data, never markup
     out.print(t)
 
 
