@@ -33,6 +33,7 @@ def common_options() -> argparse.ArgumentParser:
     )
     g.add_argument("--timeout", type=float, default=60.0, help="seconds for one HTTP request")
     p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    p.set_defaults(log_level="WARNING")  # no per-request log lines from httpx
     return p
 
 

@@ -58,7 +58,7 @@ def report(f: FileObject) -> None:
             ]
         )
     if rows:
-        output.table(["column", "types", "non-null", "distinct"], rows, title="columns")
+        output.table(["column", "types", "non-null", "distinct"], rows, title="columns", console=output.err)
 
 
 def cmd_upload(api: Api, args: argparse.Namespace) -> int:

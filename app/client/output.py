@@ -54,11 +54,13 @@ def sparkline(values: Sequence[float], width: int = 40) -> str:
     return "".join(BARS[min(len(BARS) - 1, int((v - lo) / span * (len(BARS) - 1) + 0.5))] for v in vals)
 
 
-def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> None:
+def table(
+    columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None, console: Console | None = None
+) -> None:
     t = Table(*columns, title=title, show_lines=False, header_style="bold")
     for row in rows:
         t.add_row(*(Text("-" if v is None else str(v)) for v in row))  # data, never markup
-    out.print(t)
+    (console or out).print(t)
 
 
 def human_bytes(n: float) -> str:

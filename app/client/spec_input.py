@@ -10,7 +10,6 @@ from typing import Any
 from pydantic import ValidationError
 
 from app.client.errors import CliError, ExitCode
-from app.core.errors import describe_validation
 from app.jobs.request import JobCreate
 from contract.spec import SpecError
 
@@ -88,6 +87,8 @@ def build_body(
 
 def validate(body: dict[str, Any]) -> None:
     """Exactly the server's checks that need no database: field types, ranges, contradictions."""
+    from app.core.errors import describe_validation  # imports FastAPI: only paid by `jobs create`
+
     try:
         JobCreate.model_validate(body).resolve()
     except ValidationError as exc:
