@@ -31,11 +31,11 @@ def error_of(response: httpx.Response) -> CliError:
 
 
 class Api:
-    def __init__(self, config: ClientConfig) -> None:
+    def __init__(self, config: ClientConfig, transport: httpx.BaseTransport | None = None) -> None:
         self.config = config
         headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
         headers["User-Agent"] = "tuneforge-cli"
-        self.http = httpx.Client(base_url=config.api_url, headers=headers, timeout=config.timeout)
+        self.http = httpx.Client(base_url=config.api_url, headers=headers, timeout=config.timeout, transport=transport)
 
     def close(self) -> None:
         self.http.close()
