@@ -1,4 +1,5 @@
-"""`tuneforge`: run the API, a worker, the embedded all-in-one, migrations, the demo, and keys."""
+"""`tuneforge`: run the API, a worker, the embedded all-in-one, migrations, the demo, and keys; and the
+client commands (files, jobs, chat) that talk to a running server."""
 
 from __future__ import annotations
 
@@ -209,6 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
     kr = ks.add_parser("revoke", help="revoke a key by id")
     kr.add_argument("key_id")
     k.set_defaults(func=cmd_keys)
+
+    # Client commands (files, jobs, chat) talk to a running server over HTTP: docs/cli.md.
+    from app.client.commands import add_client_commands, run
+
+    add_client_commands(sub)
+    for name in ("files", "jobs", "chat"):
+        sub.choices[name].set_defaults(func=run)
     return p
 
 

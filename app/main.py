@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from app.apidocs import install_offline_docs
 from app.core.config import get_settings
 from app.core.errors import install_error_handlers
 from app.core.guards import RejectNulMiddleware
@@ -42,6 +43,8 @@ def create_app(*, run_reconciler: bool = False) -> FastAPI:
         version="0.1.0",
         summary="QLoRA fine-tuning jobs behind an OpenAI-compatible API.",
         lifespan=lifespan,
+        docs_url=None,  # served by install_offline_docs, without a CDN
+        redoc_url=None,
     )
     install_error_handlers(app)
     if settings.cors_origins:
@@ -54,4 +57,5 @@ def create_app(*, run_reconciler: bool = False) -> FastAPI:
     app.include_router(health_router)
     app.include_router(files_router)
     app.include_router(jobs_router)
+    install_offline_docs(app, title=app.title)
     return app

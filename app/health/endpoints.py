@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, Response
 
 from app.core.errors import PermissionDenied
 from app.core.schemas import error_responses
 from app.deps import PrincipalDep, SessionDep, SettingsDep
 from app.health import service
+from app.ops import service as ops
 
 router = APIRouter(tags=["health"])
 
@@ -39,12 +40,9 @@ def readyz(settings: SettingsDep, _: PrincipalDep) -> JSONResponse:
         **error_responses(403),
     },
 )
-def prometheus(principal: PrincipalDep, session: SessionDep) -> PlainTextResponse:
-    """Prometheus text format: jobs by status, over every organization, so it needs an admin key
-    (Prometheus sends it with `authorization: {credentials: ...}`)."""
+def prometheus(principal: PrincipalDep, session: SessionDep) -> Response:
+    """Prometheus text format over every organization, so it needs an admin key (Prometheus sends it
+    with `authorization: {credentials: ...}`). The series are listed in docs/operations.md."""
     if not principal.is_admin:
         raise PermissionDenied("/metrics covers every organization and needs an admin key.", code="admin_required")
-    lines = ["# HELP tuneforge_jobs Jobs by status.", "# TYPE tuneforge_jobs gauge"]
-    for status, count in sorted(service.job_counts(session).items()):
-        lines.append(f'tuneforge_jobs{{status="{status}"}} {count}')
-    return PlainTextResponse("\n".join(lines) + "\n")
+    return Response(ops.render(session), media_type=ops.CONTENT_TYPE)

@@ -1,0 +1,1 @@
+"""Operations: the Prometheus series served at /metrics (docs/operations.md)."""
