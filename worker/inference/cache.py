@@ -59,7 +59,7 @@ class ModelCache:
         self._entries: OrderedDict[Key, Loaded] = OrderedDict()
         self._lock = threading.Lock()
 
-    def keys(self) -> list[Key]:
+    def loaded(self) -> list[Key]:
         return list(self._entries)
 
     def get(self, base_dir: Path, adapter_dir: Path | None) -> Loaded:
