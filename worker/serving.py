@@ -129,6 +129,15 @@ def execute(request: dict[str, Any]) -> str:
             "total_tokens": len(prompt_ids) + outcome.completion_tokens,
         }
         channel.push(request_id, {"type": "done", "finish_reason": outcome.finish_reason, "usage": usage})
+        log.info(
+            "served %s: %d+%d tokens, %s; %d/%d models loaded",
+            request_id,
+            usage["prompt_tokens"],
+            usage["completion_tokens"],
+            outcome.finish_reason,
+            len(model_cache().loaded()),
+            model_cache().size,
+        )
         return outcome.finish_reason
     except PromptError as exc:
         channel.push(request_id, RequestFailed(400, exc.message, exc.param, "invalid_prompt").event)

@@ -30,6 +30,7 @@ from app.core.config import Settings
 Event = dict[str, Any]
 REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 TTL_SECONDS = 600
+BLPOP_SLICE_SECONDS = 2.0
 
 
 class ReplyChannel(Protocol):
@@ -67,11 +68,16 @@ class RedisReplies:
         pipe.execute()
 
     def pop(self, request_id: str, timeout: float) -> Event | None:
-        # BLPOP takes a float timeout; 0 would mean "forever", so wait at least a millisecond.
-        got = self._redis.blpop([f"tuneforge:reply:{request_id}"], timeout=max(timeout, 0.001))
-        if got is None:
-            return None
-        return dict(json.loads(got[1]))
+        # Waits in slices shorter than the client's socket timeout (redis-py's default is 5 s).
+        # BLPOP takes a float timeout; 0 would mean "forever", so each wait is at least a millisecond.
+        deadline = time.monotonic() + timeout
+        while True:
+            wait = min(max(deadline - time.monotonic(), 0.001), BLPOP_SLICE_SECONDS)
+            got = self._redis.blpop([f"tuneforge:reply:{request_id}"], timeout=wait)
+            if got is not None:
+                return dict(json.loads(got[1]))
+            if time.monotonic() >= deadline:
+                return None
 
     def cancel(self, request_id: str) -> None:
         self._redis.set(f"tuneforge:cancel:{request_id}", b"1", ex=TTL_SECONDS)
