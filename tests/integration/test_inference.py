@@ -175,3 +175,25 @@ def test_bad_requests_are_clear_4xx(
     # The worker is still serving after all of that.
     ok = sdk.completions.create(model=tiny_model, prompt="To be", max_tokens=2, temperature=0)
     assert ok.choices[0].finish_reason in ("stop", "length")
+
+
+def test_the_documented_example_runs(
+    live_api: str,
+    api_key: str,
+    trained,  # type: ignore[no-untyped-def]
+    inference_worker: subprocess.Popen,  # type: ignore[type-arg]
+) -> None:
+    import sys
+
+    from tests.helpers import ROOT
+
+    env = {**os.environ, "TUNEFORGE_URL": f"{live_api}/v1", "TUNEFORGE_API_KEY": api_key}
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "chat.py"), trained.fine_tuned_model],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "reply:" in out.stdout and "usage:" in out.stdout and "stream:" in out.stdout
