@@ -140,7 +140,8 @@ def execute(request: dict[str, Any]) -> str:
         )
         return outcome.finish_reason
     except PromptError as exc:
-        channel.push(request_id, RequestFailed(400, exc.message, exc.param, "invalid_prompt").event)
+        code = "chat_template_missing" if exc.param == "model" else "context_length_exceeded"
+        channel.push(request_id, RequestFailed(400, exc.message, exc.param, code).event)
         return "invalid"
     except RequestFailed as exc:
         channel.push(request_id, exc.event)

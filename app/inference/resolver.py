@@ -80,4 +80,6 @@ def resolve(session: Session, settings: Settings, org_id: str, model: str) -> Ta
         resolve_model(settings, model)
     except SpecError as exc:
         raise NotFound(exc.message, param="model", code="model_not_found") from exc
+    except OSError as exc:  # a name the filesystem cannot even look up (a component over 255 bytes)
+        raise _not_found(model) from exc
     return Target(model=model, base=model, adapter=None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -172,9 +173,11 @@ def test_bad_requests_are_clear_4xx(
     )
     assert r.status_code == 400 and r.json()["error"]["param"] == "logit_bias"
 
-    # The worker is still serving after all of that.
+    # The worker is still serving after all of that, and never held more models than its cache size.
     ok = sdk.completions.create(model=tiny_model, prompt="To be", max_tokens=2, temperature=0)
     assert ok.choices[0].finish_reason in ("stop", "length")
+    held = [int(n) for n in re.findall(r"(\d+)/2 models loaded", _log())]
+    assert held and max(held) <= 2
 
 
 def test_the_documented_example_runs(

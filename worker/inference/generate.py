@@ -7,7 +7,7 @@ it is final (a stop sequence may still cut it), and a request can be abandoned b
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -35,7 +35,6 @@ class Sampling:
 class Outcome:
     finish_reason: str = "length"
     completion_tokens: int = 0
-    text: list[str] = field(default_factory=list)
 
 
 def context_length(model: Any) -> int:
@@ -59,13 +58,12 @@ def encode_chat(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:
 
 
 def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
-    ids = list(tokenizer(prompt)["input_ids"])
-    if not ids:
-        raise PromptError("prompt", "prompt is empty")
-    return ids
+    return list(tokenizer(prompt)["input_ids"])
 
 
 def check_length(ids: list[int], ctx: int, param: str) -> None:
+    if not ids:
+        raise PromptError(param, f"{param} is empty")
     if len(ids) >= ctx:
         raise PromptError(
             param,

@@ -20,6 +20,7 @@ CHAT = {"messages": [{"role": "user", "content": "hi"}]}
 def test_unknown_models_and_fields_are_4xx_before_anything_is_queued(client: httpx.Client, tiny_model: str) -> None:
     cases = [
         ({"model": "no-such-model", **CHAT}, 404, "model"),
+        ({"model": "0" * 1000, **CHAT}, 404, "model"),  # found by the fuzzer: a name too long to stat
         ({"model": "ft:tiny-llama:org-x::ftjob-nope", **CHAT}, 404, "model"),
         ({"model": "ft:tiny-llama:org-x::ftjob-nope:ckpt-step-3", **CHAT}, 404, "model"),
         ({"model": tiny_model, **CHAT, "max_tokens": 10**6}, 400, "max_tokens"),
