@@ -41,8 +41,9 @@ def sse_events(gen: Generation, *, chat: bool, include_usage: bool) -> Iterator[
     an `error` event, which the openai SDK raises as an APIError, and the stream ends."""
     if chat:
         yield _sse(_chat_chunk(gen, {"role": "assistant", "content": ""}, None))
+    events = gen.events()
     try:
-        for event in gen.events():
+        for event in events:
             if event["type"] == "delta":
                 text = event["text"]
                 yield _sse(_chat_chunk(gen, {"content": text}, None) if chat else _text_chunk(gen, text, None))
@@ -56,4 +57,6 @@ def sse_events(gen: Generation, *, chat: bool, include_usage: bool) -> Iterator[
                     yield _sse(usage)
     except APIError as exc:
         yield _sse(envelope(exc.message, exc.type, exc.param, exc.code))
+    finally:
+        events.close()  # a client that went away: cancel the request now, not when this is collected
     yield _sse("[DONE]")
