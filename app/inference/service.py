@@ -4,7 +4,7 @@ and relay the worker's events (docs/serving.md). The API never loads a model."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -35,7 +35,7 @@ class Generation:
     settings: Settings
     finished: bool = False
 
-    def events(self) -> Iterator[Event]:
+    def events(self) -> Generator[Event, None, None]:
         """`delta` events, then one `done` event. A timeout or a worker error raises; either way the
         request is marked cancelled (so the worker stops) and its channel is dropped."""
         try:
