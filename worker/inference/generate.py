@@ -6,6 +6,7 @@ it is final (a stop sequence may still cut it), and a request can be abandoned b
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -131,7 +132,7 @@ def generate(
     out = outcome if outcome is not None else Outcome()
     device = next(model.parameters()).device
     generator = torch.Generator(device="cpu")
-    generator.manual_seed(s.seed if s.seed is not None else int(torch.seed() % 2**63))
+    generator.manual_seed(s.seed if s.seed is not None else secrets.randbits(63))
     eos = _eos_ids(model, tokenizer)
     budget = min(s.max_tokens, context_length(model) - len(prompt_ids))
     generated: list[int] = []
