@@ -49,17 +49,19 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     settings.ensure_dirs()
+    queue = args.queue or settings.queue
+    role = "inference" if queue == settings.inference_queue else "training"
     device = f"CUDA ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "CPU"
-    print(f"tuneforge worker: training on {device}, queue '{settings.queue}'", flush=True)
+    print(f"tuneforge worker: {role} on {device}, queue '{queue}'", flush=True)
     argv = [
         "worker",
-        "--queues", settings.queue,
+        "--queues", queue,
         # One job at a time, in the main process: a GPU holds one training run, and CUDA does not
         # survive fork.
         "--pool", "solo",
         "--concurrency", "1",
         "--loglevel", args.log_level,
-        "--hostname", args.hostname,
+        "--hostname", args.hostname or f"tuneforge-{role}@%h",
         "--without-gossip",
         "--without-mingle",
     ]  # fmt: skip
@@ -90,6 +92,16 @@ def cmd_up(args: argparse.Namespace) -> int:
             preexec_fn=_die_with_parent,  # safe: no threads have started in this process yet
         )
     print(f"worker:     pid {worker.pid}, log {log_path}", flush=True)
+    inference_log = settings.data_dir / "inference-worker.log"
+    inference_cmd = ["worker", "--queue", settings.inference_queue, "--log-level", args.log_level]
+    with inference_log.open("ab") as log:
+        inference = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", *inference_cmd],
+            stdout=log,
+            stderr=log,
+            preexec_fn=_die_with_parent,
+        )
+    print(f"inference:  pid {inference.pid}, log {inference_log}", flush=True)
     # uvicorn re-raises the SIGTERM it caught once it has shut down; with the default handler that
     # kills this process on the spot and skips the `finally` below, orphaning the worker.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
@@ -98,11 +110,13 @@ def cmd_up(args: argparse.Namespace) -> int:
             create_app(run_reconciler=True), host=args.host, port=args.port, log_level="warning", log_config=None
         )
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        for proc in (inference, worker):
+            proc.send_signal(signal.SIGTERM)
+        for proc in (inference, worker):
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
     return 0
 
 
@@ -179,12 +193,19 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--access-log", action="store_true")
     api.set_defaults(func=cmd_api)
 
-    w = sub.add_parser("worker", help="run a Celery training worker on the configured queue")
+    w = sub.add_parser("worker", help="run a Celery worker: training (the configured queue) or inference")
     w.add_argument("--log-level", default="INFO")
-    w.add_argument("--hostname", default="tuneforge@%h")
+    w.add_argument(
+        "--queue",
+        default=None,
+        help="queue to consume (default: TUNEFORGE_QUEUE, training); `inference` serves chat and completions",
+    )
+    w.add_argument("--hostname", default=None, help="Celery node name (default: tuneforge-<role>@%%h)")
     w.set_defaults(func=cmd_worker)
 
-    up = sub.add_parser("up", help="run API + one worker on the embedded default (no servers needed)")
+    up = sub.add_parser(
+        "up", help="run API + one training and one inference worker on the embedded default (no servers needed)"
+    )
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--port", type=int, default=8000)
     up.add_argument("--log-level", default="WARNING")

@@ -16,6 +16,7 @@ from app.core.guards import RejectNulMiddleware
 from app.core.logging import RequestIdMiddleware
 from app.files.endpoints import router as files_router
 from app.health.endpoints import router as health_router
+from app.inference.endpoints import router as inference_router
 from app.jobs.endpoints import router as jobs_router
 
 log = logging.getLogger("tuneforge.api")
@@ -58,4 +59,5 @@ def create_app(*, run_reconciler: bool = False) -> FastAPI:
     app.include_router(files_router)
     app.include_router(jobs_router)
     install_offline_docs(app, title=app.title)
+    app.include_router(inference_router)
     return app

@@ -20,6 +20,11 @@ from celery import Celery
 
 TRAIN_TASK = "tuneforge.train_job"
 DEFAULT_TRAIN_QUEUE = "gpu"
+# Chat and completion requests go to their own queue, consumed by `tuneforge worker --queue
+# inference`, so a chat never waits behind a training run (docs/serving.md). Unlike a training
+# message, an inference message carries the whole request: it is short-lived and never re-sent.
+INFER_TASK = "tuneforge.infer"
+DEFAULT_INFERENCE_QUEUE = "inference"
 
 # Publishing retries briefly and then gives up: a job that could not be published stays `queued`
 # in the database, and the reconciler sends it again.
@@ -33,11 +38,16 @@ def transport_options(broker_url: str) -> dict[str, object]:
     return {"visibility_timeout": 6 * 3600}
 
 
-def make_celery(broker_url: str, train_queue: str, include: Sequence[str] = ()) -> Celery:
+def make_celery(
+    broker_url: str,
+    train_queue: str,
+    include: Sequence[str] = (),
+    inference_queue: str = DEFAULT_INFERENCE_QUEUE,
+) -> Celery:
     app = Celery("tuneforge", broker=broker_url, include=list(include))
     app.conf.update(
         task_default_queue=train_queue,
-        task_routes={TRAIN_TASK: {"queue": train_queue}},
+        task_routes={TRAIN_TASK: {"queue": train_queue}, INFER_TASK: {"queue": inference_queue}},
         task_acks_late=True,
         task_reject_on_worker_lost=False,
         task_ignore_result=True,
@@ -54,3 +64,11 @@ def make_celery(broker_url: str, train_queue: str, include: Sequence[str] = ()) 
 def send_train(app: Celery, job_id: str, queue: str) -> None:
     """Publish one job id to a training queue."""
     app.send_task(TRAIN_TASK, args=[job_id], queue=queue, retry=True, retry_policy=PUBLISH_RETRY_POLICY)
+
+
+def send_infer(app: Celery, request: dict[str, object], queue: str, expires: float) -> None:
+    """Publish one chat/completion request. `expires` (seconds): a worker that receives it later
+    drops it, because the API has already answered 504."""
+    app.send_task(
+        INFER_TASK, args=[request], queue=queue, expires=expires, retry=True, retry_policy=PUBLISH_RETRY_POLICY
+    )

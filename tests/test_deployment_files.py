@@ -33,13 +33,15 @@ def test_every_tuneforge_command_parses() -> None:
 
 def test_compose_services_and_dependencies() -> None:
     services = COMPOSE["services"]
-    assert set(services) == {"postgres", "redis", "migrate", "api", "worker"}
+    assert set(services) == {"postgres", "redis", "migrate", "api", "worker", "inference"}
     assert services["api"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert services["worker"]["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
     assert services["api"]["build"]["target"] == "api" and services["worker"]["build"]["target"] == "worker"
     for name in ("FROM python:3.11-slim AS api", "AS worker"):
         assert name in DOCKERFILE
-    for svc in ("api", "worker"):
+    assert services["inference"]["build"]["target"] == "worker"
+    assert services["inference"]["command"] == ["tuneforge", "worker", "--queue", "inference"]
+    for svc in ("api", "worker", "inference"):
         mounts = services[svc]["volumes"]
         assert "data:/data" in mounts and "models:/models:ro" in mounts
 

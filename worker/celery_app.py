@@ -6,4 +6,6 @@ from app.core.config import get_settings
 from contract.queue import make_celery
 
 _settings = get_settings()
-celery_app = make_celery(_settings.broker_url, _settings.queue, include=["worker.tasks"])
+celery_app = make_celery(
+    _settings.broker_url, _settings.queue, include=["worker.tasks"], inference_queue=_settings.inference_queue
+)

@@ -6,7 +6,7 @@ from typing import Any
 
 from celery.signals import worker_shutting_down
 
-from contract.queue import TRAIN_TASK
+from contract.queue import INFER_TASK, TRAIN_TASK
 from worker.celery_app import celery_app
 from worker.db_reporter import SHUTDOWN
 
@@ -23,3 +23,10 @@ def train_job(job_id: str) -> str:
     from worker.runner import execute  # torch loads in the worker process only
 
     return execute(job_id)
+
+
+@celery_app.task(name=INFER_TASK)
+def infer(request: dict[str, Any]) -> str:
+    from worker.serving import execute  # torch loads in the worker process only
+
+    return execute(request)

@@ -58,6 +58,18 @@ class Settings(BaseSettings):
         description="Celery broker. Defaults to kombu's SQLAlchemy transport at `<data_dir>/broker.db`.",
     )
     queue: str = Field("gpu", description="Celery queue that training workers consume.")
+    inference_queue: str = Field(
+        "inference", description="Celery queue that inference workers (`tuneforge worker --queue inference`) consume."
+    )
+    max_inference_tokens: int = Field(
+        1024, ge=1, description="Largest `max_tokens` a chat/completion request may ask for; above it is a 400."
+    )
+    inference_timeout_seconds: float = Field(
+        120.0, gt=0, description="A chat/completion request not finished in this long (queue wait included) is a 504."
+    )
+    inference_cache_size: int = Field(
+        2, ge=1, description="Models (a base, or a base with one adapter) an inference worker keeps loaded (LRU)."
+    )
     host: str = Field("127.0.0.1", description="Address `tuneforge api` binds.")
     port: int = Field(8000, ge=1, le=65535, description="Port `tuneforge api` listens on.")
 

@@ -179,3 +179,20 @@ def install_error_handlers(app: FastAPI) -> None:
             content=envelope(f"Internal server error (request id {request_id}).", "server_error", None, "internal"),
             headers={"x-request-id": request_id},
         )
+
+
+class GatewayTimeout(APIError):
+    """A request that a worker did not finish in time (an inference request's deadline)."""
+
+    status_code = 504
+    type = "timeout"
+
+
+class UpstreamError(APIError):
+    """An error a worker reported for a request, with the status it chose."""
+
+    def __init__(self, status_code: int, message: str, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.status_code = status_code
+        if status_code >= 500:
+            self.type = "server_error"

@@ -54,6 +54,7 @@ _ERROR_TEXT = {
     413: "The upload is over the size limit.",
     429: "Over a per-organization limit; see Retry-After.",
     503: "The database is unavailable; retry shortly.",
+    504: "A worker did not finish the request in time.",
 }
 
 

@@ -26,7 +26,7 @@ log = logging.getLogger("tuneforge.dispatch")
 def producer() -> Celery:
     """A Celery app that only publishes: it registers no tasks and imports no worker code."""
     settings = get_settings()
-    return make_celery(settings.broker_url, settings.queue)
+    return make_celery(settings.broker_url, settings.queue, inference_queue=settings.inference_queue)
 
 
 def publish(job_id: str) -> None:

@@ -1,4 +1,5 @@
-"""`tuneforge up` on the embedded default: SQLite, kombu's SQLAlchemy broker, one worker, no servers."""
+"""`tuneforge up` on the embedded default: SQLite, kombu's SQLAlchemy broker, a training and an inference
+worker, no servers."""
 
 from __future__ import annotations
 
@@ -52,13 +53,25 @@ def test_up_runs_a_job_to_a_downloaded_adapter(tmp_path: Path, tiny_model: str) 
             assert f"{job['id']}-adapter/adapter_model.safetensors" in tar.getnames()
         assert c.get(f"/fine_tuning/jobs/{job['id']}/metrics").json()["total_points"] == 4
         assert (data_dir / "broker.db").is_file()  # the message went through the SQLite broker
+
+        # Chat with the result: the embedded inference worker answers through the file reply channel.
+        chat = {"model": job["fine_tuned_model"], "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
+        r = c.post("/chat/completions", json=chat, timeout=120)
+        assert r.status_code == 200, (r.text, (data_dir / "inference-worker.log").read_text()[-3000:])
+        assert r.json()["usage"]["completion_tokens"] <= 3
+        with c.stream("POST", "/chat/completions", json={**chat, "stream": True}, timeout=120) as s:
+            lines = [line for line in s.iter_lines() if line]
+        assert lines[-1] == "data: [DONE]" and json.loads(lines[0][6:])["object"] == "chat.completion.chunk"
+        assert not list((data_dir / "replies").glob("*.jsonl"))  # read channels are removed
     finally:
         stop(proc, timeout=40)
     # SIGTERM to `tuneforge up` (what docker stop and systemd send) stops its worker too.
     match = re.search(r"worker: +pid (\d+)", (tmp_path / "up.log").read_text())
-    assert match, (tmp_path / "up.log").read_text()
+    inference = re.search(r"inference: +pid (\d+)", (tmp_path / "up.log").read_text())
+    assert match and inference, (tmp_path / "up.log").read_text()
     assert proc.returncode == 128 + signal.SIGTERM
     assert wait_gone(int(match.group(1)), timeout=40), "the worker outlived `tuneforge up`"
+    assert wait_gone(int(inference.group(1)), timeout=40), "the inference worker outlived `tuneforge up`"
 
 
 def wait_gone(pid: int, timeout: float) -> bool:

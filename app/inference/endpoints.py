@@ -1,0 +1,65 @@
+"""POST /v1/chat/completions and /v1/completions (OpenAI's shapes), served by inference workers."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
+
+from app.core.schemas import error_responses
+from app.deps import PrincipalDep, SessionDep, SettingsDep
+from app.inference import service
+from app.inference.schemas import (
+    AssistantMessage,
+    ChatChoice,
+    ChatCompletion,
+    ChatCompletionRequest,
+    Completion,
+    CompletionChoice,
+    CompletionRequest,
+    Usage,
+)
+from app.inference.stream import sse_events
+
+router = APIRouter(prefix="/v1", tags=["inference"], responses=error_responses(404, 503, 504))
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+@router.post("/chat/completions", response_model=ChatCompletion)
+def chat_completions(
+    body: ChatCompletionRequest, session: SessionDep, settings: SettingsDep, principal: PrincipalDep
+) -> ChatCompletion | StreamingResponse:
+    """Chat with a base model, a fine-tuned model (`ft:...`) or one of its checkpoints."""
+    gen = service.start(session, settings, principal.organization_id, body)
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        events = sse_events(gen, chat=True, include_usage=include_usage)
+        return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
+    text, finish, usage = service.collect(gen)
+    return ChatCompletion(
+        id=gen.id,
+        created=gen.created,
+        model=gen.model,
+        choices=[ChatChoice(message=AssistantMessage(content=text), finish_reason=finish)],  # type: ignore[arg-type]
+        usage=Usage(**usage),
+    )
+
+
+@router.post("/completions", response_model=Completion)
+def completions(
+    body: CompletionRequest, session: SessionDep, settings: SettingsDep, principal: PrincipalDep
+) -> Completion | StreamingResponse:
+    """Continue a prompt (no chat template)."""
+    gen = service.start(session, settings, principal.organization_id, body)
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        events = sse_events(gen, chat=False, include_usage=include_usage)
+        return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
+    text, finish, usage = service.collect(gen)
+    return Completion(
+        id=gen.id,
+        created=gen.created,
+        model=gen.model,
+        choices=[CompletionChoice(text=text, finish_reason=finish)],  # type: ignore[arg-type]
+        usage=Usage(**usage),
+    )
