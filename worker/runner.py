@@ -87,6 +87,8 @@ def _execute(job_id: str, worker_id: str) -> RunOutcome:
         return RunOutcome.LEASE_LOST
     if outcome.status == StopReason.SHUTDOWN:
         return _hand_back(job_id, worker_id)
+    if outcome.status == StopReason.PAUSED:
+        return retry("recording the pause", lambda: _record_pause(job_id, worker_id, outcome.values), attempts=10)
     status = JobStatus(outcome.status)
     if not retry("recording the outcome", lambda: _record(job_id, worker_id, status, outcome.values), attempts=10):
         log.warning("job %s: could not record %s; it was no longer ours", job_id, status)
@@ -162,6 +164,29 @@ def _record(job_id: str, worker_id: str, status: JobStatus, values: dict[str, An
         else:
             repository.add_event(s, job_id, f"Job failed: {values['error']['message']}", level="error")
         return True
+
+
+def _record_pause(job_id: str, worker_id: str, values: dict[str, Any]) -> RunOutcome:
+    """The loop saved a checkpoint and stopped: the job is `paused` and this worker is free. If it
+    was cancelled meanwhile it is cancelled; if the pause was withdrawn too late to keep training,
+    it is queued again and continues from the checkpoint just saved."""
+    with session_scope() as s:
+        if repository.mark_paused(s, job_id, worker_id, **values):
+            step = values.get("step")
+            repository.add_event(s, job_id, f"Job paused at step {step}; checkpoint saved", data={"step": step})
+            log.info("job %s paused at step %s", job_id, step)
+            return RunOutcome.PAUSED
+        job = repository.get(s, None, job_id)
+        status = job.status if job is not None and job.worker_id == worker_id else None
+        if status == JobStatus.CANCEL_REQUESTED and repository.finish(s, job_id, worker_id, JobStatus.CANCELLED):
+            repository.add_event(s, job_id, "Job cancelled; its checkpoints are kept")
+            return RunOutcome.CANCELLED
+        if status == JobStatus.RUNNING and repository.release(s, job_id, worker_id):
+            repository.add_event(s, job_id, "Pause withdrawn after the checkpoint was saved; job re-queued")
+            s.commit()  # committed before it is published
+            dispatch.publish_and_mark(s, job_id)
+            return RunOutcome.REQUEUED
+        return RunOutcome.LOST
 
 
 def _is_oom(exc: BaseException) -> bool:

@@ -17,6 +17,7 @@ from app.files import repository as files_repo
 from app.jobs import dispatch, repository
 from app.jobs.admission import check_caps, check_data_against_spec, check_gpu_memory, check_queue_room
 from app.jobs.model_path import model_config, resolve_model
+from app.jobs.pausing import pause_job, resume_job
 from app.jobs.request import JobCreate
 from contract.spec import SpecError
 from contract.status import TERMINAL, JobStatus
@@ -122,6 +123,19 @@ def cancel(session: Session, principal: Principal, job_id: str) -> Job:
         repository.add_event(session, job_id, "Cancellation requested; the worker stops within seconds")
     session.refresh(job)
     return job
+
+
+def pause(session: Session, principal: Principal, job_id: str) -> Job:
+    job = get(session, principal, job_id, write=True)
+    pause_job(session, job)
+    return job
+
+
+def resume(session: Session, principal: Principal, job_id: str) -> tuple[Job, bool]:
+    """Queue a paused job again. Returns (job, queued): the route commits, then publishes a queued
+    job with `enqueue`."""
+    job = get(session, principal, job_id, write=True)
+    return job, resume_job(session, job)
 
 
 # ----------------------------------------------------------------------------- reads

@@ -193,8 +193,8 @@ def _train(r: Run, state: TrainState) -> None:
             _evaluate_and_save(r, state, epoch)
             window.pause(time.perf_counter() - paused_from)
             if (reason := r.reporter.stop_requested()) is not None:
-                if reason == StopReason.SHUTDOWN and not _is_save_step(r, state.step):
-                    r.save(state)  # a rolling deploy: keep this step's work for the next attempt
+                if reason in (StopReason.SHUTDOWN, StopReason.PAUSED) and not _is_save_step(r, state.step):
+                    r.save(state)  # a rolling deploy or a pause: keep this step's work for the next attempt
                 raise StopTraining(reason)
             if state.stopped_early:
                 break
