@@ -26,7 +26,7 @@ from worker.training.controls import EarlyStopping, LossWatchdog
 from worker.training.data import batch_order, collate
 from worker.training.errors import StopTraining
 from worker.training.evaluation import evaluate, format_metrics
-from worker.training.losses import TaskLoss
+from worker.training.losses import Loss, make_loss
 from worker.training.optim import (
     Scheduler,
     build_optimizer,
@@ -67,7 +67,7 @@ class Run:
     adapter_meta: dict[str, Any]
     early: EarlyStopping
     watchdog: LossWatchdog
-    loss: TaskLoss
+    loss: Loss
 
     @property
     def checkpoints(self) -> Path:
@@ -131,7 +131,7 @@ def run(
         },
         early=EarlyStopping(spec.training.early_stopping),
         watchdog=LossWatchdog(spec.training.loss_watchdog),
-        loss=TaskLoss(spec, data.train, device),
+        loss=make_loss(spec, data.train, device),
     )
     state = TrainState()
 
@@ -185,6 +185,8 @@ def _train(r: Run, state: TrainState) -> None:
             epoch = state.epoch + state.micro_in_epoch / len(order)
             if state.step % t.logging_every == 0 or state.step == r.plan.total_steps:
                 point = window.point(state.step, epoch, lr, float(grad_norm), state.tokens_seen)
+                if (extra := r.loss.take_metrics()) is not None:  # e.g. DPO's rewards and accuracy
+                    point["extra"] = extra
                 state.last_loss = point["loss"]
                 r.reporter.metrics(point)
                 r.watchdog.check(point["loss"], state.step)
