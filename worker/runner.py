@@ -14,11 +14,12 @@ import torch
 from sqlalchemy.orm import Session
 
 from app.core.config import Settings, get_settings
+from app.core.errors import APIError
 from app.core.logging import request_id_var
 from app.db.engine import session_scope
 from app.files import repository as files_repo
 from app.files.parsing import iter_rows
-from app.jobs import dispatch, repository
+from app.jobs import continuation, dispatch, repository
 from app.jobs.model_path import resolve_model
 from contract.spec import JobSpec, SpecError
 from contract.status import ErrorCode, JobStatus, RunOutcome, StopReason
@@ -126,7 +127,10 @@ def _train(job_id: str, job: Claimed, settings: Settings, reporter: DBReporter) 
         rows = _load_rows(job.training_file, "training_file")
         validation = _load_rows(job.validation_file, "validation_file") if job.validation_file else None
         out_dir = settings.artifacts_dir / job_id
-        result = run(spec, model_dir, rows, validation, out_dir, reporter, attempt=job.attempt)
+        init_adapter = _init_adapter(spec, job.organization_id)
+        result = run(
+            spec, model_dir, rows, validation, out_dir, reporter, attempt=job.attempt, init_adapter=init_adapter
+        )
     except StopTraining as stop:
         return Outcome(stop.reason)
     except TrainingError as exc:
@@ -164,6 +168,23 @@ def _record(job_id: str, worker_id: str, status: JobStatus, values: dict[str, An
         else:
             repository.add_event(s, job_id, f"Job failed: {values['error']['message']}", level="error")
         return True
+
+
+def _init_adapter(spec: JobSpec, org_id: str) -> Path | None:
+    """The adapter a continued job starts from (`from_checkpoint`), checked again: it may have been
+    deleted since the job was queued."""
+    if spec.from_checkpoint is None:
+        return None
+    try:
+        with session_scope() as s:
+            source = continuation.find(s, org_id, spec.from_checkpoint)
+    except APIError as exc:
+        raise TrainingError(ErrorCode.INVALID_SPEC, exc.message, "from_checkpoint") from exc
+    if not (source.adapter_dir / "adapter_model.safetensors").is_file():
+        raise TrainingError(
+            ErrorCode.INVALID_SPEC, f"The adapter of {spec.from_checkpoint} is no longer stored.", "from_checkpoint"
+        )
+    return source.adapter_dir
 
 
 def _record_pause(job_id: str, worker_id: str, values: dict[str, Any]) -> RunOutcome:

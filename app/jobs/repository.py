@@ -105,6 +105,17 @@ def checkpoint_at(session: Session, job_id: str, step: int) -> Checkpoint | None
     return session.scalar(select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.step_number == step))
 
 
+def checkpoint_by_id(session: Session, org_id: str, checkpoint_id: str) -> tuple[Checkpoint, Job] | None:
+    """A checkpoint and its job, only if the job is the organization's."""
+    stmt = (
+        select(Checkpoint, Job)
+        .join(Job, Job.id == Checkpoint.job_id)
+        .where(Checkpoint.id == checkpoint_id, Job.organization_id == org_id)
+    )
+    row = session.execute(stmt).first()
+    return (row[0], row[1]) if row is not None else None
+
+
 def metrics(session: Session, job_id: str, *, since_step: int | None) -> Sequence[JobMetric]:
     stmt = select(JobMetric).where(JobMetric.job_id == job_id)
     if since_step is not None:

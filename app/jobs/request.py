@@ -116,6 +116,13 @@ class JobCreate(SpecBlocks):
         None, description="Deprecated OpenAI field; prefer method.supervised.hyperparameters."
     )
     integrations: list[Any] | None = Field(None, max_length=0, description="Not supported; must be empty.")
+    from_checkpoint: str | None = Field(
+        None,
+        min_length=1,
+        max_length=600,
+        description="Continue training from an `ft:` model id, a checkpoint's `fine_tuned_model_checkpoint`, or a "
+        "checkpoint id (`ftckpt-...`) of the same organization, base model, task and LoRA shape.",
+    )
 
     def _hyperparameters(self) -> tuple[SupervisedHyperparameters | None, str]:
         if self.method is not None and self.method.dpo is not None:
@@ -175,6 +182,7 @@ class JobCreate(SpecBlocks):
             raise SpecError("preference", "the preference block applies to method.type=dpo only")
         return JobSpec(
             method=method,
+            from_checkpoint=self.from_checkpoint,
             preference=preference,
             task=self.task,
             seed=self.seed if self.seed is not None else random.randint(0, 2**31 - 1),

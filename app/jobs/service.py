@@ -14,7 +14,7 @@ from app.core.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
 from app.core.ids import new_id
 from app.db.models import Checkpoint, File, Job, JobEvent, JobMetric
 from app.files import repository as files_repo
-from app.jobs import dispatch, repository
+from app.jobs import continuation, dispatch, repository
 from app.jobs.admission import check_caps, check_data_against_spec, check_gpu_memory, check_queue_room
 from app.jobs.model_path import model_config, resolve_model
 from app.jobs.pausing import pause_job, resume_job
@@ -68,6 +68,9 @@ def create(
         message, param = describe_validation(list(exc.errors()))
         raise InvalidRequest(message, param=param, code="invalid_spec") from exc
     check_caps(spec, settings)
+    if body.from_checkpoint is not None:
+        source = continuation.find(session, principal.organization_id, body.from_checkpoint)
+        continuation.check_compatible(source, body.model, spec, body.from_checkpoint)
     if model_dir is not None:
         check_gpu_memory(spec, model_config(model_dir), settings)
     training = _file(session, principal, body.training_file, "training_file")

@@ -54,6 +54,9 @@ class JobSpec(SpecBlocks):
 
     seed: int = Field(ge=0, le=2**31 - 1)
     method: MethodName = Field("supervised", description="`supervised`, or `dpo` on preference rows.")
+    from_checkpoint: str | None = Field(
+        None, max_length=600, description="Start from this fine-tuned model's or checkpoint's adapter."
+    )
 
     @model_validator(mode="after")
     def _check_method(self) -> Self:

@@ -103,6 +103,7 @@ def run(
     *,
     resume: bool = True,
     attempt: int = 1,
+    init_adapter: Path | None = None,
 ) -> RunResult:
     # ---- setup
     device = pick_device()
@@ -134,6 +135,13 @@ def run(
         loss=make_loss(spec, data.train, device),
     )
     state = TrainState()
+
+    # ---- start from an earlier adapter (continued training); a checkpoint of this job wins below
+    if init_adapter is not None:
+        set_peft_model_state_dict(model, load_file(str(init_adapter / "adapter_model.safetensors")))
+        reporter.event(
+            f"Starting from the adapter of {spec.from_checkpoint}", data={"from_checkpoint": spec.from_checkpoint}
+        )
 
     # ---- resume
     if resume:
