@@ -96,10 +96,10 @@ def pause_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> Fine
     return FineTuningJob.of(job)
 
 
-@router.post("/{job_id}/resume", response_model=FineTuningJob, responses=error_responses(409))
-def resume_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> FineTuningJob:
+@router.post("/{job_id}/resume", response_model=FineTuningJob, responses=error_responses(409, 429))
+def resume_job(job_id: str, session: SessionDep, settings: SettingsDep, principal: PrincipalDep) -> FineTuningJob:
     """Queue a paused job again; it continues from its last checkpoint. Committed before it is published."""
-    job, queued = service.resume(session, principal, job_id)
+    job, queued = service.resume(session, settings, principal, job_id)
     session.commit()
     if queued:
         service.enqueue(session, job.id)

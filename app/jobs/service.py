@@ -134,10 +134,12 @@ def pause(session: Session, principal: Principal, job_id: str) -> Job:
     return job
 
 
-def resume(session: Session, principal: Principal, job_id: str) -> tuple[Job, bool]:
-    """Queue a paused job again. Returns (job, queued): the route commits, then publishes a queued
-    job with `enqueue`."""
+def resume(session: Session, settings: Settings, principal: Principal, job_id: str) -> tuple[Job, bool]:
+    """Queue a paused job again, within the organization's queue room. Returns (job, queued): the
+    route commits, then publishes a queued job with `enqueue`."""
     job = get(session, principal, job_id, write=True)
+    if job.status == JobStatus.PAUSED:
+        check_queue_room(session, settings, principal.organization_id)
     return job, resume_job(session, job)
 
 
