@@ -14,16 +14,21 @@ class JobStatus(StrEnum):
     RUNNING = "running"
     # Still training: the worker stops at the next step boundary and then records `cancelled`.
     CANCEL_REQUESTED = "cancel_requested"
+    # Still training: the worker checkpoints at the next step boundary and then records `paused`.
+    PAUSE_REQUESTED = "pause_requested"
+    # Holds its checkpoints and no worker; `resume` queues it again. Never sent by the reconciler.
+    PAUSED = "paused"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
 
 
-# Jobs that hold a worker (a lease); cancel_requested is still training until the worker stops.
+# Jobs that hold a worker (a lease); cancel_requested and pause_requested are still training until
+# the worker stops.
 # (Tuples, not sets: SQL `IN (...)` takes them as they are, and the order is stable in docs and logs.)
-TRAINING: tuple[JobStatus, ...] = (JobStatus.RUNNING, JobStatus.CANCEL_REQUESTED)
-# Jobs that are not finished: they may still use their files and count against queue limits.
-LIVE: tuple[JobStatus, ...] = (JobStatus.VALIDATING_FILES, JobStatus.QUEUED, *TRAINING)
+TRAINING: tuple[JobStatus, ...] = (JobStatus.RUNNING, JobStatus.CANCEL_REQUESTED, JobStatus.PAUSE_REQUESTED)
+# Jobs that are not finished: they may still use their files (a paused job resumes on them).
+LIVE: tuple[JobStatus, ...] = (JobStatus.VALIDATING_FILES, JobStatus.QUEUED, *TRAINING, JobStatus.PAUSED)
 # Terminal states are final: every transition out of LIVE is a conditional update.
 TERMINAL: tuple[JobStatus, ...] = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 # Waiting for a worker: counted against the per-organization queue limit.
@@ -38,6 +43,8 @@ class StopReason(StrEnum):
     LEASE_LOST = "lease_lost"
     # The worker process is stopping (SIGTERM): checkpoint and hand the job back.
     SHUTDOWN = "shutdown"
+    # The job was paused: checkpoint and release the worker; `resume` queues it again.
+    PAUSED = "paused"
 
 
 class RunOutcome(StrEnum):
@@ -51,6 +58,8 @@ class RunOutcome(StrEnum):
     REQUEUED = "requeued"
     # Handed back on shutdown, but the job was no longer ours to hand back.
     LOST = "lost"
+    # Checkpointed and released on a pause request.
+    PAUSED = "paused"
     # Left queued: the organization is at its running-jobs cap.
     DEFERRED = "deferred"
     # Not claimed: a duplicate delivery, or a job that already finished.

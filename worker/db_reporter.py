@@ -137,3 +137,7 @@ class DBReporter:
                 self._stop_reason = StopReason.LEASE_LOST
             elif status == JobStatus.CANCEL_REQUESTED:
                 self._stop_reason = StopReason.CANCELLED
+            elif status == JobStatus.PAUSE_REQUESTED:
+                self._stop_reason = StopReason.PAUSED
+            elif self._stop_reason == StopReason.PAUSED:  # the pause was withdrawn (resume)
+                self._stop_reason = None

@@ -14,11 +14,12 @@ import torch
 from sqlalchemy.orm import Session
 
 from app.core.config import Settings, get_settings
+from app.core.errors import APIError
 from app.core.logging import request_id_var
 from app.db.engine import session_scope
 from app.files import repository as files_repo
 from app.files.parsing import iter_rows
-from app.jobs import dispatch, repository
+from app.jobs import continuation, dispatch, repository
 from app.jobs.model_path import resolve_model
 from contract.spec import JobSpec, SpecError
 from contract.status import ErrorCode, JobStatus, RunOutcome, StopReason
@@ -87,6 +88,8 @@ def _execute(job_id: str, worker_id: str) -> RunOutcome:
         return RunOutcome.LEASE_LOST
     if outcome.status == StopReason.SHUTDOWN:
         return _hand_back(job_id, worker_id)
+    if outcome.status == StopReason.PAUSED:
+        return retry("recording the pause", lambda: _record_pause(job_id, worker_id, outcome.values), attempts=10)
     status = JobStatus(outcome.status)
     if not retry("recording the outcome", lambda: _record(job_id, worker_id, status, outcome.values), attempts=10):
         log.warning("job %s: could not record %s; it was no longer ours", job_id, status)
@@ -124,7 +127,10 @@ def _train(job_id: str, job: Claimed, settings: Settings, reporter: DBReporter) 
         rows = _load_rows(job.training_file, "training_file")
         validation = _load_rows(job.validation_file, "validation_file") if job.validation_file else None
         out_dir = settings.artifacts_dir / job_id
-        result = run(spec, model_dir, rows, validation, out_dir, reporter, attempt=job.attempt)
+        init_adapter = _init_adapter(spec, job.organization_id)
+        result = run(
+            spec, model_dir, rows, validation, out_dir, reporter, attempt=job.attempt, init_adapter=init_adapter
+        )
     except StopTraining as stop:
         return Outcome(stop.reason)
     except TrainingError as exc:
@@ -162,6 +168,46 @@ def _record(job_id: str, worker_id: str, status: JobStatus, values: dict[str, An
         else:
             repository.add_event(s, job_id, f"Job failed: {values['error']['message']}", level="error")
         return True
+
+
+def _init_adapter(spec: JobSpec, org_id: str) -> Path | None:
+    """The adapter a continued job starts from (`from_checkpoint`), checked again: it may have been
+    deleted since the job was queued."""
+    if spec.from_checkpoint is None:
+        return None
+    try:
+        with session_scope() as s:
+            source = continuation.find(s, org_id, spec.from_checkpoint)
+    except APIError as exc:
+        raise TrainingError(ErrorCode.INVALID_SPEC, exc.message, "from_checkpoint") from exc
+    if not (source.adapter_dir / "adapter_model.safetensors").is_file():
+        raise TrainingError(
+            ErrorCode.INVALID_SPEC, f"The adapter of {spec.from_checkpoint} is no longer stored.", "from_checkpoint"
+        )
+    return source.adapter_dir
+
+
+def _record_pause(job_id: str, worker_id: str, values: dict[str, Any]) -> RunOutcome:
+    """The loop saved a checkpoint and stopped: the job is `paused` and this worker is free. If it
+    was cancelled meanwhile it is cancelled; if the pause was withdrawn too late to keep training,
+    it is queued again and continues from the checkpoint just saved."""
+    with session_scope() as s:
+        if repository.mark_paused(s, job_id, worker_id, **values):
+            step = values.get("step")
+            repository.add_event(s, job_id, f"Job paused at step {step}; checkpoint saved", data={"step": step})
+            log.info("job %s paused at step %s", job_id, step)
+            return RunOutcome.PAUSED
+        job = repository.get(s, None, job_id)
+        status = job.status if job is not None and job.worker_id == worker_id else None
+        if status == JobStatus.CANCEL_REQUESTED and repository.finish(s, job_id, worker_id, JobStatus.CANCELLED):
+            repository.add_event(s, job_id, "Job cancelled; its checkpoints are kept")
+            return RunOutcome.CANCELLED
+        if status == JobStatus.RUNNING and repository.release(s, job_id, worker_id):
+            repository.add_event(s, job_id, "Pause withdrawn after the checkpoint was saved; job re-queued")
+            s.commit()  # committed before it is published
+            dispatch.publish_and_mark(s, job_id)
+            return RunOutcome.REQUEUED
+        return RunOutcome.LOST
 
 
 def _is_oom(exc: BaseException) -> bool:

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from app.files.preference import check_preference_row, is_preference_row
+
 Format = Literal["jsonl", "csv"]
 MAX_REPORTED_ERRORS = 20
 MAX_TRACKED_DISTINCT = 1000
@@ -222,6 +224,8 @@ def validate_file(path: Path, *, max_rows: int, max_line_bytes: int) -> FileRepo
         for key, value in row.items():
             columns.setdefault(key, ColumnSummary()).add(value)
         if "messages" in row and (problem := _check_messages(row["messages"])):
+            errors.append(f"line {lineno}: {problem}")
+        if is_preference_row(row) and (problem := check_preference_row(row)):
             errors.append(f"line {lineno}: {problem}")
         if len(errors) >= MAX_REPORTED_ERRORS:
             break

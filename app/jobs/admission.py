@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from app.core.config import Settings
 from app.core.errors import InvalidRequest, TooManyRequests
 from app.db.models import File
+from app.files.preference import PREFERENCE_FIELDS
 from app.jobs import repository
 from app.jobs.memory_estimate import GB, RUNTIME_ALLOWANCE_GB, estimate
 from contract.spec import JobSpec
@@ -24,6 +25,16 @@ def check_data_against_spec(spec: JobSpec, f: File, param: str) -> None:
     cols = f.columns or {}
     d = spec.data
     listed = ", ".join(sorted(cols)) or "none"
+    if spec.method == "dpo":
+        missing = [name for name in PREFERENCE_FIELDS if name not in cols]
+        if missing:
+            raise InvalidRequest(
+                f"File {f.id} has columns [{listed}]; method.type=dpo needs preference rows with "
+                f"{', '.join(repr(n) for n in PREFERENCE_FIELDS)} (missing: {', '.join(missing)}).",
+                param=param,
+                code="invalid_file",
+            )
+        return
     if spec.task == "causal_lm":
         if d.messages_field in cols or d.text_field in cols:
             return

@@ -87,6 +87,27 @@ def cancel_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> Fin
     return FineTuningJob.of(job)
 
 
+@router.post("/{job_id}/pause", response_model=FineTuningJob, responses=error_responses(409))
+def pause_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> FineTuningJob:
+    """A queued job is held; a running one checkpoints and frees its worker (`pause_requested`,
+    then `paused`)."""
+    job = service.pause(session, principal, job_id)
+    session.commit()
+    return FineTuningJob.of(job)
+
+
+@router.post("/{job_id}/resume", response_model=FineTuningJob, responses=error_responses(409, 429))
+def resume_job(job_id: str, session: SessionDep, settings: SettingsDep, principal: PrincipalDep) -> FineTuningJob:
+    """Queue a paused job again; it continues from its last checkpoint. Committed before it is published."""
+    job, queued = service.resume(session, settings, principal, job_id)
+    session.commit()
+    if queued:
+        service.enqueue(session, job.id)
+        session.commit()
+        session.refresh(job)
+    return FineTuningJob.of(job)
+
+
 @router.get("/{job_id}/events", response_model=ListResponse[JobEventObject])
 def list_events(
     job_id: str, session: SessionDep, principal: PrincipalDep, after: str | None = None, limit: Limit = 20

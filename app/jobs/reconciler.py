@@ -4,7 +4,8 @@
   a broker restart loses messages, the database does not. A duplicate is harmless, because the
   worker's claim is a conditional update that only one delivery can win.
 - A `running` job whose lease expired lost its worker: it is re-queued with attempt+1, or failed
-  with `worker_lost` once attempts are used up. An expired `cancel_requested` job is cancelled.
+  with `worker_lost` once attempts are used up. An expired `cancel_requested` job is cancelled, an
+  expired `pause_requested` job is paused. A `paused` job is never sent: only `resume` queues it.
 
 It runs as a thread inside every API process (`tuneforge api` / `tuneforge up`): every step is a
 conditional update, so several API replicas running it at once cannot double-apply anything.
@@ -30,7 +31,7 @@ log = logging.getLogger("tuneforge.reconciler")
 
 def reconcile_once(session: Session, settings: Settings, publish: Callable[[str], None]) -> dict[str, int]:
     now = utcnow()
-    counts = {"resent": 0, "requeued": 0, "failed": 0, "cancelled": 0}
+    counts = {"resent": 0, "requeued": 0, "failed": 0, "cancelled": 0, "paused": 0}
     for job in repository.expired_leases(session, now):
         # Read before the conditional updates: they refresh the loaded row.
         attempt = job.attempt
@@ -38,6 +39,14 @@ def reconcile_once(session: Session, settings: Settings, publish: Callable[[str]
             if repository.end_expired(session, job.id, job.worker_id, JobStatus.CANCELLED, None):
                 repository.add_event(session, job.id, "Job cancelled (its worker stopped answering)")
                 counts["cancelled"] += 1
+        elif job.status == JobStatus.PAUSE_REQUESTED:
+            if repository.mark_paused(session, job.id, job.worker_id, lease_expired=True):
+                repository.add_event(
+                    session,
+                    job.id,
+                    "Job paused (its worker stopped answering); resume continues from the last checkpoint",
+                )
+                counts["paused"] += 1
         elif attempt >= settings.max_attempts:
             message = f"The worker stopped answering and all {settings.max_attempts} attempts are used up."
             error = {"code": ErrorCode.WORKER_LOST, "message": message, "param": None}

@@ -105,6 +105,17 @@ def checkpoint_at(session: Session, job_id: str, step: int) -> Checkpoint | None
     return session.scalar(select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.step_number == step))
 
 
+def checkpoint_by_id(session: Session, org_id: str, checkpoint_id: str) -> tuple[Checkpoint, Job] | None:
+    """A checkpoint and its job, only if the job is the organization's."""
+    stmt = (
+        select(Checkpoint, Job)
+        .join(Job, Job.id == Checkpoint.job_id)
+        .where(Checkpoint.id == checkpoint_id, Job.organization_id == org_id)
+    )
+    row = session.execute(stmt).first()
+    return (row[0], row[1]) if row is not None else None
+
+
 def metrics(session: Session, job_id: str, *, since_step: int | None) -> Sequence[JobMetric]:
     stmt = select(JobMetric).where(JobMetric.job_id == job_id)
     if since_step is not None:
@@ -167,10 +178,11 @@ def mark_enqueued(session: Session, job_id: str) -> None:
 
 
 def cancel_queued(session: Session, job_id: str) -> bool:
+    """Cancel a job no worker holds: waiting, or paused."""
     now = utcnow()
     result = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status.in_((JobStatus.QUEUED, JobStatus.VALIDATING_FILES)))
+        .where(Job.id == job_id, Job.status.in_((JobStatus.QUEUED, JobStatus.VALIDATING_FILES, JobStatus.PAUSED)))
         .values(status=JobStatus.CANCELLED, finished_at=now, updated_at=now)
     )
     return _changed(result)
@@ -179,8 +191,69 @@ def cancel_queued(session: Session, job_id: str) -> bool:
 def request_cancel(session: Session, job_id: str) -> bool:
     result = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
+        .where(Job.id == job_id, Job.status.in_((JobStatus.RUNNING, JobStatus.PAUSE_REQUESTED)))
         .values(status=JobStatus.CANCEL_REQUESTED, updated_at=utcnow())
+    )
+    return _changed(result)
+
+
+# ----------------------------------------------------------------------------- pause and resume
+
+
+def hold_queued(session: Session, job_id: str) -> bool:
+    """Pause a job no worker has claimed yet: it stays out of the queue until resumed (a message
+    already sent finds it not `queued`, and the reconciler sends only `queued` jobs)."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status.in_((JobStatus.QUEUED, JobStatus.VALIDATING_FILES)))
+        .values(status=JobStatus.PAUSED, enqueued_at=None, updated_at=utcnow())
+    )
+    return _changed(result)
+
+
+def request_pause(session: Session, job_id: str) -> bool:
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
+        .values(status=JobStatus.PAUSE_REQUESTED, updated_at=utcnow())
+    )
+    return _changed(result)
+
+
+def withdraw_pause(session: Session, job_id: str) -> bool:
+    """Resume before the worker stopped: it simply keeps training."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.PAUSE_REQUESTED)
+        .values(status=JobStatus.RUNNING, updated_at=utcnow())
+    )
+    return _changed(result)
+
+
+def mark_paused(
+    session: Session, job_id: str, worker_id: str | None, *, lease_expired: bool = False, **values: Any
+) -> bool:
+    """The owning worker checkpointed and let go; or (`lease_expired`, the reconciler) its worker
+    died while pausing, and the job keeps its last complete checkpoint."""
+    now = utcnow()
+    owned = and_(Job.id == job_id, Job.worker_id == worker_id, Job.status == JobStatus.PAUSE_REQUESTED)
+    if lease_expired:
+        owned = and_(owned, Job.lease_expires_at < now)
+    result = session.execute(
+        update(Job)
+        .where(owned)
+        .values(status=JobStatus.PAUSED, worker_id=None, lease_expires_at=None, updated_at=now, **values)
+    )
+    return _changed(result)
+
+
+def unpause(session: Session, job_id: str) -> bool:
+    """Back to `queued`, unsent: the caller publishes it (and the reconciler would, if that fails).
+    The attempt count is kept: a pause is not a failure."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.PAUSED)
+        .values(status=JobStatus.QUEUED, enqueued_at=None, updated_at=utcnow())
     )
     return _changed(result)
 
@@ -279,6 +352,8 @@ def upsert_metrics(session: Session, job_id: str, points: Iterable[dict[str, Any
             session.add(row)
         for key, value in p.items():
             if value is not None and key in METRIC_FIELDS:
+                if key == "extra" and isinstance(row.extra, dict):  # a step's train and eval extras merge
+                    value = {**row.extra, **value}
                 setattr(row, key, value)
     session.flush()
 

@@ -11,7 +11,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from contract.spec import DEFAULT_LEARNING_RATE, JobSpec, SpecBlocks, SpecError, Strict
+from contract.spec import (
+    DEFAULT_LEARNING_RATE,
+    JobSpec,
+    PreferenceSpec,
+    SpecBlocks,
+    SpecError,
+    Strict,
+    set_to_non_default,
+)
 
 
 class SupervisedHyperparameters(Strict):
@@ -37,9 +45,33 @@ class SupervisedMethod(Strict):
     hyperparameters: SupervisedHyperparameters = Field(default_factory=SupervisedHyperparameters)
 
 
+class DpoHyperparameters(SupervisedHyperparameters):
+    beta: float | Literal["auto"] = Field("auto", description="Maps to preference.beta.")
+
+    @model_validator(mode="after")
+    def _check_beta(self) -> DpoHyperparameters:
+        if isinstance(self.beta, float | int) and not 0 < self.beta <= 10:
+            raise SpecError("beta", "beta must be > 0 and <= 10")
+        return self
+
+
+class DpoMethod(Strict):
+    hyperparameters: DpoHyperparameters = Field(default_factory=DpoHyperparameters)
+
+
 class Method(Strict):
-    type: Literal["supervised"] = Field("supervised", description="Only supervised fine-tuning is supported.")
+    type: Literal["supervised", "dpo"] = Field(
+        "supervised", description="`supervised`, or `dpo` on OpenAI's preference rows."
+    )
     supervised: SupervisedMethod | None = None
+    dpo: DpoMethod | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Method:
+        other = "dpo" if self.type == "supervised" else "supervised"
+        if getattr(self, other) is not None:
+            raise SpecError(other, f"method.{other} does not go with method.type={self.type}")
+        return self
 
 
 Metadata = Annotated[
@@ -84,8 +116,19 @@ class JobCreate(SpecBlocks):
         None, description="Deprecated OpenAI field; prefer method.supervised.hyperparameters."
     )
     integrations: list[Any] | None = Field(None, max_length=0, description="Not supported; must be empty.")
+    from_checkpoint: str | None = Field(
+        None,
+        min_length=1,
+        max_length=600,
+        description="Continue training from an `ft:` model id, a checkpoint's `fine_tuned_model_checkpoint`, or a "
+        "checkpoint id (`ftckpt-...`) of the same organization, base model, task and LoRA shape.",
+    )
 
     def _hyperparameters(self) -> tuple[SupervisedHyperparameters | None, str]:
+        if self.method is not None and self.method.dpo is not None:
+            if self.hyperparameters is not None:
+                raise SpecError("hyperparameters", "give hyperparameters in method.dpo only, not both")
+            return self.method.dpo.hyperparameters, "method.dpo.hyperparameters"
         if self.method is not None and self.method.supervised is not None:
             if self.hyperparameters is not None:
                 raise SpecError("hyperparameters", "give hyperparameters in method.supervised only, not both")
@@ -129,7 +172,18 @@ class JobCreate(SpecBlocks):
         if split + self.data.test_split >= 1.0:
             raise SpecError("data.test_split", f"validation_split ({split}) + test_split must be below 1")
         data = self.data.model_copy(update={"validation_split": split})
+        method = self.method.type if self.method is not None else "supervised"
+        preference = self.preference.model_copy()
+        if isinstance(hp, DpoHyperparameters) and hp.beta != "auto":
+            if set_to_non_default(self.preference, "beta") and self.preference.beta != hp.beta:
+                raise SpecError(f"{where}.beta", "contradicts preference.beta")
+            preference.beta = float(hp.beta)
+        if method != "dpo" and "preference" in self.model_fields_set and preference != PreferenceSpec():
+            raise SpecError("preference", "the preference block applies to method.type=dpo only")
         return JobSpec(
+            method=method,
+            from_checkpoint=self.from_checkpoint,
+            preference=preference,
             task=self.task,
             seed=self.seed if self.seed is not None else random.randint(0, 2**31 - 1),
             quantization=self.quantization,
@@ -148,3 +202,11 @@ def openai_hyperparameters(spec: JobSpec) -> dict[str, Any]:
         "batch_size": spec.training.batch_size,
         "learning_rate_multiplier": spec.training.learning_rate / DEFAULT_LEARNING_RATE,
     }
+
+
+def openai_method(spec: JobSpec) -> dict[str, Any]:
+    """The job object's `method`, as OpenAI shows it."""
+    hp = openai_hyperparameters(spec)
+    if spec.method == "dpo":
+        return {"type": "dpo", "dpo": {"hyperparameters": {**hp, "beta": spec.preference.beta}}}
+    return {"type": "supervised", "supervised": {"hyperparameters": hp}}

@@ -7,7 +7,7 @@ from pydantic import BaseModel, Field
 
 from app.db.models import Checkpoint, Job, JobEvent, JobMetric
 from app.db.types import unix, utcnow
-from app.jobs.request import openai_hyperparameters
+from app.jobs.request import openai_hyperparameters, openai_method
 from contract.spec import JobSpec
 from contract.status import TRAINING, EventLevel, EventType, JobStatus
 
@@ -81,7 +81,7 @@ class FineTuningJob(BaseModel):
             trained_tokens=job.trained_tokens,
             estimated_finish=estimated,
             metadata=job.job_metadata,
-            method={"type": "supervised", "supervised": {"hyperparameters": hp}},
+            method=openai_method(spec),
             suffix=job.suffix,
             progress=progress,
             attempt=job.attempt,

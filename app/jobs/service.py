@@ -14,9 +14,10 @@ from app.core.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
 from app.core.ids import new_id
 from app.db.models import Checkpoint, File, Job, JobEvent, JobMetric
 from app.files import repository as files_repo
-from app.jobs import dispatch, repository
+from app.jobs import continuation, dispatch, repository
 from app.jobs.admission import check_caps, check_data_against_spec, check_gpu_memory, check_queue_room
 from app.jobs.model_path import model_config, resolve_model
+from app.jobs.pausing import pause_job, resume_job
 from app.jobs.request import JobCreate
 from contract.spec import SpecError
 from contract.status import TERMINAL, JobStatus
@@ -67,6 +68,9 @@ def create(
         message, param = describe_validation(list(exc.errors()))
         raise InvalidRequest(message, param=param, code="invalid_spec") from exc
     check_caps(spec, settings)
+    if body.from_checkpoint is not None:
+        source = continuation.find(session, principal.organization_id, body.from_checkpoint)
+        continuation.check_compatible(source, body.model, spec, body.from_checkpoint)
     if model_dir is not None:
         check_gpu_memory(spec, model_config(model_dir), settings)
     training = _file(session, principal, body.training_file, "training_file")
@@ -122,6 +126,21 @@ def cancel(session: Session, principal: Principal, job_id: str) -> Job:
         repository.add_event(session, job_id, "Cancellation requested; the worker stops within seconds")
     session.refresh(job)
     return job
+
+
+def pause(session: Session, principal: Principal, job_id: str) -> Job:
+    job = get(session, principal, job_id, write=True)
+    pause_job(session, job)
+    return job
+
+
+def resume(session: Session, settings: Settings, principal: Principal, job_id: str) -> tuple[Job, bool]:
+    """Queue a paused job again, within the organization's queue room. Returns (job, queued): the
+    route commits, then publishes a queued job with `enqueue`."""
+    job = get(session, principal, job_id, write=True)
+    if job.status == JobStatus.PAUSED:
+        check_queue_room(session, settings, principal.organization_id)
+    return job, resume_job(session, job)
 
 
 # ----------------------------------------------------------------------------- reads

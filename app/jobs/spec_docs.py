@@ -29,6 +29,14 @@ BLOCKS: list[tuple[str, type[BaseModel], str]] = [
     ("training.loss_watchdog", s.LossWatchdogSpec, "Fails a diverging job early with `error.code = nan_loss`."),
     ("scheduler", s.SchedulerSpec, "Learning rate over time. Warmup is linear from 1/(warmup+1) of the peak."),
     ("data", s.DataSpec, "Columns and splits."),
+    (
+        "preference",
+        s.PreferenceSpec,
+        "Preference tuning, for `method: {type: dpo}` only. The reference model is the base with the adapter "
+        "switched off (peft's `disable_adapter()`), not a second copy. Each logged step's `extra` holds "
+        "`rewards_chosen`, `rewards_rejected`, `reward_margin` and `preference_accuracy`; each evaluation "
+        "reports the held-out `preference_accuracy` and `reward_margin` beside `eval_loss`.",
+    ),
 ]
 OPTIMIZERS: list[type[BaseModel]] = [s.SGDSpec, s.AdagradSpec, s.RMSpropSpec, s.AdamSpec, s.AdamWSpec, s.AdamW8bitSpec,
               s.PagedAdamW8bitSpec, s.PagedAdamW32bitSpec]  # fmt: skip
@@ -42,6 +50,13 @@ EXAMPLES: list[dict[str, Any]] = [
         "training": {"epochs": 2, "batch_size": 8, "max_seq_length": 1024, "save_every": 200},
         "optimizer": {"name": "paged_adamw_8bit"},
         "scheduler": {"name": "cosine", "warmup_ratio": 0.03},
+    },
+    {
+        "model": "llama-3.2-1b",
+        "training_file": "file-pairs",
+        "method": {"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.1, "n_epochs": 1}}},
+        "preference": {"loss": "ipo", "length_normalization": True},
+        "training": {"batch_size": 4, "max_seq_length": 1024},
     },
     {
         "model": "minilm",
@@ -115,6 +130,19 @@ def render() -> str:
         "learning_rate_multiplier}}}`. These map onto `training.epochs`, `training.batch_size` and",
         f"`training.learning_rate = {s.DEFAULT_LEARNING_RATE} x multiplier`; giving both forms with different",
         "values is refused.",
+        "",
+        "`method: {type: dpo, dpo: {hyperparameters: {beta, n_epochs, batch_size, learning_rate_multiplier}}}`",
+        'trains on OpenAI\'s preference rows: `{"input": {"messages": [...]}, "preferred_output":',
+        '[{"role": "assistant", "content": ...}], "non_preferred_output": [...]}` (checked at upload; a',
+        "row missing a field is refused naming its line). `beta` maps to `preference.beta`; the other",
+        "hyperparameters map as for `supervised`. DPO needs `task: causal_lm`, a tokenizer with a chat",
+        "template, and no `training.packing`. The job object shows `method` back in OpenAI's shape.",
+        "",
+        "`from_checkpoint` (top level, beside `method`) continues training from an earlier adapter: an `ft:`",
+        "model id, a checkpoint's `fine_tuned_model_checkpoint` (`...:ckpt-step-N`) or a checkpoint id",
+        "(`ftckpt-...`) of the same organization, trained on the same base `model`, `task`, `lora.r` and",
+        "`lora.target_modules`. The new job's adapter starts from those weights (its optimizer starts fresh).",
+        "Another organization's reference is a 404; an incompatible one a 400, both naming `from_checkpoint`.",
         "",
         "## `task`",
         "",

@@ -30,6 +30,7 @@ from contract.spec.optim import (
     SchedulerSpec,
     SGDSpec,
 )
+from contract.spec.preference import MethodName, PreferenceLossName, PreferenceSpec
 
 __all__ = [
     "DEFAULT_LEARNING_RATE",
@@ -45,9 +46,12 @@ __all__ = [
     "LoraSpec",
     "LossSpec",
     "LossWatchdogSpec",
+    "MethodName",
     "OptimizerSpec",
     "PagedAdamW8bitSpec",
     "PagedAdamW32bitSpec",
+    "PreferenceLossName",
+    "PreferenceSpec",
     "QuantizationSpec",
     "RMSpropSpec",
     "SGDSpec",

@@ -10,6 +10,7 @@ from contract.spec.base import SpecError, Strict, set_to_non_default
 from contract.spec.blocks import LoraSpec, QuantizationSpec, TrainingSpec
 from contract.spec.data import DataSpec
 from contract.spec.optim import AdamWSpec, OptimizerSpec, SchedulerSpec
+from contract.spec.preference import MethodName, PreferenceSpec
 
 TaskName = Literal["causal_lm", "sequence_classification", "regression"]
 
@@ -38,6 +39,9 @@ class SpecBlocks(Strict):
     optimizer: OptimizerSpec = Field(default_factory=lambda: AdamWSpec(name="adamw"))
     scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
     data: DataSpec = Field(default_factory=DataSpec)
+    preference: PreferenceSpec = Field(
+        default_factory=PreferenceSpec, description="Preference tuning options, for method.type=dpo."
+    )
 
     @model_validator(mode="after")
     def _check_task(self) -> Self:
@@ -49,3 +53,18 @@ class JobSpec(SpecBlocks):
     """The resolved spec a worker trains from. Stored on the job as `spec`."""
 
     seed: int = Field(ge=0, le=2**31 - 1)
+    method: MethodName = Field("supervised", description="`supervised`, or `dpo` on preference rows.")
+    from_checkpoint: str | None = Field(
+        None, max_length=600, description="Start from this fine-tuned model's or checkpoint's adapter."
+    )
+
+    @model_validator(mode="after")
+    def _check_method(self) -> Self:
+        if self.method == "dpo":
+            if self.task != "causal_lm":
+                raise SpecError("task", "method.type=dpo applies to causal_lm only")
+            if self.training.packing:
+                raise SpecError("training.packing", "packing cannot be used with method.type=dpo")
+        elif "preference" in self.model_fields_set and self.preference != PreferenceSpec():
+            raise SpecError("preference", "the preference block applies to method.type=dpo only")
+        return self

@@ -237,6 +237,10 @@ def regression_norm(rows: list[dict[str, Any]], spec: JobSpec) -> tuple[float, f
 
 
 def collate(batch: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
+    if "rejected_ids" in batch[0]:  # preference pairs (worker/training/preference.py)
+        from worker.training.preference import collate_pairs
+
+        return collate_pairs(batch, pad_id)
     width = max(len(ex["input_ids"]) for ex in batch)
     n = len(batch)
     input_ids = torch.full((n, width), pad_id, dtype=torch.long)

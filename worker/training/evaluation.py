@@ -24,6 +24,10 @@ def evaluate(
 ) -> dict[str, Any]:
     model.eval()
     bs = max(1, spec.training.batch_size)
+    if spec.method == "dpo":
+        from worker.training.preference import evaluate_preference
+
+        return evaluate_preference(model, data, spec, pad_id, device)
     if spec.task == "causal_lm":
         return _causal(model, data.examples, bs, pad_id, device)
     preds: list[Any] = []

@@ -5,6 +5,8 @@ A new training method plugs in here, as a loss over its own batch shape; the loo
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 import torch.nn.functional as F
 
@@ -12,6 +14,23 @@ from contract.spec import JobSpec
 from contract.status import ErrorCode
 from worker.training.data import Encoded
 from worker.training.errors import TrainingError
+
+
+class Loss(Protocol):
+    """What the loop calls: the loss of one micro-batch, and any extra per-step metrics gathered
+    since the last logging step (read once per logging step: one host sync)."""
+
+    def __call__(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...
+
+    def take_metrics(self) -> dict[str, float] | None: ...
+
+
+def make_loss(spec: JobSpec, train: Encoded, device: torch.device) -> Loss:
+    if spec.method == "dpo":
+        from worker.training.preference import PreferenceLoss
+
+        return PreferenceLoss(spec)
+    return TaskLoss(spec, train, device)
 
 
 class TaskLoss:
@@ -34,6 +53,9 @@ class TaskLoss:
                 return F.huber_loss(pred, labels.float(), delta=self.opts.huber_delta)
             return F.mse_loss(pred, labels.float())
         return F.cross_entropy(logits, labels, weight=self.weight, label_smoothing=self.opts.label_smoothing)
+
+    def take_metrics(self) -> dict[str, float] | None:
+        return None
 
 
 def _class_weights(spec: JobSpec, train: Encoded) -> torch.Tensor | None:

@@ -26,7 +26,7 @@ from worker.training.controls import EarlyStopping, LossWatchdog
 from worker.training.data import batch_order, collate
 from worker.training.errors import StopTraining
 from worker.training.evaluation import evaluate, format_metrics
-from worker.training.losses import TaskLoss
+from worker.training.losses import Loss, make_loss
 from worker.training.optim import (
     Scheduler,
     build_optimizer,
@@ -67,7 +67,7 @@ class Run:
     adapter_meta: dict[str, Any]
     early: EarlyStopping
     watchdog: LossWatchdog
-    loss: TaskLoss
+    loss: Loss
 
     @property
     def checkpoints(self) -> Path:
@@ -103,6 +103,7 @@ def run(
     *,
     resume: bool = True,
     attempt: int = 1,
+    init_adapter: Path | None = None,
 ) -> RunResult:
     # ---- setup
     device = pick_device()
@@ -131,9 +132,16 @@ def run(
         },
         early=EarlyStopping(spec.training.early_stopping),
         watchdog=LossWatchdog(spec.training.loss_watchdog),
-        loss=TaskLoss(spec, data.train, device),
+        loss=make_loss(spec, data.train, device),
     )
     state = TrainState()
+
+    # ---- start from an earlier adapter (continued training); a checkpoint of this job wins below
+    if init_adapter is not None:
+        set_peft_model_state_dict(model, load_file(str(init_adapter / "adapter_model.safetensors")))
+        reporter.event(
+            f"Starting from the adapter of {spec.from_checkpoint}", data={"from_checkpoint": spec.from_checkpoint}
+        )
 
     # ---- resume
     if resume:
@@ -185,6 +193,8 @@ def _train(r: Run, state: TrainState) -> None:
             epoch = state.epoch + state.micro_in_epoch / len(order)
             if state.step % t.logging_every == 0 or state.step == r.plan.total_steps:
                 point = window.point(state.step, epoch, lr, float(grad_norm), state.tokens_seen)
+                if (extra := r.loss.take_metrics()) is not None:  # e.g. DPO's rewards and accuracy
+                    point["extra"] = extra
                 state.last_loss = point["loss"]
                 r.reporter.metrics(point)
                 r.watchdog.check(point["loss"], state.step)
@@ -193,8 +203,8 @@ def _train(r: Run, state: TrainState) -> None:
             _evaluate_and_save(r, state, epoch)
             window.pause(time.perf_counter() - paused_from)
             if (reason := r.reporter.stop_requested()) is not None:
-                if reason == StopReason.SHUTDOWN and not _is_save_step(r, state.step):
-                    r.save(state)  # a rolling deploy: keep this step's work for the next attempt
+                if reason in (StopReason.SHUTDOWN, StopReason.PAUSED) and not _is_save_step(r, state.step):
+                    r.save(state)  # a rolling deploy or a pause: keep this step's work for the next attempt
                 raise StopTraining(reason)
             if state.stopped_early:
                 break

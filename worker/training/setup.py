@@ -24,6 +24,7 @@ from worker.training.data import (
 )
 from worker.training.errors import TrainingError
 from worker.training.model import check_target_modules, load_model, load_tokenizer, prepare_quantized
+from worker.training.preference import encode_preference
 from worker.training.reporter import Reporter
 
 
@@ -61,7 +62,11 @@ def prepare_data(
     tokenizer = load_tokenizer(model_dir)
     labels: list[str] | None = None
     norm: tuple[float, float] | None = None
-    if spec.task == "causal_lm":
+    if spec.method == "dpo":
+        train, val, test = (
+            encode_preference(s, tokenizer, spec) for s in (splits.train, splits.validation, splits.test)
+        )
+    elif spec.task == "causal_lm":
         train, val, test = (encode_causal(s, tokenizer, spec) for s in (splits.train, splits.validation, splits.test))
     else:
         labels = label_names(splits.train, spec) if spec.task == "sequence_classification" else None

@@ -47,7 +47,7 @@ def test_defaults_are_qlora() -> None:
         ({"scheduler": {"warmup_steps": 3, "warmup_ratio": 0.1}}, "scheduler.warmup_ratio"),
         ({"data": {"validation_split": 0.6, "test_split": 0.5}}, "data.test_split"),
         ({"trust_remote_code": True}, "trust_remote_code"),
-        ({"method": {"type": "dpo"}}, "method.type"),
+        ({"method": {"type": "ppo"}}, "method.type"),
         ({"lora": {"target_modules": []}}, "lora.target_modules"),
     ],
 )

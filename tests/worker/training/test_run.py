@@ -140,9 +140,9 @@ def test_missing_target_module_fails_with_the_field(model_dir: Path, tmp_path: P
 def test_nan_loss_fails_the_run(model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A tiny Llama's RMSNorm bounds its logits, so no learning rate makes its loss blow up on
     # demand; inject the NaN at the loss instead and check that the run stops on it.
-    import worker.training.run as run_module
+    from worker.training.losses import TaskLoss
 
-    real_call = run_module.TaskLoss.__call__
+    real_call = TaskLoss.__call__
     calls = {"n": 0}
 
     def poisoned(self, model, batch):  # type: ignore[no-untyped-def]
@@ -150,7 +150,7 @@ def test_nan_loss_fails_the_run(model_dir: Path, tmp_path: Path, monkeypatch: py
         loss = real_call(self, model, batch)
         return loss * float("nan") if calls["n"] >= 3 else loss
 
-    monkeypatch.setattr(run_module.TaskLoss, "__call__", poisoned)
+    monkeypatch.setattr(TaskLoss, "__call__", poisoned)
     with pytest.raises(TrainingError) as info:
         run(
             make_spec(training={**FAST, "max_steps": 10}),

@@ -1,0 +1,53 @@
+"""DPO and continued training over real processes, driven by the official openai SDK."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from openai import OpenAI
+
+from tests.integration.test_pause_resume import TERMINAL, wait_for
+from tests.worker.training.test_preference import pairs
+
+
+@pytest.fixture
+def sdk(live_api: str, api_key: str) -> OpenAI:
+    return OpenAI(base_url=f"{live_api}/v1", api_key=api_key, max_retries=0)
+
+
+def test_sdk_dpo_job_then_continue_from_its_adapter(
+    sdk: OpenAI,
+    live_worker: subprocess.Popen,
+    tiny_model: str,
+    tmp_path: Path,  # type: ignore[type-arg]
+) -> None:
+    data = tmp_path / "prefs.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in pairs(32)) + "\n")
+    with data.open("rb") as fh:
+        file = sdk.files.create(file=fh, purpose="fine-tune")
+    job = sdk.fine_tuning.jobs.create(
+        model=tiny_model,
+        training_file=file.id,
+        method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.5, "batch_size": 8}}},
+        extra_body={"training": {"max_steps": 4, "learning_rate": 5e-2}},
+    )
+    assert job.method is not None and job.method.type == "dpo"
+    assert job.method.dpo is not None and job.method.dpo.hyperparameters is not None
+    assert job.method.dpo.hyperparameters.beta == 0.5
+    done = wait_for(sdk, job.id, TERMINAL)
+    assert done.status == "succeeded", done.error
+    assert "preference_accuracy" in (done.model_extra or {})["final_metrics"]["validation"]
+
+    more = sdk.fine_tuning.jobs.create(
+        model=tiny_model,
+        training_file=file.id,
+        method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.5, "batch_size": 8}}},
+        extra_body={"training": {"max_steps": 2, "learning_rate": 5e-2}, "from_checkpoint": done.fine_tuned_model},
+    )
+    finished = wait_for(sdk, more.id, TERMINAL)
+    assert finished.status == "succeeded", finished.error
+    messages = [e.message for e in sdk.fine_tuning.jobs.list_events(more.id, limit=100).data]
+    assert f"Starting from the adapter of {done.fine_tuned_model}" in messages

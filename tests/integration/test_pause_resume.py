@@ -1,0 +1,86 @@
+"""Pause and resume over real processes (`tuneforge api` + `tuneforge worker`), driven by the
+official openai SDK's `jobs.pause` / `jobs.resume`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import openai
+import pytest
+from openai import OpenAI
+
+from tests.helpers import shakespeare_rows, worker_log
+
+TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+@pytest.fixture
+def sdk(live_api: str, api_key: str) -> OpenAI:
+    return OpenAI(base_url=f"{live_api}/v1", api_key=api_key, max_retries=0)
+
+
+def wait_for(sdk: OpenAI, job_id: str, statuses: set[str], timeout: float = 120):  # type: ignore[no-untyped-def]
+    """Waits while the job makes progress: the deadline moves with every new step."""
+    deadline, last_step = time.monotonic() + timeout, -1
+    while time.monotonic() < deadline:
+        job = sdk.fine_tuning.jobs.retrieve(job_id)
+        if job.status in statuses:
+            return job
+        step = (job.model_extra or {}).get("progress", {}).get("step") or 0
+        if step > last_step:
+            deadline, last_step = max(deadline, time.monotonic() + 60), step
+        time.sleep(0.3)
+    raise AssertionError(f"{job_id} still {job.status}\n{worker_log()}")
+
+
+def test_sdk_pause_frees_the_worker_and_resume_continues(
+    sdk: OpenAI,
+    live_worker: subprocess.Popen,
+    tiny_model: str,
+    tmp_path: Path,  # type: ignore[type-arg]
+) -> None:
+    data = tmp_path / "d.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in shakespeare_rows(48)) + "\n")
+    with data.open("rb") as fh:
+        file = sdk.files.create(file=fh, purpose="fine-tune")
+    long = sdk.fine_tuning.jobs.create(
+        model=tiny_model, training_file=file.id, seed=1, extra_body={"training": {"max_steps": 40, "batch_size": 2}}
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        current = sdk.fine_tuning.jobs.retrieve(long.id)
+        if current.status == "running" and (current.model_extra or {})["progress"]["step"] > 0:
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError(worker_log())
+
+    assert sdk.fine_tuning.jobs.pause(long.id).status in ("pause_requested", "paused")
+    paused = wait_for(sdk, long.id, {"paused", *TERMINAL})
+    assert paused.status == "paused", (paused.error, worker_log())
+    step = (paused.model_extra or {})["progress"]["step"]
+    assert 0 < step < 40
+    assert [c.step_number for c in sdk.fine_tuning.jobs.checkpoints.list(long.id).data] == [step]
+
+    # The worker is free: another job runs to the end while the first one stays paused.
+    short = sdk.fine_tuning.jobs.create(
+        model=tiny_model, training_file=file.id, extra_body={"training": {"max_steps": 2, "batch_size": 2}}
+    )
+    assert wait_for(sdk, short.id, TERMINAL).status == "succeeded", worker_log()
+    assert sdk.fine_tuning.jobs.retrieve(long.id).status == "paused"
+
+    assert sdk.fine_tuning.jobs.resume(long.id).status == "queued"
+    done = wait_for(sdk, long.id, TERMINAL)
+    assert done.status == "succeeded", (done.error, worker_log())
+    messages = [e.message for e in sdk.fine_tuning.jobs.list_events(long.id, limit=100).data]
+    assert f"Resumed from step {step} (attempt 1)" in messages
+    assert f"Job paused at step {step}; checkpoint saved" in messages
+
+    # A finished job can be neither paused nor resumed, and the SDK does not retry the 409.
+    for call in (sdk.fine_tuning.jobs.pause, sdk.fine_tuning.jobs.resume):
+        with pytest.raises(openai.ConflictError) as info:
+            call(long.id)
+        assert info.value.response.headers["x-should-retry"] == "false"

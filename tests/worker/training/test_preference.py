@@ -1,0 +1,92 @@
+"""DPO/IPO on the tiny model: the reference is the adapter switched off, the rewards and accuracy
+are reported per step and at evaluation, and training on pairs raises held-out preference accuracy."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from contract.status import StopReason
+from tests.helpers import make_spec
+from worker.training.errors import StopTraining
+from worker.training.preference import collate_pairs, encode_preference, pair_terms
+from worker.training.reporter import MemoryReporter
+from worker.training.run import run
+from worker.training.setup import prepare_data, prepare_model
+
+DPO = {"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.5}}}
+
+
+def pairs(n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """Prefer a polite answer over a rude one, whatever the question."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        a = rng.randint(1, 50)
+        up, down = f"yes, {a} is fine, thank you", f"no, {a} is not, go away"
+        rows.append(
+            {
+                "input": {"messages": [{"role": "user", "content": f"count on from {a}"}]},
+                "preferred_output": [{"role": "assistant", "content": up}],
+                "non_preferred_output": [{"role": "assistant", "content": down}],
+            }
+        )
+    return rows
+
+
+def test_reference_is_the_base_with_the_adapter_off(model_dir: Path) -> None:
+    spec = make_spec(method=DPO, training={"batch_size": 4}, data={"validation_split": 0.0})
+    data = prepare_data(spec, model_dir, pairs(8), None, MemoryReporter())
+    ex = data.train.examples[0]
+    assert ex["input_ids"][: ex["labels"].count(-100)] == ex["rejected_ids"][: ex["rejected_labels"].count(-100)]
+    model = prepare_model(spec, model_dir, None, torch.device("cpu"), MemoryReporter())
+    batch = collate_pairs(data.train.examples[:4], data.pad_id)
+    assert batch["input_ids"].shape[0] == 8
+    # A fresh LoRA adapter is a no-op (B = 0): policy equals reference, so every reward is 0 and the
+    # DPO loss is log 2.
+    t = pair_terms(model, batch, spec)
+    torch.testing.assert_close(t["chosen"], torch.zeros(4), atol=1e-5, rtol=0)
+    torch.testing.assert_close(t["loss"], torch.full((4,), 0.6931), atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("preference", [{}, {"loss": "ipo", "length_normalization": True}])
+def test_dpo_trains_and_raises_held_out_preference_accuracy(
+    model_dir: Path, tmp_path: Path, preference: dict[str, Any]
+) -> None:
+    spec = make_spec(
+        method=DPO,
+        preference=preference,
+        training={"max_steps": 8, "batch_size": 8, "learning_rate": 5e-2, "eval_every": 8},
+        data={"validation_split": 0.25},
+    )
+    rep = MemoryReporter()
+    result = run(spec, model_dir, pairs(64), None, tmp_path, rep)
+    logged = [p for p in rep.points if "loss" in p]
+    assert {"rewards_chosen", "rewards_rejected", "reward_margin", "preference_accuracy"} <= set(logged[-1]["extra"])
+    assert logged[-1]["extra"]["reward_margin"] > logged[0]["extra"]["reward_margin"]
+    held_out = result.final_metrics["validation"]
+    assert held_out["preference_accuracy"] >= 0.9, held_out
+
+
+def test_dpo_pauses_and_resumes(model_dir: Path, tmp_path: Path) -> None:
+    spec = make_spec(method=DPO, training={"max_steps": 4, "batch_size": 8}, data={"validation_split": 0.0})
+    with pytest.raises(StopTraining):
+        run(spec, model_dir, pairs(32), None, tmp_path, MemoryReporter(stop_at_step=2, stop_reason=StopReason.PAUSED))
+    rep = MemoryReporter()
+    run(spec, model_dir, pairs(32), None, tmp_path, rep)
+    assert [p["step"] for p in rep.points if "loss" in p] == [3, 4]
+
+
+def test_encoding_needs_a_chat_template(model_dir: Path) -> None:
+    from worker.training.errors import TrainingError
+    from worker.training.model import load_tokenizer
+
+    tok = load_tokenizer(model_dir)
+    tok.chat_template = None
+    with pytest.raises(TrainingError) as info:
+        encode_preference(pairs(1), tok, make_spec(method=DPO))
+    assert info.value.code == "invalid_spec"
