@@ -23,6 +23,7 @@ from app.core.config import Settings
 from app.db.engine import session_scope
 from app.db.types import utcnow
 from app.jobs import dispatch, repository
+from app.webhooks import service as webhooks
 from contract.status import ErrorCode, JobStatus
 
 log = logging.getLogger("tuneforge.reconciler")
@@ -37,12 +38,14 @@ def reconcile_once(session: Session, settings: Settings, publish: Callable[[str]
         if job.status == JobStatus.CANCEL_REQUESTED:
             if repository.end_expired(session, job.id, job.worker_id, JobStatus.CANCELLED, None):
                 repository.add_event(session, job.id, "Job cancelled (its worker stopped answering)")
+                webhooks.emit_job_status(session, job.id, JobStatus.CANCELLED)
                 counts["cancelled"] += 1
         elif attempt >= settings.max_attempts:
             message = f"The worker stopped answering and all {settings.max_attempts} attempts are used up."
             error = {"code": ErrorCode.WORKER_LOST, "message": message, "param": None}
             if repository.end_expired(session, job.id, job.worker_id, JobStatus.FAILED, error):
                 repository.add_event(session, job.id, message, level="error")
+                webhooks.emit_job_status(session, job.id, JobStatus.FAILED)
                 counts["failed"] += 1
         elif repository.requeue_expired(session, job.id, job.worker_id):
             repository.add_event(session, job.id, f"Worker lost; re-queued as attempt {attempt + 1}", level="warn")

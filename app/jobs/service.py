@@ -18,6 +18,7 @@ from app.jobs import dispatch, repository
 from app.jobs.admission import check_caps, check_data_against_spec, check_gpu_memory, check_queue_room
 from app.jobs.model_path import model_config, resolve_model
 from app.jobs.request import JobCreate
+from app.webhooks import service as webhooks
 from contract.spec import SpecError
 from contract.status import TERMINAL, JobStatus
 
@@ -118,6 +119,7 @@ def cancel(session: Session, principal: Principal, job_id: str) -> Job:
         raise Conflict(f"Job {job_id} is already {job.status}; it cannot be cancelled.", code="job_finished")
     if repository.cancel_queued(session, job_id):
         repository.add_event(session, job_id, "Job cancelled before it started")
+        webhooks.emit_job_status(session, job_id, JobStatus.CANCELLED)
     elif repository.request_cancel(session, job_id):
         repository.add_event(session, job_id, "Cancellation requested; the worker stops within seconds")
     session.refresh(job)
