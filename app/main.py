@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -19,6 +20,15 @@ from app.jobs.endpoints import router as jobs_router
 from app.webhooks.endpoints import router as webhooks_router
 
 log = logging.getLogger("tuneforge.api")
+
+
+NO_RECONCILER_ENV = "TUNEFORGE_API_NO_RECONCILER"
+
+
+def create_api_app() -> FastAPI:
+    """The factory `tuneforge api --workers N` gives uvicorn: each process runs the background loops
+    unless the CLI was told `--no-reconciler`."""
+    return create_app(run_reconciler=not os.environ.get(NO_RECONCILER_ENV))
 
 
 def create_app(*, run_reconciler: bool = False) -> FastAPI:
