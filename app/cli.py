@@ -51,15 +51,18 @@ def cmd_api(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     import torch
 
+    from app.fleet.presence import Presence
     from worker.celery_app import celery_app
+    from worker.runner import WORKER_ID
 
     settings = get_settings()
     settings.ensure_dirs()
+    queues = [q.strip() for q in (args.queue or settings.queue).split(",") if q.strip()]
     device = f"CUDA ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "CPU"
-    print(f"tuneforge worker: training on {device}, queue '{settings.queue}'", flush=True)
+    print(f"tuneforge worker: training on {device}, queues {queues}", flush=True)
     argv = [
         "worker",
-        "--queues", settings.queue,
+        "--queues", ",".join(queues),
         # One job at a time, in the main process: a GPU holds one training run, and CUDA does not
         # survive fork.
         "--pool", "solo",
@@ -69,7 +72,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
         "--without-gossip",
         "--without-mingle",
     ]  # fmt: skip
-    celery_app.worker_main(argv)
+    presence = Presence(WORKER_ID, queues)  # lets the API tell a queue nobody serves
+    presence.start()
+    try:
+        celery_app.worker_main(argv)
+    finally:
+        presence.stop()
     return 0
 
 
@@ -198,6 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
     w = sub.add_parser("worker", help="run a Celery training worker on the configured queue")
     w.add_argument("--log-level", default="INFO")
     w.add_argument("--hostname", default="tuneforge@%h")
+    w.add_argument(
+        "--queue",
+        default=None,
+        help="queues to consume, comma-separated, e.g. a GPU class (default: TUNEFORGE_QUEUE)",
+    )
     w.set_defaults(func=cmd_worker)
 
     up = sub.add_parser("up", help="run API + one worker on the embedded default (no servers needed)")

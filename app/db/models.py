@@ -216,3 +216,14 @@ class WebhookAttempt(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     duration_ms: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WorkerPresence(Base):
+    """A worker's heartbeat: which queues it consumes, and when it was last seen. It lets the API say
+    that a job waits on a GPU class no live worker serves, rather than stay silent."""
+
+    __tablename__ = "worker_presence"
+
+    worker_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    queues: Mapped[list[str]] = mapped_column(JSON, default=list)
+    last_seen: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

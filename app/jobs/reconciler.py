@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from app.core.config import Settings
 from app.db.engine import session_scope
 from app.db.types import utcnow
+from app.fleet import routing
 from app.jobs import dispatch, repository
 from app.webhooks import service as webhooks
 from contract.status import ErrorCode, JobStatus
@@ -50,6 +51,8 @@ def reconcile_once(session: Session, settings: Settings, publish: Callable[[str]
         elif repository.requeue_expired(session, job.id, job.worker_id):
             repository.add_event(session, job.id, f"Worker lost; re-queued as attempt {attempt + 1}", level="warn")
             counts["requeued"] += 1
+    session.commit()
+    counts["unserved"] = routing.note_unserved(session, settings)
     session.commit()
     cutoff = now - dt.timedelta(seconds=settings.queued_resend_seconds)
     for job_id in repository.stale_queued(session, cutoff):

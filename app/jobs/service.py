@@ -14,6 +14,7 @@ from app.core.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
 from app.core.ids import new_id
 from app.db.models import Checkpoint, File, Job, JobEvent, JobMetric
 from app.files import repository as files_repo
+from app.fleet import routing
 from app.jobs import dispatch, repository
 from app.jobs.admission import check_caps, check_data_against_spec, check_gpu_memory, check_queue_room
 from app.jobs.model_path import model_config, resolve_model
@@ -68,8 +69,10 @@ def create(
         message, param = describe_validation(list(exc.errors()))
         raise InvalidRequest(message, param=param, code="invalid_spec") from exc
     check_caps(spec, settings)
-    if model_dir is not None:
-        check_gpu_memory(spec, model_config(model_dir), settings)
+    config = model_config(model_dir) if model_dir is not None else None
+    if config is not None:
+        check_gpu_memory(spec, config, settings)
+    gpu_class = routing.pick_gpu_class(spec, config, settings)
     training = _file(session, principal, body.training_file, "training_file")
     check_data_against_spec(spec, training, "training_file")
     validation = None
@@ -90,6 +93,7 @@ def create(
         job_metadata=body.metadata,
         result_files=[],
         attempt=1,
+        gpu_class=gpu_class,
         idempotency_key=idempotency_key,
         idempotency_hash=_fingerprint(body) if idempotency_key else None,
     )
@@ -102,8 +106,9 @@ def create(
         session,
         job.id,
         f"Files validated ({training.n_rows} training rows), job queued",
-        data={"task": spec.task},
+        data={"task": spec.task, "gpu_class": gpu_class} if gpu_class else {"task": spec.task},
     )
+    routing.note_unserved(session, settings, [(job.id, gpu_class)])
     return job, True
 
 

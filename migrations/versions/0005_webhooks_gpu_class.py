@@ -73,8 +73,18 @@ def upgrade() -> None:
     )
     op.create_index("ix_webhook_attempts_delivery", "webhook_attempts", ["delivery_id", "seq"])
 
+    op.create_table(
+        "worker_presence",
+        sa.Column("worker_id", sa.String(length=255), nullable=False),
+        sa.Column("queues", sa.JSON(), nullable=False),
+        sa.Column("last_seen", TS, nullable=False),
+        sa.PrimaryKeyConstraint("worker_id"),
+    )
+    op.create_index("ix_worker_presence_last_seen", "worker_presence", ["last_seen"])
+
 
 def downgrade() -> None:
+    op.drop_table("worker_presence")
     op.drop_table("webhook_attempts")
     op.drop_table("webhook_deliveries")
     op.drop_table("webhook_endpoints")
