@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -28,11 +29,17 @@ def cmd_migrate(_: argparse.Namespace) -> int:
 def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from app.main import create_app
+    from app.main import NO_RECONCILER_ENV, create_app
 
     settings = get_settings()
+    if args.workers > 1:
+        # N processes need an import string; each builds its app (and its reconciler and webhook
+        # deliverer, which claim work with conditional updates) from the factory.
+        os.environ[NO_RECONCILER_ENV] = "1" if args.no_reconciler else ""
     uvicorn.run(
-        create_app(run_reconciler=not args.no_reconciler),
+        "app.main:create_api_app" if args.workers > 1 else create_app(run_reconciler=not args.no_reconciler),
+        factory=args.workers > 1,
+        workers=args.workers if args.workers > 1 else None,
         host=args.host or settings.host,
         port=args.port or settings.port,
         log_level=args.log_level.lower(),
@@ -45,17 +52,19 @@ def cmd_api(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     import torch
 
+    from app.fleet.presence import Presence
     from worker.celery_app import celery_app
+    from worker.runner import WORKER_ID
 
     settings = get_settings()
     settings.ensure_dirs()
-    queue = args.queue or settings.queue
-    role = "inference" if queue == settings.inference_queue else "training"
+    queues = [q.strip() for q in (args.queue or settings.queue).split(",") if q.strip()]
+    role = "inference" if queues == [settings.inference_queue] else "training"
     device = f"CUDA ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "CPU"
-    print(f"tuneforge worker: {role} on {device}, queue '{queue}'", flush=True)
+    print(f"tuneforge worker: {role} on {device}, queues {queues}", flush=True)
     argv = [
         "worker",
-        "--queues", queue,
+        "--queues", ",".join(queues),
         # One job at a time, in the main process: a GPU holds one training run, and CUDA does not
         # survive fork.
         "--pool", "solo",
@@ -65,7 +74,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
         "--without-gossip",
         "--without-mingle",
     ]  # fmt: skip
-    celery_app.worker_main(argv)
+    presence = Presence(WORKER_ID, queues)  # lets the API tell a queue nobody serves
+    presence.start()
+    try:
+        celery_app.worker_main(argv)
+    finally:
+        presence.stop()
     return 0
 
 
@@ -181,6 +195,13 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(value: str) -> int:
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tuneforge", description="QLoRA fine-tuning jobs behind an OpenAI-compatible API.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -189,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--host", default=None, help="address to bind (default: TUNEFORGE_HOST, else 127.0.0.1)")
     api.add_argument("--port", type=int, default=None, help="port (default: TUNEFORGE_PORT, else 8000)")
     api.add_argument("--no-reconciler", action="store_true", help="do not run the reconciler loop here")
+    api.add_argument(
+        "--workers", type=_positive, default=1, help="uvicorn processes sharing the port (default 1; ~1 per core)"
+    )
     api.add_argument("--log-level", default="INFO")
     api.add_argument("--access-log", action="store_true")
     api.set_defaults(func=cmd_api)
@@ -198,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument(
         "--queue",
         default=None,
-        help="queue to consume (default: TUNEFORGE_QUEUE, training); `inference` serves chat and completions",
+        help="queues to consume, comma-separated: a GPU class, or `inference` for chat and completions "
+        "(default: TUNEFORGE_QUEUE, training)",
     )
     w.add_argument("--hostname", default=None, help="Celery node name (default: tuneforge-<role>@%%h)")
     w.set_defaults(func=cmd_worker)

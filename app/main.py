@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -18,8 +19,18 @@ from app.files.endpoints import router as files_router
 from app.health.endpoints import router as health_router
 from app.inference.endpoints import router as inference_router
 from app.jobs.endpoints import router as jobs_router
+from app.webhooks.endpoints import router as webhooks_router
 
 log = logging.getLogger("tuneforge.api")
+
+
+NO_RECONCILER_ENV = "TUNEFORGE_API_NO_RECONCILER"
+
+
+def create_api_app() -> FastAPI:
+    """The factory `tuneforge api --workers N` gives uvicorn: each process runs the background loops
+    unless the CLI was told `--no-reconciler`."""
+    return create_app(run_reconciler=not os.environ.get(NO_RECONCILER_ENV))
 
 
 def create_app(*, run_reconciler: bool = False) -> FastAPI:
@@ -32,12 +43,16 @@ def create_app(*, run_reconciler: bool = False) -> FastAPI:
         if run_reconciler:
             from app.jobs.dispatch import publish
             from app.jobs.reconciler import Reconciler
+            from app.webhooks.deliverer import Deliverer
 
             reconciler = Reconciler(settings, publish)
             reconciler.start()
+            deliverer = Deliverer(settings)
+            deliverer.start()
         yield
         if reconciler is not None:
             reconciler.stop()
+            deliverer.stop()
 
     app = FastAPI(
         title="Tuneforge",
@@ -60,4 +75,5 @@ def create_app(*, run_reconciler: bool = False) -> FastAPI:
     app.include_router(jobs_router)
     install_offline_docs(app, title=app.title)
     app.include_router(inference_router)
+    app.include_router(webhooks_router)
     return app

@@ -30,6 +30,10 @@ os.environ.update(
         "TUNEFORGE_LEASE_SECONDS": "30",
         # Tests leave many jobs queued in one org; the limit itself is tested with its own org.
         "TUNEFORGE_MAX_QUEUED_JOBS_PER_ORG": "10000",
+        # Webhook receivers in the tests listen on 127.0.0.1; retries come fast.
+        "TUNEFORGE_WEBHOOKS_ALLOW_PRIVATE": "true",
+        "TUNEFORGE_WEBHOOK_POLL_SECONDS": "0.2",
+        "TUNEFORGE_WEBHOOK_BACKOFF_SECONDS": "0.3",
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",

@@ -13,7 +13,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -119,3 +121,42 @@ def stop(proc: subprocess.Popen, timeout: float = 20) -> None:  # type: ignore[t
 def worker_log() -> str:
     p = TMP / "worker.log"
     return p.read_text()[-5000:] if p.exists() else ""
+
+
+class WebhookReceiver:
+    """A real HTTP server on 127.0.0.1 that records each POST (body bytes, headers) and answers
+    with the next status of `statuses` (then 200)."""
+
+    def __init__(self, statuses: list[int] | None = None) -> None:
+        self.received: list[tuple[bytes, dict[str, str]]] = []
+        self.statuses = list(statuses or [])
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                receiver.received.append((body, {k.lower(): v for k, v in self.headers.items()}))
+                self.send_response(receiver.statuses.pop(0) if receiver.statuses else 200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> WebhookReceiver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def wait(self, n: int, timeout: float = 30) -> list[tuple[bytes, dict[str, str]]]:
+        deadline = time.monotonic() + timeout
+        while len(self.received) < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return list(self.received)

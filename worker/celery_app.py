@@ -9,3 +9,10 @@ _settings = get_settings()
 celery_app = make_celery(
     _settings.broker_url, _settings.queue, include=["worker.tasks"], inference_queue=_settings.inference_queue
 )
+
+if _settings.broker_url.startswith("sqla+"):
+    # The embedded broker is polled; kombu's SQLAlchemy channel hands every transport option to
+    # create_engine(), so the interval is set on the transport class (this process only).
+    from kombu.transport.sqlalchemy import Transport
+
+    Transport.polling_interval = _settings.broker_poll_seconds

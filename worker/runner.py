@@ -21,6 +21,7 @@ from app.files import repository as files_repo
 from app.files.parsing import iter_rows
 from app.jobs import continuation, dispatch, repository
 from app.jobs.model_path import resolve_model
+from app.webhooks import service as webhooks
 from contract.spec import JobSpec, SpecError
 from contract.status import ErrorCode, JobStatus, RunOutcome, StopReason
 from worker.db_reporter import DBReporter, retry
@@ -109,6 +110,7 @@ def _claim(session: Session, job_id: str, worker_id: str, settings: Settings) ->
     repository.add_event(
         session, job_id, f"Worker {worker_id} started attempt {job.attempt}", data={"attempt": job.attempt}
     )
+    webhooks.emit_job_status(session, job_id, JobStatus.RUNNING)
     return Claimed(
         job.spec, job.model, job.training_file, job.validation_file, job.organization_id, job.suffix, job.attempt
     )
@@ -160,6 +162,7 @@ def _record(job_id: str, worker_id: str, status: JobStatus, values: dict[str, An
     with session_scope() as s:
         if not repository.finish(s, job_id, worker_id, status, **values):
             return False
+        webhooks.emit_job_status(s, job_id, status)
         if status == JobStatus.SUCCEEDED:
             repository.add_event(s, job_id, f"New fine-tuned model created: {values['fine_tuned_model']}")
             repository.add_event(s, job_id, "The job has successfully completed")
@@ -253,6 +256,7 @@ def _hand_back(job_id: str, worker_id: str) -> RunOutcome:
                 return RunOutcome.REQUEUED
             if repository.finish(s, job_id, worker_id, JobStatus.CANCELLED):
                 repository.add_event(s, job_id, "Job cancelled; its checkpoints are kept")
+                webhooks.emit_job_status(s, job_id, JobStatus.CANCELLED)
                 return RunOutcome.CANCELLED
             return RunOutcome.LOST
 

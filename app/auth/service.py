@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
 from app.auth import repository
+from app.auth.cache import principals
 from app.core.ids import new_id
 from app.db.models import ApiKey, Organization
 
@@ -55,4 +57,22 @@ def list_keys(session: Session) -> list[tuple[ApiKey, Organization]]:
 
 
 def revoke_key(session: Session, key_id: str) -> bool:
+    principals.forget_key(key_id)
     return repository.revoke(session, key_id)
+
+
+def cached_principal(plaintext: str) -> Principal | None:
+    """The principal of a key this process authenticated recently, without a query (or None)."""
+    return principals.get(hash_key(plaintext))
+
+
+def authenticate_cached(session_factory: Callable[[], Session], plaintext: str, ttl: float) -> Principal | None:
+    """`authenticate` behind the per-process cache (app/auth/cache.py). Opens a session only on a miss."""
+    key_hash = hash_key(plaintext)
+    principal = principals.get(key_hash)
+    if principal is None:
+        with session_factory() as session:
+            principal = authenticate(session, plaintext)
+        if principal is not None:
+            principals.put(key_hash, principal, ttl)
+    return principal

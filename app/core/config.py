@@ -70,6 +70,12 @@ class Settings(BaseSettings):
     inference_cache_size: int = Field(
         2, ge=1, description="Models (a base, or a base with one adapter) an inference worker keeps loaded (LRU)."
     )
+    broker_poll_seconds: float = Field(
+        0.1,
+        gt=0,
+        description="How often a worker polls the embedded (SQLAlchemy) broker for a message; kombu's default "
+        "is 1 s, which a job paid on average half of before it started. Redis needs no polling.",
+    )
     host: str = Field("127.0.0.1", description="Address `tuneforge api` binds.")
     port: int = Field(8000, ge=1, le=65535, description="Port `tuneforge api` listens on.")
 
@@ -103,6 +109,27 @@ class Settings(BaseSettings):
         gt=0,
         description="Memory of the largest worker GPU. Jobs whose estimated peak does not fit are refused "
         "at submission (unset: no check, e.g. CPU-only workers).",
+    )
+
+    # Webhooks (app/webhooks/): delivered from the outbox table by a thread in each API process.
+    webhooks_allow_private: bool = Field(
+        False, description="Allow webhook URLs that resolve to private, loopback or link-local addresses (SSRF)."
+    )
+    webhook_poll_seconds: float = Field(1.0, gt=0, description="How often the deliverer looks for due deliveries.")
+    webhook_timeout_seconds: float = Field(10.0, gt=0, description="How long one webhook POST may take.")
+    webhook_max_attempts: int = Field(8, ge=1, description="Attempts before a delivery is marked failed.")
+    webhook_backoff_seconds: float = Field(
+        5.0, gt=0, description="First retry delay; doubled after each failed attempt (capped at one hour)."
+    )
+    # GPU-class routing: class name -> memory in GB, e.g. {"gpu-24g": 24, "gpu-80g": 80}. Each class is a
+    # Celery queue of that name; a job goes to the smallest class its estimated peak fits.
+    gpu_queues: dict[str, float] = Field(
+        default_factory=dict,
+        description='GPU classes as JSON, name -> memory GB (e.g. `{"gpu-24g": 24, "gpu-80g": 80}`). '
+        "Jobs go to the smallest class that fits; empty: every job goes to TUNEFORGE_QUEUE.",
+    )
+    auth_cache_seconds: float = Field(
+        5.0, ge=0, description="How long an API process trusts a key lookup (revocation in this process is instant)."
     )
 
     cors_origins: list[str] = Field(default_factory=list, description="Allowed CORS origins; none (off) by default.")

@@ -16,6 +16,8 @@ from celery import Celery
 from sqlalchemy.orm import Session
 
 from app.core.config import get_settings
+from app.db.engine import session_scope
+from app.fleet import repository as fleet
 from app.jobs import repository
 from contract.queue import make_celery, send_train
 
@@ -30,8 +32,14 @@ def producer() -> Celery:
 
 
 def publish(job_id: str) -> None:
-    """Send a job id to the training queue. Raises when the broker cannot take it."""
-    send_train(producer(), job_id, get_settings().queue)
+    """Send a job id to its training queue: its GPU class's (app/fleet/routing.py), else
+    TUNEFORGE_QUEUE. Raises when the broker cannot take it."""
+    settings = get_settings()
+    queue = settings.queue
+    if settings.gpu_queues:
+        with session_scope() as s:
+            queue = fleet.gpu_class_of(s, job_id) or queue
+    send_train(producer(), job_id, queue)
 
 
 def publish_and_mark(session: Session, job_id: str, send: Callable[[str], None] | None = None) -> bool:

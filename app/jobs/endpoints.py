@@ -4,7 +4,7 @@ import re
 from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Header, Query, Request
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import FileResponse, Response, StreamingResponse
 
 from app.core.errors import InvalidRequest
 from app.core.schemas import ListResponse, error_responses
@@ -76,8 +76,12 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=FineTuningJob)
-def retrieve_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> FineTuningJob:
-    return FineTuningJob.of(service.get(session, principal, job_id))
+def retrieve_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> Response:
+    """The route dashboards poll: serialized once by pydantic's core, to bytes (the response model
+    still documents it), instead of validated again and walked by FastAPI's encoder."""
+    job = service.get(session, principal, job_id)
+    session.close()  # the connection goes back to the pool before the response is built
+    return Response(FineTuningJob.of(job).model_dump_json(), media_type="application/json")
 
 
 @router.post("/{job_id}/cancel", response_model=FineTuningJob, responses=error_responses(409))

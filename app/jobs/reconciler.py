@@ -23,7 +23,9 @@ from sqlalchemy.orm import Session
 from app.core.config import Settings
 from app.db.engine import session_scope
 from app.db.types import utcnow
+from app.fleet import routing
 from app.jobs import dispatch, repository
+from app.webhooks import service as webhooks
 from contract.status import ErrorCode, JobStatus
 
 log = logging.getLogger("tuneforge.reconciler")
@@ -38,6 +40,7 @@ def reconcile_once(session: Session, settings: Settings, publish: Callable[[str]
         if job.status == JobStatus.CANCEL_REQUESTED:
             if repository.end_expired(session, job.id, job.worker_id, JobStatus.CANCELLED, None):
                 repository.add_event(session, job.id, "Job cancelled (its worker stopped answering)")
+                webhooks.emit_job_status(session, job.id, JobStatus.CANCELLED)
                 counts["cancelled"] += 1
         elif job.status == JobStatus.PAUSE_REQUESTED:
             if repository.mark_paused(session, job.id, job.worker_id, lease_expired=True):
@@ -52,10 +55,13 @@ def reconcile_once(session: Session, settings: Settings, publish: Callable[[str]
             error = {"code": ErrorCode.WORKER_LOST, "message": message, "param": None}
             if repository.end_expired(session, job.id, job.worker_id, JobStatus.FAILED, error):
                 repository.add_event(session, job.id, message, level="error")
+                webhooks.emit_job_status(session, job.id, JobStatus.FAILED)
                 counts["failed"] += 1
         elif repository.requeue_expired(session, job.id, job.worker_id):
             repository.add_event(session, job.id, f"Worker lost; re-queued as attempt {attempt + 1}", level="warn")
             counts["requeued"] += 1
+    session.commit()
+    counts["unserved"] = routing.note_unserved(session, settings)
     session.commit()
     cutoff = now - dt.timedelta(seconds=settings.queued_resend_seconds)
     for job_id in repository.stale_queued(session, cutoff):

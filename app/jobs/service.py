@@ -14,11 +14,13 @@ from app.core.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
 from app.core.ids import new_id
 from app.db.models import Checkpoint, File, Job, JobEvent, JobMetric
 from app.files import repository as files_repo
+from app.fleet import routing
 from app.jobs import continuation, dispatch, repository
 from app.jobs.admission import check_caps, check_data_against_spec, check_gpu_memory, check_queue_room
 from app.jobs.model_path import model_config, resolve_model
 from app.jobs.pausing import pause_job, resume_job
 from app.jobs.request import JobCreate
+from app.webhooks import service as webhooks
 from contract.spec import SpecError
 from contract.status import TERMINAL, JobStatus
 
@@ -71,8 +73,10 @@ def create(
     if body.from_checkpoint is not None:
         source = continuation.find(session, principal.organization_id, body.from_checkpoint)
         continuation.check_compatible(source, body.model, spec, body.from_checkpoint)
-    if model_dir is not None:
-        check_gpu_memory(spec, model_config(model_dir), settings)
+    config = model_config(model_dir) if model_dir is not None else None
+    if config is not None:
+        check_gpu_memory(spec, config, settings)
+    gpu_class = routing.pick_gpu_class(spec, config, settings)
     training = _file(session, principal, body.training_file, "training_file")
     check_data_against_spec(spec, training, "training_file")
     validation = None
@@ -93,6 +97,7 @@ def create(
         job_metadata=body.metadata,
         result_files=[],
         attempt=1,
+        gpu_class=gpu_class,
         idempotency_key=idempotency_key,
         idempotency_hash=_fingerprint(body) if idempotency_key else None,
     )
@@ -105,8 +110,9 @@ def create(
         session,
         job.id,
         f"Files validated ({training.n_rows} training rows), job queued",
-        data={"task": spec.task},
+        data={"task": spec.task, "gpu_class": gpu_class} if gpu_class else {"task": spec.task},
     )
+    routing.note_unserved(session, settings, [(job.id, gpu_class)])
     return job, True
 
 
@@ -122,6 +128,7 @@ def cancel(session: Session, principal: Principal, job_id: str) -> Job:
         raise Conflict(f"Job {job_id} is already {job.status}; it cannot be cancelled.", code="job_finished")
     if repository.cancel_queued(session, job_id):
         repository.add_event(session, job_id, "Job cancelled before it started")
+        webhooks.emit_job_status(session, job_id, JobStatus.CANCELLED)
     elif repository.request_cancel(session, job_id):
         repository.add_event(session, job_id, "Cancellation requested; the worker stops within seconds")
     session.refresh(job)

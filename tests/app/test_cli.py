@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import httpx
 
+from app.core.config import get_settings
 from tests.helpers import ROOT
 
 
@@ -35,7 +37,12 @@ def test_keys_create_list_revoke(client: httpx.Client) -> None:
 
     revoked = tuneforge("keys", "revoke", created["id"])
     assert revoked.returncode == 0 and created["id"] in revoked.stdout
-    assert client.get("/v1/files", headers=auth).status_code == 401
+    # At once in the process that revoked it; an API process that authenticated the key recently
+    # notices within TUNEFORGE_AUTH_CACHE_SECONDS (app/auth/cache.py).
+    deadline = time.monotonic() + get_settings().auth_cache_seconds + 2
+    while client.get("/v1/files", headers=auth).status_code != 401:
+        assert time.monotonic() < deadline, "a revoked key still authenticates after the cache TTL"
+        time.sleep(0.2)
     again = tuneforge("keys", "revoke", created["id"])
     assert again.returncode == 1 and "no active key" in again.stderr
     table = tuneforge("keys", "list").stdout

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from openai import OpenAI
 
-from tests.helpers import shakespeare_rows, worker_log
+from tests.helpers import WebhookReceiver, shakespeare_rows, worker_log
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
 
@@ -51,6 +51,13 @@ def test_openai_sdk_drives_a_job_through_a_real_worker(
     dataset: Path,
     tmp_path: Path,  # type: ignore[type-arg]
 ) -> None:
+    auth = {"Authorization": f"Bearer {api_key}"}
+    receiver = WebhookReceiver().__enter__()  # signed webhooks of this job (tests/app/webhooks has the rest)
+    hook = httpx.post(
+        f"{live_api}/v1/webhooks",
+        json={"url": receiver.url, "events": ["fine_tuning.job.running", "fine_tuning.job.succeeded"]},
+        headers=auth,
+    ).json()
     with dataset.open("rb") as fh:
         file = sdk.files.create(file=fh, purpose="fine-tune")
     assert file.status == "processed"
@@ -73,6 +80,14 @@ def test_openai_sdk_drives_a_job_through_a_real_worker(
     assert done.fine_tuned_model and done.fine_tuned_model.startswith(f"ft:{tiny_model}:")
     assert done.trained_tokens and done.trained_tokens > 0
     assert done.hyperparameters.batch_size == 8
+    received = receiver.wait(2)
+    receiver.__exit__()
+    httpx.delete(f"{live_api}/v1/webhooks/{hook['id']}", headers=auth)
+    events = [sdk.webhooks.unwrap(body, headers, secret=hook["secret"]) for body, headers in received]
+    assert [(e.type, e.data.id) for e in events] == [
+        ("fine_tuning.job.running", job.id),
+        ("fine_tuning.job.succeeded", job.id),
+    ]
 
     listed = sdk.fine_tuning.jobs.list(limit=50, metadata={"suite": "e2e"})
     assert job.id in [j.id for j in listed.data]

@@ -26,6 +26,7 @@ class World:
     job_id: str
     file_id: str
     spare_file_id: str
+    hook_id: str
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +56,10 @@ def world(api_key: str, other_key: str, tiny_model: str) -> Iterator[World]:
                 "training": {"max_steps": 2, "batch_size": 4, "save_every": 1},
             },
         ).json()
+        hook = c.post("/v1/webhooks", json={"url": "https://example.com/h", "events": ["fine_tuning.job.failed"]})
     # The task body itself, as a worker runs it: a real adapter, checkpoints, metrics and events.
     assert execute(job["id"], "auth-matrix-worker") == "succeeded"
-    yield World(api_key, other_key, make_key("ops", admin=True), revoked, job["id"], file_id, spare)
+    yield World(api_key, other_key, make_key("ops", admin=True), revoked, job["id"], file_id, spare, hook.json()["id"])
 
 
 # (method, path template) -> (path with ids, is_read). Reads are open to admins of any org;
@@ -82,10 +84,16 @@ def routes(w: World) -> dict[tuple[str, str], tuple[str, bool]]:
         ("get", "/v1/fine_tuning/jobs/{job_id}/metrics"): (f"/v1/fine_tuning/jobs/{j}/metrics", True),
         ("get", "/v1/fine_tuning/jobs/{job_id}/adapter"): (f"/v1/fine_tuning/jobs/{j}/adapter", True),
         ("get", "/v1/fine_tuning/jobs/{job_id}/stream"): (f"/v1/fine_tuning/jobs/{j}/stream", True),
+        # Webhooks belong to an organization: an admin key manages only its own.
+        ("post", "/v1/webhooks"): ("/v1/webhooks", False),
+        ("get", "/v1/webhooks"): ("/v1/webhooks", False),
+        ("get", "/v1/webhooks/{webhook_id}"): (f"/v1/webhooks/{w.hook_id}", False),
+        ("delete", "/v1/webhooks/{webhook_id}"): (f"/v1/webhooks/{w.hook_id}", False),
+        ("get", "/v1/webhooks/{webhook_id}/deliveries"): (f"/v1/webhooks/{w.hook_id}/deliveries", False),
     }
 
 
-ROUTE_KEYS = sorted(routes(World(*"abcdefg")))  # type: ignore[arg-type]
+ROUTE_KEYS = sorted(routes(World(*"abcdefgh")))  # type: ignore[arg-type]
 PUBLIC = {("get", "/healthz")}
 
 
@@ -126,14 +134,16 @@ def test_another_orgs_id_is_a_404_like_a_missing_one(
     path, _ = routes(world)[(method, template)]
     theirs = call(client, method, path, world.other)
     missing_path = path.replace(world.job_id, "ftjob-doesnotexist").replace(world.file_id, "file-doesnotexist")
-    missing_path = missing_path.replace(world.spare_file_id, "file-doesnotexist")
+    missing_path = missing_path.replace(world.spare_file_id, "file-doesnotexist").replace(world.hook_id, "wh-nope")
     missing = call(client, method, missing_path, world.other)
     assert theirs.status_code == missing.status_code == 404, theirs.text
     # Indistinguishable: the same code, and a message that names only the id that was asked for.
     assert theirs.json()["error"]["code"] == missing.json()["error"]["code"]
     assert theirs.json()["error"]["message"].replace(world.job_id, "X").replace(world.file_id, "X").replace(
         world.spare_file_id, "X"
-    ) == missing.json()["error"]["message"].replace("ftjob-doesnotexist", "X").replace("file-doesnotexist", "X")
+    ).replace(world.hook_id, "X") == missing.json()["error"]["message"].replace("ftjob-doesnotexist", "X").replace(
+        "file-doesnotexist", "X"
+    ).replace("wh-nope", "X")
 
 
 def test_lists_show_only_the_callers_organization(client: httpx.Client, world: World) -> None:
@@ -153,7 +163,7 @@ def jobs_org(client: httpx.Client, world: World) -> str:
     ).json()["organization_id"]
 
 
-@pytest.mark.parametrize(("method", "template"), [k for k in ROUTE_KEYS if routes(World(*"abcdefg"))[k][1]])  # type: ignore[arg-type]
+@pytest.mark.parametrize(("method", "template"), [k for k in ROUTE_KEYS if routes(World(*"abcdefgh"))[k][1]])  # type: ignore[arg-type]
 def test_an_admin_key_reads_everything(client: httpx.Client, world: World, method: str, template: str) -> None:
     path, _ = routes(world)[(method, template)]
     r = call(client, method, path, world.admin)
@@ -179,7 +189,7 @@ def test_admin_lists_all_organizations_only_when_asked(client: httpx.Client, wor
     }
 
 
-@pytest.mark.parametrize(("method", "template"), [k for k in ID_ROUTES if not routes(World(*"abcdefg"))[k][1]])  # type: ignore[arg-type]
+@pytest.mark.parametrize(("method", "template"), [k for k in ID_ROUTES if not routes(World(*"abcdefgh"))[k][1]])  # type: ignore[arg-type]
 def test_an_admin_key_changes_only_its_own_org(client: httpx.Client, world: World, method: str, template: str) -> None:
     path, _ = routes(world)[(method, template)]
     assert call(client, method, path, world.admin).status_code == 404

@@ -1,0 +1,1 @@
+"""Signed webhooks: endpoints per organization, an outbox of deliveries, and the deliverer."""
