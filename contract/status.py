@@ -65,6 +65,7 @@ class ErrorCode(StrEnum):
     OOM = "oom"
     NAN_LOSS = "nan_loss"
     WORKER_LOST = "worker_lost"
+    STORE_UNAVAILABLE = "store_unavailable"
     INTERNAL = "internal"
 
 

@@ -7,7 +7,6 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,6 +21,7 @@ from app.jobs import dispatch, repository
 from app.jobs.model_path import resolve_model
 from contract.spec import JobSpec, SpecError
 from contract.status import ErrorCode, JobStatus, RunOutcome, StopReason
+from worker.artifact_sync import ArtifactSync
 from worker.db_reporter import DBReporter, retry
 from worker.training.errors import StopTraining, TrainingError
 from worker.training.run import run
@@ -73,10 +73,11 @@ def _execute(job_id: str, worker_id: str) -> RunOutcome:
         claimed = _claim(s, job_id, worker_id, settings)
         if isinstance(claimed, RunOutcome):
             return claimed
-    reporter = DBReporter(job_id, worker_id, settings)
+    sync = ArtifactSync(settings)
+    reporter = DBReporter(job_id, worker_id, settings, store=lambda path: sync.upload_checkpoint(job_id, path))
     reporter.start()
     try:
-        outcome = _train(job_id, claimed, settings, reporter)
+        outcome = _train(job_id, claimed, settings, reporter, sync)
     finally:
         reporter.stop()
         if torch.cuda.is_available():
@@ -111,7 +112,7 @@ def _claim(session: Session, job_id: str, worker_id: str, settings: Settings) ->
     )
 
 
-def _train(job_id: str, job: Claimed, settings: Settings, reporter: DBReporter) -> Outcome:
+def _train(job_id: str, job: Claimed, settings: Settings, reporter: DBReporter, sync: ArtifactSync) -> Outcome:
     """Run the engine, and turn whatever it raised into an outcome with an `error.code`."""
     try:
         spec = JobSpec.model_validate(job.spec)
@@ -121,10 +122,12 @@ def _train(job_id: str, job: Claimed, settings: Settings, reporter: DBReporter) 
             raise TrainingError(ErrorCode.INVALID_SPEC, exc.message, "model") from exc
         assert model_dir is not None, "resolve_model(fetch=True) returns a directory or raises"
         reporter.event("Validating the model and data against the spec")
-        rows = _load_rows(job.training_file, "training_file")
-        validation = _load_rows(job.validation_file, "validation_file") if job.validation_file else None
+        rows = _load_rows(sync, job.training_file, "training_file")
+        validation = _load_rows(sync, job.validation_file, "validation_file") if job.validation_file else None
         out_dir = settings.artifacts_dir / job_id
+        sync.restore_checkpoint(job_id, out_dir)
         result = run(spec, model_dir, rows, validation, out_dir, reporter, attempt=job.attempt)
+        adapter_location = sync.upload_adapter(job_id, result.adapter_dir)
     except StopTraining as stop:
         return Outcome(stop.reason)
     except TrainingError as exc:
@@ -141,7 +144,7 @@ def _train(job_id: str, job: Claimed, settings: Settings, reporter: DBReporter) 
         {
             "fine_tuned_model": f"ft:{job.model}:{job.organization_id}:{job.suffix or ''}:{job_id}",
             "trained_tokens": result.trained_tokens,
-            "adapter_path": str(result.adapter_dir),
+            "adapter_path": adapter_location,
             "adapter_manifest": result.manifest,
             "final_metrics": result.final_metrics,
             "step": result.steps,
@@ -170,12 +173,15 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
-def _load_rows(file_id: str, param: str) -> list[dict[str, Any]]:
+def _load_rows(sync: ArtifactSync, file_id: str, param: str) -> list[dict[str, Any]]:
     with session_scope() as s:
         f = files_repo.get_internal(s, file_id)
         if f is None:
             raise TrainingError(ErrorCode.INVALID_FILE, f"File {file_id} was deleted.", param)
-        path, fmt = Path(f.storage_path), f.format
+        key, sha256, fmt = f.storage_path, f.sha256, f.format
+    path = sync.input_file(file_id, key, sha256)
+    if not path.is_file():
+        raise TrainingError(ErrorCode.INVALID_FILE, f"File {file_id} is missing from the artifact store.", param)
     return list(iter_rows(path, fmt))
 
 
