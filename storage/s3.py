@@ -40,6 +40,8 @@ class S3Store:
             connect_timeout=5,
             read_timeout=30,
             signature_version="s3v4",
+            # Path-style on a custom endpoint: MinIO and moto serve every bucket on one host name.
+            s3={"addressing_style": "path" if endpoint_url else "auto"},
         )
         self.client: Any = boto3.client("s3", endpoint_url=endpoint_url or None, config=config)
         # Multipart above 16 MiB: an adapter or optimizer state uploads in parts.
