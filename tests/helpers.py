@@ -7,6 +7,7 @@ Redis and a temporary data dir before any Tuneforge module is imported.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -184,10 +185,8 @@ class FaultyProxy:
             with self._lock:
                 conns, self._conns = self._conns, []
             for c in conns:
-                try:
+                with contextlib.suppress(OSError):
                     c.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
                 c.close()
 
     def on(self, needle: bytes, mode: str, seconds: float | None = None) -> None:
@@ -241,7 +240,5 @@ class FaultyProxy:
             pass
         finally:
             for s in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     s.close()
-                except OSError:
-                    pass
