@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -46,10 +47,17 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     from worker.celery_app import celery_app
 
+    if args.devices_per_job is not None:
+        os.environ["TUNEFORGE_DEVICES_PER_JOB"] = str(args.devices_per_job)
+        get_settings.cache_clear()
     settings = get_settings()
     settings.ensure_dirs()
+    if torch.cuda.is_available() and torch.cuda.device_count() < settings.devices_per_job:
+        print(f"--devices-per-job {settings.devices_per_job}: only {torch.cuda.device_count()} GPUs", file=sys.stderr)
+        return 2
     device = f"CUDA ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "CPU"
-    print(f"tuneforge worker: training on {device}, queue '{settings.queue}'", flush=True)
+    per_job = f", {settings.devices_per_job} devices per job" if settings.devices_per_job > 1 else ""
+    print(f"tuneforge worker: training on {device}{per_job}, queue '{settings.queue}'", flush=True)
     argv = [
         "worker",
         "--queues", settings.queue,
@@ -181,6 +189,14 @@ def build_parser() -> argparse.ArgumentParser:
     w = sub.add_parser("worker", help="run a Celery training worker on the configured queue")
     w.add_argument("--log-level", default="INFO")
     w.add_argument("--hostname", default="tuneforge@%h")
+    w.add_argument(
+        "--devices-per-job",
+        type=int,
+        default=None,
+        choices=range(1, 65),
+        metavar="N",
+        help="train each job on N devices as N data-parallel processes (gloo on CPU, NCCL on GPUs)",
+    )
     w.set_defaults(func=cmd_worker)
 
     up = sub.add_parser("up", help="run API + one worker on the embedded default (no servers needed)")

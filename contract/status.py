@@ -38,6 +38,8 @@ class StopReason(StrEnum):
     LEASE_LOST = "lease_lost"
     # The worker process is stopping (SIGTERM): checkpoint and hand the job back.
     SHUTDOWN = "shutdown"
+    # A rank of a multi-device job died (killed, lost its device): hand the job back to resume.
+    RANK_LOST = "rank_lost"
 
 
 class RunOutcome(StrEnum):

@@ -23,6 +23,7 @@ from contract.spec import JobSpec, SpecError
 from contract.status import ErrorCode, JobStatus, RunOutcome, StopReason
 from worker.artifact_sync import ArtifactSync
 from worker.db_reporter import DBReporter, retry
+from worker.ddp import RankLost, run_distributed
 from worker.training.errors import StopTraining, TrainingError
 from worker.training.run import run
 
@@ -86,8 +87,9 @@ def _execute(job_id: str, worker_id: str) -> RunOutcome:
     if outcome.status == StopReason.LEASE_LOST:
         log.warning("job %s: lease lost; another attempt owns it now", job_id)
         return RunOutcome.LEASE_LOST
-    if outcome.status == StopReason.SHUTDOWN:
-        return _hand_back(job_id, worker_id)
+    if outcome.status == StopReason.SHUTDOWN or outcome.status == StopReason.RANK_LOST:
+        assert isinstance(outcome.status, StopReason)
+        return _hand_back(job_id, worker_id, outcome.status)
     status = JobStatus(outcome.status)
     if not retry("recording the outcome", lambda: _record(job_id, worker_id, status, outcome.values), attempts=10):
         log.warning("job %s: could not record %s; it was no longer ours", job_id, status)
@@ -126,10 +128,19 @@ def _train(job_id: str, job: Claimed, settings: Settings, reporter: DBReporter, 
         validation = _load_rows(sync, job.validation_file, "validation_file") if job.validation_file else None
         out_dir = settings.artifacts_dir / job_id
         sync.restore_checkpoint(job_id, out_dir)
-        result = run(spec, model_dir, rows, validation, out_dir, reporter, attempt=job.attempt)
+        if settings.devices_per_job > 1:
+            result = run_distributed(
+                settings.devices_per_job, job.spec, model_dir, rows, validation, out_dir, reporter,
+                attempt=job.attempt, timeout_seconds=settings.ddp_timeout_seconds,
+            )  # fmt: skip
+        else:
+            result = run(spec, model_dir, rows, validation, out_dir, reporter, attempt=job.attempt)
         adapter_location = sync.upload_adapter(job_id, result.adapter_dir)
     except StopTraining as stop:
         return Outcome(stop.reason)
+    except RankLost:
+        log.warning("job %s: a rank died; handing the job back to resume", job_id, exc_info=True)
+        return Outcome(StopReason.RANK_LOST)
     except TrainingError as exc:
         return Outcome(JobStatus.FAILED, {"error": {"code": exc.code, "message": exc.message, "param": exc.param}})
     except Exception as exc:
@@ -199,7 +210,7 @@ def _defer(session: Session, job_id: str, cap: int) -> RunOutcome:
     return RunOutcome.DEFERRED
 
 
-def _hand_back(job_id: str, worker_id: str) -> RunOutcome:
+def _hand_back(job_id: str, worker_id: str, why: StopReason = StopReason.SHUTDOWN) -> RunOutcome:
     """Graceful shutdown: the job goes back to `queued` as a new attempt and is published again, so
     another worker resumes it from the checkpoint just saved. If it was being cancelled meanwhile,
     it is cancelled instead."""
@@ -207,9 +218,12 @@ def _hand_back(job_id: str, worker_id: str) -> RunOutcome:
     def release() -> RunOutcome:
         with session_scope() as s:
             if repository.release(s, job_id, worker_id):
-                repository.add_event(
-                    s, job_id, "Worker shutting down; checkpoint saved and job re-queued", level="warn"
+                message = (
+                    "Worker shutting down; checkpoint saved and job re-queued"
+                    if why == StopReason.SHUTDOWN
+                    else "A rank of this multi-device job died; job re-queued to resume from its last checkpoint"
                 )
+                repository.add_event(s, job_id, message, level="warn")
                 return RunOutcome.REQUEUED
             if repository.finish(s, job_id, worker_id, JobStatus.CANCELLED):
                 repository.add_event(s, job_id, "Job cancelled; its checkpoints are kept")

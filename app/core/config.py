@@ -73,6 +73,12 @@ class Settings(BaseSettings):
     store_retry_seconds: float = Field(
         600.0, gt=0, description="How long a worker keeps retrying an unreachable store before failing the job."
     )
+    devices_per_job: int = Field(
+        1, ge=1, le=64, description="Devices (processes) each job trains on, data parallel; `--devices-per-job`."
+    )
+    ddp_timeout_seconds: float = Field(
+        300.0, gt=0, description="How long a rank of a multi-device job waits for the others before giving up."
+    )
     queue: str = Field("gpu", description="Celery queue that training workers consume.")
     host: str = Field("127.0.0.1", description="Address `tuneforge api` binds.")
     port: int = Field(8000, ge=1, le=65535, description="Port `tuneforge api` listens on.")
