@@ -8,7 +8,9 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 from tests.helpers import make_spec, shakespeare_rows
@@ -77,3 +79,40 @@ def test_a_rank_killed_mid_run_raises_rank_lost_instead_of_hanging(model_dir: Pa
         )  # fmt: skip
     assert 3 <= rep.last_step < 2000
     assert time.monotonic() - started < 120
+
+
+def test_through_the_runner_a_dead_rank_requeues_the_job_and_the_next_attempt_resumes(
+    client: httpx.Client, tiny_model: str, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import psutil
+    from sqlalchemy import select
+
+    from app.db.engine import session_scope
+    from app.db.models import Checkpoint
+    from tests.helpers import upload_jsonl
+    from worker.runner import execute
+
+    monkeypatch.setattr(settings, "devices_per_job", 2)
+    file_id = upload_jsonl(client, shakespeare_rows(32))["id"]
+    body = {"model": tiny_model, "training_file": file_id, "seed": 5, **SPEC}
+    body["training"] = {**SPEC["training"], "max_steps": 30, "save_every": 2}
+    job = client.post("/v1/fine_tuning/jobs", json=body).json()
+
+    def kill_rank_one_after_a_checkpoint() -> None:
+        while True:
+            with session_scope() as s:
+                if s.scalars(select(Checkpoint.step_number).where(Checkpoint.job_id == job["id"])).first():
+                    break
+            time.sleep(0.1)
+        for child in psutil.Process().children():
+            if "worker.ddp" in " ".join(child.cmdline()):
+                os.kill(child.pid, signal.SIGKILL)
+
+    threading.Thread(target=kill_rank_one_after_a_checkpoint, daemon=True).start()
+    assert execute(job["id"], worker_id="w-ddp") == "requeued"
+    requeued = client.get(f"/v1/fine_tuning/jobs/{job['id']}").json()
+    assert requeued["status"] == "queued"
+    assert execute(job["id"], worker_id="w-ddp-2") == "succeeded"
+    events = [e["message"] for e in client.get(f"/v1/fine_tuning/jobs/{job['id']}/events?limit=100").json()["data"]]
+    assert any(m.startswith("A rank of this multi-device job died") for m in events), events
+    assert any(m.startswith("Resumed from step") for m in events), events
