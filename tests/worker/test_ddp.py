@@ -95,7 +95,7 @@ def test_through_the_runner_a_dead_rank_requeues_the_job_and_the_next_attempt_re
     monkeypatch.setattr(settings, "devices_per_job", 2)
     file_id = upload_jsonl(client, shakespeare_rows(32))["id"]
     body = {"model": tiny_model, "training_file": file_id, "seed": 5, **SPEC}
-    body["training"] = {**SPEC["training"], "max_steps": 30, "save_every": 2}
+    body["training"] = {**SPEC["training"], "max_steps": 12, "save_every": 2}
     job = client.post("/v1/fine_tuning/jobs", json=body).json()
 
     def kill_rank_one_after_a_checkpoint() -> None:
