@@ -18,6 +18,7 @@ COPY pyproject.toml README.md ./
 COPY app ./app
 COPY contract ./contract
 COPY worker ./worker
+COPY storage ./storage
 COPY migrations ./migrations
 RUN pip install . && useradd --uid 10001 --create-home tuneforge && mkdir -p /data /models \
     && chown tuneforge /data
@@ -42,6 +43,7 @@ COPY pyproject.toml README.md ./
 COPY app ./app
 COPY contract ./contract
 COPY worker ./worker
+COPY storage ./storage
 COPY migrations ./migrations
 RUN pip install . && useradd --uid 10001 --create-home tuneforge && mkdir -p /data /models \
     && chown tuneforge /data

@@ -56,12 +56,21 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from worker.celery_app import celery_app
     from worker.runner import WORKER_ID
 
+    if args.devices_per_job is not None:
+        os.environ["TUNEFORGE_DEVICES_PER_JOB"] = str(args.devices_per_job)
+        get_settings.cache_clear()
     settings = get_settings()
     settings.ensure_dirs()
     queues = [q.strip() for q in (args.queue or settings.queue).split(",") if q.strip()]
     role = "inference" if queues == [settings.inference_queue] else "training"
+    if torch.cuda.is_available() and torch.cuda.device_count() < settings.devices_per_job:
+        print(f"--devices-per-job {settings.devices_per_job}: only {torch.cuda.device_count()} GPUs", file=sys.stderr)
+        return 2
     device = f"CUDA ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "CPU"
-    print(f"tuneforge worker: {role} on {device}, queues {queues}", flush=True)
+    per_job = (
+        f", {settings.devices_per_job} devices per job" if settings.devices_per_job > 1 and role == "training" else ""
+    )
+    print(f"tuneforge worker: {role} on {device}{per_job}, queues {queues}", flush=True)
     argv = [
         "worker",
         "--queues", ",".join(queues),
@@ -226,6 +235,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: TUNEFORGE_QUEUE, training)",
     )
     w.add_argument("--hostname", default=None, help="Celery node name (default: tuneforge-<role>@%%h)")
+    w.add_argument(
+        "--devices-per-job",
+        type=int,
+        default=None,
+        choices=range(1, 65),
+        metavar="N",
+        help="train each job on N devices as N data-parallel processes (gloo on CPU, NCCL on GPUs)",
+    )
     w.set_defaults(func=cmd_worker)
 
     up = sub.add_parser(

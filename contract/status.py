@@ -45,6 +45,8 @@ class StopReason(StrEnum):
     SHUTDOWN = "shutdown"
     # The job was paused: checkpoint and release the worker; `resume` queues it again.
     PAUSED = "paused"
+    # A rank of a multi-device job died (killed, lost its device): hand the job back to resume.
+    RANK_LOST = "rank_lost"
 
 
 class RunOutcome(StrEnum):
@@ -74,6 +76,7 @@ class ErrorCode(StrEnum):
     OOM = "oom"
     NAN_LOSS = "nan_loss"
     WORKER_LOST = "worker_lost"
+    STORE_UNAVAILABLE = "store_unavailable"
     INTERNAL = "internal"
 
 

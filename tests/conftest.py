@@ -16,7 +16,20 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import PG_ADMIN_URL, REDIS_URL, TEST_DB, TMP, free_port, make_key, spawn, stop, wait_http
+from tests.helpers import (
+    PG_ADMIN_URL,
+    REDIS_URL,
+    S3_BUCKET,
+    S3_CREDENTIALS,
+    TEST_DB,
+    TMP,
+    free_port,
+    make_key,
+    spawn,
+    start_moto,
+    stop,
+    wait_http,
+)
 
 _TMP = TMP
 os.environ.update(
@@ -151,3 +164,21 @@ def live_worker(live_api: str, tiny_model: str) -> Iterator[subprocess.Popen]:  
         raise RuntimeError((_TMP / "worker.log").read_text())
     yield proc
     stop(proc, timeout=30)
+
+
+@pytest.fixture(scope="session")
+def moto_s3() -> Iterator[str]:
+    """moto's S3 server, a real HTTP subprocess, with the test bucket created. Yields its URL."""
+    import boto3
+
+    proc, url = start_moto(_TMP / "moto.log")
+    try:
+        session = boto3.session.Session(
+            aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            region_name=S3_CREDENTIALS["AWS_DEFAULT_REGION"],
+        )
+        session.client("s3", endpoint_url=url).create_bucket(Bucket=S3_BUCKET)
+        yield url
+    finally:
+        stop(proc)

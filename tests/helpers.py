@@ -7,6 +7,7 @@ Redis and a temporary data dir before any Tuneforge module is imported.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -160,3 +161,125 @@ class WebhookReceiver:
         while len(self.received) < n and time.monotonic() < deadline:
             time.sleep(0.05)
         return list(self.received)
+
+
+# ----------------------------------------------------------------------------- S3 (moto's server)
+
+S3_BUCKET = "tuneforge-test"
+S3_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+def start_moto(log: Path) -> tuple[subprocess.Popen, str]:  # type: ignore[type-arg]
+    """moto's S3-compatible server as a real subprocess on a free port. Returns it and its URL."""
+    port = free_port()
+    out = log.open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_http(f"{url}/moto-api/", proc, timeout=60)
+    return proc, url
+
+
+def s3_env(endpoint: str, prefix: str, data_dir: Path) -> dict[str, str]:
+    """What a `tuneforge` process needs to keep its artifacts in the test bucket."""
+    return {
+        **S3_CREDENTIALS,
+        "TUNEFORGE_ARTIFACT_STORE": f"s3://{S3_BUCKET}/{prefix}",
+        "TUNEFORGE_S3_ENDPOINT_URL": endpoint,
+        "TUNEFORGE_DATA_DIR": str(data_dir),
+        "TUNEFORGE_DATABASE_URL": os.environ["TUNEFORGE_DATABASE_URL"],
+        "TUNEFORGE_BROKER_URL": os.environ["TUNEFORGE_BROKER_URL"],
+        "TUNEFORGE_MODELS_DIR": os.environ["TUNEFORGE_MODELS_DIR"],
+    }
+
+
+class FaultyProxy:
+    """A TCP proxy in front of a server that a test can break: `frozen` holds every byte (a hung
+    connection), `down` drops every connection (an outage). A trigger switches mode when a byte
+    string (say, a key in an HTTP request line) passes upstream."""
+
+    def __init__(self, target_port: int) -> None:
+        import threading
+
+        self.target_port = target_port
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.mode = "up"
+        self.triggered = threading.Event()
+        self._triggers: list[tuple[bytes, str, float | None]] = []
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def set(self, mode: str) -> None:
+        self.mode = mode
+        if mode == "down":
+            with self._lock:
+                conns, self._conns = self._conns, []
+            for c in conns:
+                with contextlib.suppress(OSError):
+                    c.shutdown(socket.SHUT_RDWR)
+                c.close()
+
+    def on(self, needle: bytes, mode: str, seconds: float | None = None) -> None:
+        """Switch to `mode` when `needle` passes upstream; back to `up` after `seconds` if given."""
+        self._triggers.append((needle, mode, seconds))
+
+    def close(self) -> None:
+        self.set("down")
+        self.server.close()
+
+    def _accept(self) -> None:
+        import threading
+
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            if self.mode == "down":
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._conns += [client, upstream]
+            threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, upstream: bool) -> None:
+        import threading
+
+        try:
+            while data := src.recv(65536):
+                if upstream:
+                    for needle, mode, seconds in list(self._triggers):
+                        if needle in data:
+                            self._triggers.remove((needle, mode, seconds))
+                            self.set(mode)
+                            self.triggered.set()
+                            if seconds:
+                                threading.Timer(seconds, self.set, args=("up",)).start()
+                while self.mode == "frozen":
+                    time.sleep(0.05)
+                if self.mode == "down":
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.close()

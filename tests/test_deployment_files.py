@@ -33,7 +33,8 @@ def test_every_tuneforge_command_parses() -> None:
 
 def test_compose_services_and_dependencies() -> None:
     services = COMPOSE["services"]
-    assert set(services) == {"postgres", "redis", "migrate", "api", "worker", "inference"}
+    assert set(services) == {"postgres", "redis", "migrate", "api", "worker", "inference", "minio", "minio-bucket"}
+    assert all(services[s].get("profiles") == ["s3"] for s in ("minio", "minio-bucket")), "MinIO is optional"
     assert services["api"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert services["worker"]["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
     assert services["api"]["build"]["target"] == "api" and services["worker"]["build"]["target"] == "worker"
@@ -49,14 +50,33 @@ def test_compose_services_and_dependencies() -> None:
 def test_compose_environment_is_valid_production_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     env = COMPOSE["services"]["api"]["environment"]
     fields = {f"TUNEFORGE_{name.upper()}" for name in Settings.model_fields}
-    assert set(env) <= fields, set(env) - fields
+    aws = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"}  # boto3 reads these itself
+    assert set(env) - aws <= fields, set(env) - aws - fields
     for key in list(__import__("os").environ):
         if key.startswith("TUNEFORGE_"):
             monkeypatch.delenv(key)
     for key, value in env.items():
-        monkeypatch.setenv(key, re.sub(r"\$\{(POSTGRES|REDIS)_PASSWORD[^}]*\}", "s3cr3t-from-env", value))
+        value = re.sub(r"\$\{(POSTGRES|REDIS)_PASSWORD[^}]*\}", "s3cr3t-from-env", value)
+        monkeypatch.setenv(key, re.sub(r"\$\{[A-Z_0-9]+:-([^}]*)\}", r"\1", value))  # compose's defaults
     settings = Settings()
     assert settings.env == "production"
+    assert settings.artifact_store == "file:///data" and not settings.store_is_remote
+
+
+def test_the_s3_profile_configures_a_bucket(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the variables the compose file's header names, the settings open the MinIO bucket."""
+    from storage import open_store
+
+    monkeypatch.setenv("TUNEFORGE_ARTIFACT_STORE", "s3://tuneforge/artifacts")
+    monkeypatch.setenv("TUNEFORGE_S3_ENDPOINT_URL", "http://minio:9000")
+    settings = Settings()
+    assert settings.store_is_remote
+    store = open_store(settings.artifact_store, endpoint_url=settings.s3_endpoint_url)
+    assert store.url == "s3://tuneforge/artifacts"
+    assert "mc mb --ignore-existing m/tuneforge" in COMPOSE["services"]["minio-bucket"]["entrypoint"][2]
+    monkeypatch.setenv("TUNEFORGE_ARTIFACT_STORE", "ftp://x")
+    with pytest.raises(ValueError, match="TUNEFORGE_ARTIFACT_STORE"):
+        Settings()
     assert settings.database_url.startswith("postgresql+psycopg://")
     assert settings.broker_url.startswith("redis://")
 

@@ -50,6 +50,7 @@ def violations(package: str, forbidden: tuple[str, ...], exempt: tuple[Path, ...
         ("contract", ("app", "worker", "fastapi", "starlette", "sqlalchemy", "torch", "transformers", "peft")),
         ("app", ("worker",)),
         ("worker/training", ("app", "celery", "sqlalchemy", "fastapi")),
+        ("storage", ("app", "worker", "contract", "fastapi", "starlette", "sqlalchemy", "torch", "celery")),
     ],
 )
 def test_no_forbidden_imports(package: str, forbidden: tuple[str, ...]) -> None:

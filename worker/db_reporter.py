@@ -46,8 +46,12 @@ def retry(what: str, fn: Callable[[], T], attempts: int = 6, first_delay: float 
 
 
 class DBReporter:
-    def __init__(self, job_id: str, worker_id: str, settings: Settings) -> None:
+    def __init__(
+        self, job_id: str, worker_id: str, settings: Settings, *, store: Callable[[Path], str] | None = None
+    ) -> None:
         self.job_id = job_id
+        # Moves a saved checkpoint to the artifact store and returns its location there.
+        self.store = store or str
         self.worker_id = worker_id
         self.settings = settings
         self._lock = threading.Lock()
@@ -84,10 +88,11 @@ class DBReporter:
 
     def checkpoint(self, step: int, path: Path, manifest: dict[str, str], metrics: dict[str, Any]) -> None:
         self.flush()
+        location = self.store(path)  # uploaded whole (manifest last) before the row says it exists
 
         def write() -> None:
             with session_scope() as s:
-                repository.add_checkpoint(s, self.job_id, step, str(path), manifest, metrics)
+                repository.add_checkpoint(s, self.job_id, step, location, manifest, metrics)
 
         retry("recording a checkpoint", write)
 

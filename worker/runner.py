@@ -24,7 +24,10 @@ from app.jobs.model_path import resolve_model
 from app.webhooks import service as webhooks
 from contract.spec import JobSpec, SpecError
 from contract.status import ErrorCode, JobStatus, RunOutcome, StopReason
+from storage import StoreMissing
+from worker.artifact_sync import ArtifactSync
 from worker.db_reporter import DBReporter, retry
+from worker.ddp import RankLost, run_distributed
 from worker.training.errors import StopTraining, TrainingError
 from worker.training.run import run
 
@@ -75,10 +78,11 @@ def _execute(job_id: str, worker_id: str) -> RunOutcome:
         claimed = _claim(s, job_id, worker_id, settings)
         if isinstance(claimed, RunOutcome):
             return claimed
-    reporter = DBReporter(job_id, worker_id, settings)
+    sync = ArtifactSync(settings)
+    reporter = DBReporter(job_id, worker_id, settings, store=lambda path: sync.upload_checkpoint(job_id, path))
     reporter.start()
     try:
-        outcome = _train(job_id, claimed, settings, reporter)
+        outcome = _train(job_id, claimed, settings, reporter, sync)
     finally:
         reporter.stop()
         if torch.cuda.is_available():
@@ -87,8 +91,9 @@ def _execute(job_id: str, worker_id: str) -> RunOutcome:
     if outcome.status == StopReason.LEASE_LOST:
         log.warning("job %s: lease lost; another attempt owns it now", job_id)
         return RunOutcome.LEASE_LOST
-    if outcome.status == StopReason.SHUTDOWN:
-        return _hand_back(job_id, worker_id)
+    if outcome.status == StopReason.SHUTDOWN or outcome.status == StopReason.RANK_LOST:
+        assert isinstance(outcome.status, StopReason)
+        return _hand_back(job_id, worker_id, outcome.status)
     if outcome.status == StopReason.PAUSED:
         return retry("recording the pause", lambda: _record_pause(job_id, worker_id, outcome.values), attempts=10)
     status = JobStatus(outcome.status)
@@ -116,7 +121,7 @@ def _claim(session: Session, job_id: str, worker_id: str, settings: Settings) ->
     )
 
 
-def _train(job_id: str, job: Claimed, settings: Settings, reporter: DBReporter) -> Outcome:
+def _train(job_id: str, job: Claimed, settings: Settings, reporter: DBReporter, sync: ArtifactSync) -> Outcome:
     """Run the engine, and turn whatever it raised into an outcome with an `error.code`."""
     try:
         spec = JobSpec.model_validate(job.spec)
@@ -126,15 +131,26 @@ def _train(job_id: str, job: Claimed, settings: Settings, reporter: DBReporter) 
             raise TrainingError(ErrorCode.INVALID_SPEC, exc.message, "model") from exc
         assert model_dir is not None, "resolve_model(fetch=True) returns a directory or raises"
         reporter.event("Validating the model and data against the spec")
-        rows = _load_rows(job.training_file, "training_file")
-        validation = _load_rows(job.validation_file, "validation_file") if job.validation_file else None
+        rows = _load_rows(sync, job.training_file, "training_file")
+        validation = _load_rows(sync, job.validation_file, "validation_file") if job.validation_file else None
         out_dir = settings.artifacts_dir / job_id
+        sync.restore_checkpoint(job_id, out_dir)
         init_adapter = _init_adapter(spec, job.organization_id)
-        result = run(
-            spec, model_dir, rows, validation, out_dir, reporter, attempt=job.attempt, init_adapter=init_adapter
-        )
+        if settings.devices_per_job > 1:
+            result = run_distributed(
+                settings.devices_per_job, job.spec, model_dir, rows, validation, out_dir, reporter,
+                attempt=job.attempt, timeout_seconds=settings.ddp_timeout_seconds, init_adapter=init_adapter,
+            )  # fmt: skip
+        else:
+            result = run(
+                spec, model_dir, rows, validation, out_dir, reporter, attempt=job.attempt, init_adapter=init_adapter
+            )
+        adapter_location = sync.upload_adapter(job_id, result.adapter_dir)
     except StopTraining as stop:
         return Outcome(stop.reason)
+    except RankLost:
+        log.warning("job %s: a rank died; handing the job back to resume", job_id, exc_info=True)
+        return Outcome(StopReason.RANK_LOST)
     except TrainingError as exc:
         return Outcome(JobStatus.FAILED, {"error": {"code": exc.code, "message": exc.message, "param": exc.param}})
     except Exception as exc:
@@ -149,7 +165,7 @@ def _train(job_id: str, job: Claimed, settings: Settings, reporter: DBReporter) 
         {
             "fine_tuned_model": f"ft:{job.model}:{job.organization_id}:{job.suffix or ''}:{job_id}",
             "trained_tokens": result.trained_tokens,
-            "adapter_path": str(result.adapter_dir),
+            "adapter_path": adapter_location,
             "adapter_manifest": result.manifest,
             "final_metrics": result.final_metrics,
             "step": result.steps,
@@ -183,11 +199,18 @@ def _init_adapter(spec: JobSpec, org_id: str) -> Path | None:
             source = continuation.find(s, org_id, spec.from_checkpoint)
     except APIError as exc:
         raise TrainingError(ErrorCode.INVALID_SPEC, exc.message, "from_checkpoint") from exc
-    if not (source.adapter_dir / "adapter_model.safetensors").is_file():
-        raise TrainingError(
-            ErrorCode.INVALID_SPEC, f"The adapter of {spec.from_checkpoint} is no longer stored.", "from_checkpoint"
-        )
-    return source.adapter_dir
+    missing = TrainingError(
+        ErrorCode.INVALID_SPEC, f"The adapter of {spec.from_checkpoint} is no longer stored.", "from_checkpoint"
+    )
+    try:
+        # The recorded location is a store key (artifacts/<job>/...): local on the default store,
+        # downloaded by its manifest from S3.
+        adapter_dir = ArtifactSync(get_settings()).local_folder(source.adapter_dir.as_posix())
+    except StoreMissing as exc:
+        raise missing from exc
+    if not (adapter_dir / "adapter_model.safetensors").is_file():
+        raise missing
+    return adapter_dir
 
 
 def _record_pause(job_id: str, worker_id: str, values: dict[str, Any]) -> RunOutcome:
@@ -219,12 +242,15 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
-def _load_rows(file_id: str, param: str) -> list[dict[str, Any]]:
+def _load_rows(sync: ArtifactSync, file_id: str, param: str) -> list[dict[str, Any]]:
     with session_scope() as s:
         f = files_repo.get_internal(s, file_id)
         if f is None:
             raise TrainingError(ErrorCode.INVALID_FILE, f"File {file_id} was deleted.", param)
-        path, fmt = Path(f.storage_path), f.format
+        key, sha256, fmt = f.storage_path, f.sha256, f.format
+    path = sync.input_file(file_id, key, sha256)
+    if not path.is_file():
+        raise TrainingError(ErrorCode.INVALID_FILE, f"File {file_id} is missing from the artifact store.", param)
     return list(iter_rows(path, fmt))
 
 
@@ -242,7 +268,7 @@ def _defer(session: Session, job_id: str, cap: int) -> RunOutcome:
     return RunOutcome.DEFERRED
 
 
-def _hand_back(job_id: str, worker_id: str) -> RunOutcome:
+def _hand_back(job_id: str, worker_id: str, why: StopReason = StopReason.SHUTDOWN) -> RunOutcome:
     """Graceful shutdown: the job goes back to `queued` as a new attempt and is published again, so
     another worker resumes it from the checkpoint just saved. If it was being cancelled meanwhile,
     it is cancelled instead."""
@@ -250,9 +276,12 @@ def _hand_back(job_id: str, worker_id: str) -> RunOutcome:
     def release() -> RunOutcome:
         with session_scope() as s:
             if repository.release(s, job_id, worker_id):
-                repository.add_event(
-                    s, job_id, "Worker shutting down; checkpoint saved and job re-queued", level="warn"
+                message = (
+                    "Worker shutting down; checkpoint saved and job re-queued"
+                    if why == StopReason.SHUTDOWN
+                    else "A rank of this multi-device job died; job re-queued to resume from its last checkpoint"
                 )
+                repository.add_event(s, job_id, message, level="warn")
                 return RunOutcome.REQUEUED
             if repository.finish(s, job_id, worker_id, JobStatus.CANCELLED):
                 repository.add_event(s, job_id, "Job cancelled; its checkpoints are kept")

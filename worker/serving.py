@@ -19,6 +19,8 @@ from app.core.config import Settings, get_settings
 from app.inference.replies import ReplyChannel, reply_channel
 from app.jobs.model_path import resolve_model
 from contract.spec import SpecError
+from storage import StoreMissing
+from worker.artifact_sync import ArtifactSync
 from worker.inference.cache import Loaded, ModelCache, load
 from worker.inference.generate import (
     Outcome,
@@ -30,6 +32,7 @@ from worker.inference.generate import (
     encode_prompt,
     generate,
 )
+from worker.training.errors import TrainingError
 
 log = logging.getLogger("tuneforge.serving")
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -66,10 +69,17 @@ def resolve_paths(settings: Settings, base: str, adapter: str | None) -> tuple[P
     assert base_dir is not None  # fetch=True always returns a directory or raises
     if adapter is None:
         return base_dir, None
-    adapter_dir = Path(adapter).resolve()
-    root = settings.artifacts_dir.resolve()
-    if root not in adapter_dir.parents or not all((adapter_dir / f).is_file() for f in ADAPTER_FILES):
-        raise RequestFailed(404, "The model's adapter files are missing on this server.", "model", "model_not_found")
+    gone = RequestFailed(404, "The model's adapter files are missing on this server.", "model", "model_not_found")
+    try:
+        # A recorded store key (artifacts/<job>/adapter): local on the default store, downloaded from S3.
+        adapter_dir = ArtifactSync(settings).local_folder(adapter).resolve()
+    except (StoreMissing, TrainingError) as exc:
+        raise gone from exc
+    roots = (settings.artifacts_dir.resolve(), settings.cache_dir.resolve())
+    if not any(root in adapter_dir.parents for root in roots):
+        raise gone
+    if not all((adapter_dir / f).is_file() for f in ADAPTER_FILES):
+        raise gone
     return base_dir, adapter_dir
 
 

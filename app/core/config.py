@@ -57,6 +57,28 @@ class Settings(BaseSettings):
         "sqla+sqlite:///.tuneforge/broker.db",
         description="Celery broker. Defaults to kombu's SQLAlchemy transport at `<data_dir>/broker.db`.",
     )
+    artifact_store: str = Field(
+        "file://.tuneforge",
+        description="Where uploads, checkpoints and adapters live: `file://<dir>` or `s3://bucket/prefix`. "
+        "Defaults to `file://<data_dir>`. With s3://, API and workers share only the database, the broker "
+        "and the bucket.",
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="S3-compatible endpoint (MinIO, moto...); unset: AWS. Credentials: the AWS_* variables."
+    )
+    s3_presigned_downloads: bool = Field(
+        False, description="Answer file downloads with a 307 to a presigned bucket URL instead of streaming them."
+    )
+    s3_presign_seconds: int = Field(900, ge=1, le=604800, description="Lifetime of a presigned download URL.")
+    store_retry_seconds: float = Field(
+        600.0, gt=0, description="How long a worker keeps retrying an unreachable store before failing the job."
+    )
+    devices_per_job: int = Field(
+        1, ge=1, le=64, description="Devices (processes) each job trains on, data parallel; `--devices-per-job`."
+    )
+    ddp_timeout_seconds: float = Field(
+        300.0, gt=0, description="How long a rank of a multi-device job waits for the others before giving up."
+    )
     queue: str = Field("gpu", description="Celery queue that training workers consume.")
     inference_queue: str = Field(
         "inference", description="Celery queue that inference workers (`tuneforge worker --queue inference`) consume."
@@ -152,6 +174,7 @@ class Settings(BaseSettings):
             "models_dir": data_dir / "models",
             "database_url": f"sqlite:///{data_dir / 'tuneforge.db'}",
             "broker_url": f"sqla+sqlite:///{data_dir / 'broker.db'}",
+            "artifact_store": f"file://{data_dir}",
         }
         return {**data, **{k: v for k, v in defaults.items() if data.get(k) in (None, "")}}
 
@@ -159,6 +182,8 @@ class Settings(BaseSettings):
     def _resolve_and_check(self) -> Settings:
         self.data_dir = self.data_dir.expanduser().resolve()
         self.models_dir = self.models_dir.expanduser().resolve()
+        if not self.artifact_store.startswith(("file://", "s3://")):
+            raise ValueError("TUNEFORGE_ARTIFACT_STORE must be file://<dir> or s3://bucket/prefix")
         if self.env == "production":
             problems = []
             if self.database_url.startswith("sqlite"):
@@ -180,6 +205,15 @@ class Settings(BaseSettings):
     @property
     def artifacts_dir(self) -> Path:
         return self.data_dir / "artifacts"
+
+    @property
+    def cache_dir(self) -> Path:
+        """A worker's local copies of inputs it read from a remote store."""
+        return self.data_dir / "cache"
+
+    @property
+    def store_is_remote(self) -> bool:
+        return self.artifact_store.startswith("s3://")
 
     @property
     def is_sqlite(self) -> bool:

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 from typing import Annotated, Literal
+from urllib.parse import quote
 
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 from starlette.datastructures import UploadFile
 from starlette.types import Message
 
@@ -114,15 +115,22 @@ def retrieve_file(file_id: str, session: SessionDep, principal: PrincipalDep) ->
     return FileObject.of(service.get(session, principal, file_id))
 
 
-@router.get("/{file_id}/content", response_class=FileResponse)
-def file_content(file_id: str, session: SessionDep, principal: PrincipalDep) -> FileResponse:
+@router.get("/{file_id}/content", response_class=FileResponse, responses=error_responses(503))
+def file_content(file_id: str, session: SessionDep, settings: SettingsDep, principal: PrincipalDep) -> Response:
     f = service.get(session, principal, file_id)
     media = "application/jsonl" if f.format == "jsonl" else "text/csv"
-    return FileResponse(f.storage_path, media_type=media, filename=f.filename)
+    body = service.content(settings, f)
+    if body.path is not None:
+        return FileResponse(body.path, media_type=media, filename=f.filename)
+    if body.redirect is not None:
+        return RedirectResponse(body.redirect, status_code=307)
+    assert body.chunks is not None
+    disposition = {"Content-Disposition": f'attachment; filename="{quote(f.filename)}"'}
+    return StreamingResponse(body.chunks, media_type=media, headers=disposition)
 
 
 @router.delete("/{file_id}", response_model=DeletedResponse, responses=error_responses(409))
-def delete_file(file_id: str, session: SessionDep, principal: PrincipalDep) -> DeletedResponse:
-    service.delete(session, principal, file_id)
+def delete_file(file_id: str, session: SessionDep, settings: SettingsDep, principal: PrincipalDep) -> DeletedResponse:
+    service.delete(session, settings, principal, file_id)
     session.commit()
     return DeletedResponse(id=file_id, object="file", deleted=True)

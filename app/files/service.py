@@ -4,21 +4,30 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
+import logging
 import os
 import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from app.auth.service import Principal
 from app.core.config import Settings
-from app.core.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
+from app.core.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge, Unavailable
 from app.core.ids import new_id
+from app.core.storage import file_key, get_store
 from app.db.models import File
 from app.files import repository
 from app.files.parsing import DatasetError, validate_file
 from app.jobs import repository as jobs_repository
+from storage import StoreError
+
+log = logging.getLogger("tuneforge.api")
 
 CHUNK = 1 << 20
 SUPPORTED_PURPOSES = ("fine-tune",)
@@ -68,7 +77,10 @@ async def upload(
         raise InvalidRequest(
             f"purpose must be one of {', '.join(SUPPORTED_PURPOSES)}, not {purpose!r}.", param="purpose"
         )
-    tmp, size, sha256 = await _spool(upload, settings.uploads_dir, settings.max_upload_mb << 20)
+    # Spooled next to its final place on a local store (one rename), or to the data dir's temp
+    # folder before it goes to a bucket: it is validated whole either way.
+    spool_dir = settings.uploads_dir if not settings.store_is_remote else settings.data_dir / "tmp"
+    tmp, size, sha256 = await _spool(upload, spool_dir, settings.max_upload_mb << 20)
     try:
         filename = Path(upload.filename or "upload").name[:255] or "upload"
         fingerprint = hashlib.sha256(f"{sha256}\0{purpose}\0{filename}".encode()).hexdigest()
@@ -89,8 +101,17 @@ async def upload(
             raise InvalidRequest(f"Invalid training file: {shown}", param="file", code="invalid_file") from exc
         file_id = new_id("file")
         # Stored under its id: the client's filename never becomes part of a path.
-        final = settings.uploads_dir / file_id
-        os.replace(tmp, final)
+        key = file_key(file_id)
+        store = get_store(settings)
+        final = store.local_path(key)
+        if final is not None:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, final)
+        else:
+            try:
+                await run_in_threadpool(store.put_file, key, tmp)
+            except StoreError as exc:
+                raise unavailable(exc) from exc
         record = File(
             id=file_id,
             organization_id=principal.organization_id,
@@ -102,7 +123,7 @@ async def upload(
             n_rows=report.n_rows,
             columns=report.columns,
             status="processed",
-            storage_path=str(final),
+            storage_path=key,
             idempotency_key=idempotency_key,
             idempotency_hash=fingerprint if idempotency_key else None,
         )
@@ -121,13 +142,46 @@ def list_files(
     )
 
 
-def delete(session: Session, principal: Principal, file_id: str) -> None:
+def delete(session: Session, settings: Settings, principal: Principal, file_id: str) -> None:
     f = get(session, principal, file_id, write=True)
     users = jobs_repository.live_using_file(session, principal.organization_id, file_id)
     if users:
         raise Conflict(f"File {file_id} is used by running or queued job(s): {', '.join(users)}.", param="file_id")
-    path = Path(f.storage_path)
+    key = f.storage_path
     session.delete(f)
     session.flush()
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
+    with contextlib.suppress(StoreError):  # an orphaned object is harmless; the row is gone
+        get_store(settings).delete(key)
+
+
+def unavailable(exc: StoreError) -> Unavailable:
+    log.warning("artifact store error: %s", exc)
+    return Unavailable("The artifact store is unreachable; try again shortly.", code="store_unavailable")
+
+
+@dataclass(frozen=True)
+class Content:
+    """How to answer a download: a local file, a presigned URL, or the bucket's bytes streamed."""
+
+    path: Path | None = None
+    redirect: str | None = None
+    chunks: Iterator[bytes] | None = None
+
+
+def content(settings: Settings, f: File) -> Content:
+    store = get_store(settings)
+    local = store.local_path(f.storage_path)
+    if local is not None:
+        if not local.is_file():
+            raise NotFound(f"The content of {f.id} is missing from the store.", param="file_id")
+        return Content(path=local)
+    try:
+        if settings.s3_presigned_downloads:
+            url = store.presigned_url(f.storage_path, settings.s3_presign_seconds, filename=f.filename)
+            if url:
+                return Content(redirect=url)
+        chunks = store.stream(f.storage_path)
+        first = next(chunks, b"")  # fail here, as a 503, rather than mid-response
+    except StoreError as exc:
+        raise unavailable(exc) from exc
+    return Content(chunks=itertools.chain([first], chunks))

@@ -98,7 +98,7 @@ def check_gpu_memory(spec: JobSpec, config: dict[str, Any], settings: Settings) 
     after waiting in the queue."""
     if settings.worker_gpu_memory_gb is None:
         return
-    est = estimate(config, spec)
+    est = estimate(config, spec, settings.devices_per_job)  # per device: each rank holds a full copy
     if est is None:
         return  # a config the estimator cannot read is let through; the worker reports an OOM clearly
     needed = est.total / GB + RUNTIME_ALLOWANCE_GB

@@ -3,11 +3,12 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Header, Query, Request
-from fastapi.responses import FileResponse, Response, StreamingResponse
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import Response, StreamingResponse
 
 from app.core.errors import InvalidRequest
 from app.core.schemas import ListResponse, error_responses
+from app.core.storage import get_store
 from app.deps import PrincipalDep, SessionDep, SettingsDep
 from app.jobs import artifacts, service
 from app.jobs.request import JobCreate
@@ -144,10 +145,10 @@ def job_metrics(
 
 @router.get(
     "/{job_id}/adapter",
-    response_class=FileResponse,
+    response_class=StreamingResponse,
     responses={
         200: {"content": {"application/gzip": {}}, "description": "A .tar.gz holding a PEFT adapter folder."},
-        **error_responses(409),
+        **error_responses(409, 503),
     },
 )
 def download_adapter(
@@ -155,16 +156,20 @@ def download_adapter(
     session: SessionDep,
     principal: PrincipalDep,
     settings: SettingsDep,
-    background: BackgroundTasks,
     checkpoint: Annotated[
         int | None, Query(ge=0, le=MAX_INT, description="Step of an intermediate checkpoint.")
     ] = None,
-) -> FileResponse:
+) -> StreamingResponse:
     job = service.get(session, principal, job_id)
     source, manifest, name = artifacts.adapter_source(session, job, checkpoint)
-    archive = artifacts.build_archive(source, manifest, name)
-    background.add_task(archive.unlink, missing_ok=True)
-    return FileResponse(archive, media_type="application/gzip", filename=f"{name}.tar.gz")
+    store = get_store(settings)
+    archive = artifacts.plan_archive(store, source, manifest, name)
+    session.close()  # the body streams after this returns
+    return StreamingResponse(
+        artifacts.stream_archive(store, archive),
+        media_type="application/gzip",
+        headers={"Content-Disposition": f'attachment; filename="{name}.tar.gz"'},
+    )
 
 
 @router.get(

@@ -62,7 +62,9 @@ def _shape(config: dict[str, Any]) -> tuple[int, int, int, int, int, int] | None
     return h, inter, layers, heads, kv, vocab
 
 
-def estimate(config: dict[str, Any], spec: JobSpec) -> MemoryEstimate | None:
+def estimate(config: dict[str, Any], spec: JobSpec, devices: int = 1) -> MemoryEstimate | None:
+    """Peak memory of one device. With `devices` > 1 (data parallel), every device holds the whole
+    model, adapter and optimizer state, and 1/devices of each micro-batch's activations."""
     shape = _shape(config)
     if shape is None:
         return None
@@ -93,7 +95,7 @@ def estimate(config: dict[str, Any], spec: JobSpec) -> MemoryEstimate | None:
     lora = lora_params * (4 + 4 + state)
 
     t = spec.training
-    tokens = t.batch_size * t.max_seq_length
+    tokens = -(-t.batch_size // devices) * t.max_seq_length  # the per-device micro-batch
     # Checkpointing keeps each layer's input and recomputes one layer at a time.
     per_layer = 2 if t.gradient_checkpointing else 34
     activations = tokens * h * per_layer * layers + (tokens * h * 34 if t.gradient_checkpointing else 0)

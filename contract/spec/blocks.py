@@ -82,7 +82,13 @@ class LossSpec(Strict):
 class TrainingSpec(Strict):
     epochs: int | None = Field(None, ge=1, le=1000, description="Passes over the training set (default 3).")
     max_steps: int | None = Field(None, ge=1, le=10_000_000, description="Optimizer steps; overrides epochs.")
-    batch_size: int = Field(4, ge=1, le=4096, description="Examples per micro-batch.")
+    batch_size: int = Field(
+        4,
+        ge=1,
+        le=4096,
+        description="Examples per micro-batch, over all devices: a job on N devices (`--devices-per-job`) "
+        "gives each N-th of them, so batch_size x gradient_accumulation_steps is the global batch whatever N.",
+    )
     gradient_accumulation_steps: int = Field(1, ge=1, le=4096, description="Micro-batches per optimizer step.")
     learning_rate: float = Field(DEFAULT_LEARNING_RATE, gt=0, le=1.0, description="Peak learning rate.")
     max_seq_length: int = Field(512, ge=8, le=131_072, description="Longer examples are truncated (and counted).")

@@ -104,8 +104,11 @@ def test_a_hostile_filename_never_becomes_a_path_or_a_header(client: httpx.Clien
 
 def test_the_archive_holds_only_the_adapters_own_files(tmp_path: Path) -> None:
     """A manifest that names paths outside the adapter (or a symlink planted in it) adds nothing
-    outside; members are relative, under one folder named by the server."""
-    from app.jobs.artifacts import build_archive
+    outside; members are relative, under one folder named by the server. A symlink out of the store
+    is refused as missing (409), never followed."""
+    from app.core.errors import Conflict
+    from app.jobs.artifacts import plan_archive, stream_archive
+    from storage import LocalStore
 
     secret = tmp_path / "secret.txt"
     secret.write_text("do not ship")
@@ -117,19 +120,20 @@ def test_the_archive_holds_only_the_adapters_own_files(tmp_path: Path) -> None:
         "adapter_config.json": "h",
         "../../../secret.txt": "h",
         str(secret): "h",
-        "link": "h",
         "/etc/passwd": "h",
     }
-    archive = build_archive(adapter, manifest, "ftjob-x-adapter")
-    try:
-        with tarfile.open(archive) as tar:
-            members = tar.getmembers()
-            names = [m.name for m in members]
-            assert names == ["ftjob-x-adapter/adapter_config.json", "ftjob-x-adapter/SHA256SUMS.json"]
-            assert all(m.isfile() for m in members)
-            assert b"do not ship" not in b"".join(tar.extractfile(m).read() for m in members)  # type: ignore[union-attr]
-    finally:
-        archive.unlink()
+    store = LocalStore(tmp_path / "artifacts")
+    plan = plan_archive(store, "ftjob-x/adapter", manifest, "ftjob-x-adapter")
+    archive = tmp_path / "a.tar.gz"
+    archive.write_bytes(b"".join(stream_archive(store, plan)))
+    with tarfile.open(archive) as tar:
+        members = tar.getmembers()
+        names = [m.name for m in members]
+        assert names == ["ftjob-x-adapter/adapter_config.json", "ftjob-x-adapter/SHA256SUMS.json"]
+        assert all(m.isfile() for m in members)
+        assert b"do not ship" not in b"".join(tar.extractfile(m).read() for m in members)  # type: ignore[union-attr]
+    with pytest.raises(Conflict):
+        plan_archive(store, "ftjob-x/adapter", {**manifest, "link": "h"}, "ftjob-x-adapter")
 
 
 def test_the_archive_path_comes_from_the_record_not_the_request(

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 from peft import LoraConfig, TaskType
 from transformers import BitsAndBytesConfig
@@ -15,6 +17,11 @@ HEAD_NAMES = ("classifier", "score")
 
 
 def pick_device() -> torch.device:
+    """`cuda:<LOCAL_RANK>` for a rank of a multi-device job (its own GPU), else cuda or cpu."""
+    if torch.cuda.is_available() and "LOCAL_RANK" in os.environ:
+        index = int(os.environ["LOCAL_RANK"])
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 

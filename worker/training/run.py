@@ -19,12 +19,13 @@ from safetensors.torch import load_file
 from transformers import set_seed
 
 from contract.spec import JobSpec
-from contract.status import StopReason
+from contract.status import ErrorCode, StopReason
 from worker.training import checkpoints as ckpt
+from worker.training import distributed as ddp
 from worker.training.configs import pick_device
 from worker.training.controls import EarlyStopping, LossWatchdog
 from worker.training.data import batch_order, collate
-from worker.training.errors import StopTraining
+from worker.training.errors import StopTraining, TrainingError
 from worker.training.evaluation import evaluate, format_metrics
 from worker.training.losses import Loss, make_loss
 from worker.training.optim import (
@@ -78,6 +79,8 @@ class Run:
         return evaluate(self.model, data, self.spec, self.data.pad_id, self.device, self.data.norm)
 
     def save(self, state: TrainState) -> None:
+        if not ddp.is_main():
+            return  # rank 0 alone writes checkpoints
         trainer_state = {
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -146,6 +149,9 @@ def run(
     # ---- resume
     if resume:
         _resume(r, state, attempt)
+    if ddp.world_size() > 1:
+        _check_divisible(spec, ddp.world_size())
+        ddp.sync_params(model)
     t = spec.training
     reporter.event(
         f"Training started: {plan.total_steps} steps ({plan.steps_per_epoch} per epoch), batch {t.batch_size} x "
@@ -159,6 +165,16 @@ def run(
 
     # ---- finish
     return _finish(r, state)
+
+
+def _check_divisible(spec: JobSpec, devices: int) -> None:
+    if spec.training.batch_size % devices:
+        raise TrainingError(
+            ErrorCode.INVALID_SPEC,
+            f"training.batch_size ({spec.training.batch_size}) is the global micro-batch and must be divisible by "
+            f"the worker's {devices} devices per job.",
+            "training.batch_size",
+        )
 
 
 def _resume(r: Run, state: TrainState, attempt: int) -> None:
@@ -202,7 +218,10 @@ def _train(r: Run, state: TrainState) -> None:
             paused_from = time.perf_counter()
             _evaluate_and_save(r, state, epoch)
             window.pause(time.perf_counter() - paused_from)
-            if (reason := r.reporter.stop_requested()) is not None:
+            reason = r.reporter.stop_requested()
+            if ddp.world_size() > 1:
+                reason = ddp.agree_on_stop(reason, r.device)
+            if reason is not None:
                 if reason in (StopReason.SHUTDOWN, StopReason.PAUSED) and not _is_save_step(r, state.step):
                     r.save(state)  # a rolling deploy or a pause: keep this step's work for the next attempt
                 raise StopTraining(reason)
@@ -220,6 +239,8 @@ def _optimizer_step(
     t = r.spec.training
     group_end = min(len(order), state.micro_in_epoch + t.gradient_accumulation_steps)
     n_micro = group_end - state.micro_in_epoch
+    if ddp.world_size() > 1:
+        _micro_batches_distributed(r, state, order, group_end, n_micro, window)
     for i in range(state.micro_in_epoch, group_end):
         examples = [r.data.train.examples[j] for j in order[i]]
         n_real = sum(len(ex["input_ids"]) for ex in examples)  # host-side: no device sync
@@ -240,6 +261,28 @@ def _optimizer_step(
     state.step += 1
     window.end_step()
     return lr, grad_norm
+
+
+def _micro_batches_distributed(
+    r: Run, state: TrainState, order: list[list[int]], group_end: int, n_micro: int, window: MetricWindow
+) -> None:
+    """The step's micro-batches, each split across the ranks; one all-reduce for the gradients, the
+    loss and the token count. Leaves `state.micro_in_epoch` at `group_end`."""
+    step_loss = torch.zeros((), device=r.device)
+    tokens = 0
+    for i in range(state.micro_in_epoch, group_end):
+        examples = [r.data.train.examples[j] for j in ddp.shard(order[i])]
+        if not examples:
+            continue  # an epoch's short last micro-batch: fewer examples than ranks
+        tokens += sum(len(ex["input_ids"]) for ex in examples)
+        batch = {k: v.to(r.device) for k, v in collate(examples, r.data.pad_id).items()}
+        loss = r.loss(r.model, batch) / n_micro
+        loss.backward()
+        step_loss += loss.detach()
+    mean_loss, total_tokens = ddp.all_reduce_step(r.model, step_loss, tokens, contributed=tokens > 0)
+    window.add(mean_loss, total_tokens)
+    state.tokens_seen += total_tokens
+    state.micro_in_epoch = group_end
 
 
 def _evaluate_and_save(r: Run, state: TrainState, epoch: float) -> None:
@@ -288,6 +331,8 @@ def _finish(r: Run, state: TrainState) -> RunResult:
     if r.data.test.examples:
         final_metrics["test"] = r.evaluate("test")
         r.reporter.event(f"Test evaluation: {format_metrics(final_metrics['test'])}", data=final_metrics["test"])
+    if not ddp.is_main():
+        return RunResult(r.out_dir / "adapter", {}, state.tokens_seen, state.step, final_metrics)
     adapter_dir, manifest = publish_adapter(r.model, r.out_dir, r.adapter_meta)
     return RunResult(adapter_dir, manifest, state.tokens_seen, state.step, final_metrics)
 

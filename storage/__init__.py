@@ -1,0 +1,22 @@
+"""Where uploads, checkpoints and adapters live: a local directory or an S3-compatible bucket.
+
+Both sides import this package (the API reads and writes uploads and reads adapters; the worker
+downloads inputs and uploads checkpoints and adapters). It imports neither `app` nor `worker`, and
+boto3 only when an `s3://` store is opened.
+"""
+
+from storage.base import ArtifactStore, StoreError, StoreMissing
+from storage.local import LocalStore
+from storage.manifest import MANIFEST, read_manifest, sha256_file
+from storage.open import open_store
+
+__all__ = [
+    "MANIFEST",
+    "ArtifactStore",
+    "LocalStore",
+    "StoreError",
+    "StoreMissing",
+    "open_store",
+    "read_manifest",
+    "sha256_file",
+]
