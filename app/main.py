@@ -16,6 +16,7 @@ from app.core.logging import RequestIdMiddleware
 from app.files.endpoints import router as files_router
 from app.health.endpoints import router as health_router
 from app.jobs.endpoints import router as jobs_router
+from app.sweeps.endpoints import router as sweeps_router
 
 log = logging.getLogger("tuneforge.api")
 
@@ -30,12 +31,16 @@ def create_app(*, run_reconciler: bool = False) -> FastAPI:
         if run_reconciler:
             from app.jobs.dispatch import publish
             from app.jobs.reconciler import Reconciler
+            from app.sweeps.driver import SweepDriver
 
             reconciler = Reconciler(settings, publish)
             reconciler.start()
+            sweeps = SweepDriver(settings, publish)
+            sweeps.start()
         yield
         if reconciler is not None:
             reconciler.stop()
+            sweeps.stop()
 
     app = FastAPI(
         title="Tuneforge",
@@ -54,4 +59,5 @@ def create_app(*, run_reconciler: bool = False) -> FastAPI:
     app.include_router(health_router)
     app.include_router(files_router)
     app.include_router(jobs_router)
+    app.include_router(sweeps_router)
     return app

@@ -38,6 +38,17 @@ class StopReason(StrEnum):
     LEASE_LOST = "lease_lost"
     # The worker process is stopping (SIGTERM): checkpoint and hand the job back.
     SHUTDOWN = "shutdown"
+    # A sweep's pruner stopped this trial: it ends `cancelled` with `stop_reason="pruned"`.
+    PRUNED = "pruned"
+
+
+class SweepStatus(StrEnum):
+    """A hyperparameter sweep's status (app/sweeps)."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 class RunOutcome(StrEnum):

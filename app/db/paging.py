@@ -9,11 +9,11 @@ from typing import TypeVar
 from sqlalchemy import ColumnElement, Select, select
 from sqlalchemy.orm import Session
 
-from app.db.models import Checkpoint, File, Job, JobEvent
+from app.db.models import Checkpoint, File, Job, JobEvent, Sweep
 
 T = TypeVar("T")
 # The tables with a public `id` and an insertion-ordered `seq`.
-Paged = type[File] | type[Job] | type[JobEvent] | type[Checkpoint]
+Paged = type[File] | type[Job] | type[JobEvent] | type[Checkpoint] | type[Sweep]
 
 
 def page(

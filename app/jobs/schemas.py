@@ -54,6 +54,7 @@ class FineTuningJob(BaseModel):
     started_at: int | None = None
     spec: dict[str, Any] = Field(description="The fully resolved job spec the worker trains from.")
     final_metrics: dict[str, Any] | None = Field(None, description="Final evaluation metrics, when trained.")
+    stop_reason: str | None = Field(None, description="`pruned` when a sweep's pruner stopped this job.")
 
     @classmethod
     def of(cls, job: Job, now: dt.datetime | None = None) -> FineTuningJob:
@@ -88,6 +89,7 @@ class FineTuningJob(BaseModel):
             started_at=unix(job.started_at),
             spec=job.spec,
             final_metrics=job.final_metrics,
+            stop_reason=job.stop_reason,
         )
 
 
