@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from app.jobs.request import JobCreate
 from contract.spec import Strict
@@ -52,11 +52,16 @@ class SweepCreate(JobCreate):
     objective: Objective = Field(default_factory=Objective)
     max_trials: int | None = Field(None, ge=1, description="Default: the grid's size, or 10.")
     max_parallel: int = Field(1, ge=1, le=64, description="Trials queued or running at once.")
-    pruner: PrunerName | PrunerSpec = "none"
+    pruner: PrunerSpec = Field(
+        default_factory=PrunerSpec,
+        description='`"none"`, `"median"`, `"hyperband"`, or an object with `type` and the pruner\'s settings.',
+    )
+
+    @field_validator("pruner", mode="before")
+    @classmethod
+    def _pruner_shorthand(cls, value: Any) -> Any:
+        return {"type": value} if isinstance(value, str) else value
 
     def job_body(self) -> dict[str, Any]:
         """The trials' common job body, as JSON."""
         return self.model_dump(mode="json", exclude_unset=True, exclude=set(SWEEP_FIELDS))
-
-    def pruner_spec(self) -> PrunerSpec:
-        return self.pruner if isinstance(self.pruner, PrunerSpec) else PrunerSpec(type=self.pruner)

@@ -163,7 +163,7 @@ def create(session: Session, settings: Settings, principal: Principal, body: Swe
         strategy=body.strategy,
         objective_metric=metric,
         direction=direction,
-        pruner=body.pruner_spec().model_dump(mode="json"),
+        pruner=body.pruner.model_dump(mode="json"),
         max_trials=max_trials,
         max_parallel=min(body.max_parallel, max_trials),
         seed=seed,
