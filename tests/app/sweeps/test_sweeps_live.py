@@ -91,10 +91,10 @@ def test_the_median_pruner_stops_a_hopeless_trial_and_keeps_its_checkpoints(
         "model": tiny_model,
         "training_file": training_file,
         "seed": 3,
-        "training": {"max_steps": 30, "batch_size": 8, "eval_every": 2, "save_every": 4},
+        "training": {"max_steps": 24, "batch_size": 8, "eval_every": 4, "save_every": 4},
         "lora": {"r": 4, "alpha": 8},
         # Trial 0 learns; trial 1 (lr 1e-9) cannot: its first evaluation is worse than trial 0's at that
-        # step, and the driver stops it long before its 30 steps (within a heartbeat and a driver round).
+        # step, and the driver stops it long before its 24 steps (within a heartbeat and a driver round).
         "search_space": {"training.learning_rate": {"values": [2e-2, 1e-9]}},
         "strategy": "grid",
         "max_parallel": 1,
@@ -119,7 +119,7 @@ def test_the_median_pruner_stops_a_hopeless_trial_and_keeps_its_checkpoints(
     assert any(m.startswith(f"Pruned by sweep {sweep['id']}") for m in events)
     checkpoints = api.get(f"/v1/fine_tuning/jobs/{job['id']}/checkpoints").json()["data"]
     assert checkpoints, "the pruned trial's checkpoints are kept"
-    assert max(c["step_number"] for c in checkpoints) <= job["progress"]["step"] < 30
+    assert max(c["step_number"] for c in checkpoints) <= job["progress"]["step"] < 24
 
 
 def test_cancelling_a_sweep_cancels_its_trials_and_starts_no_more(
