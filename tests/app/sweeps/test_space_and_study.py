@@ -41,7 +41,7 @@ def test_apply_writes_dotted_paths_into_a_copy() -> None:
         ({"lora.dropout": {"uniform": [0.1, 0.2], "step": 1}}, "`step` applies to `int` only"),
         ({"lora": {"values": [1]}}, "unknown spec path"),
         ({"lora.r": {"values": [4, 4]}}, "duplicates"),
-        ({"lora": {"values": [1]}, "lora.r": {"values": [1]}}, "unknown spec path"),
+        ({"lora.loss": {"values": [1]}, "lora.loss.x": {"values": [1]}}, "overlaps"),
     ],
 )
 def test_bad_dimensions_name_the_path(raw: dict[str, object], message: str) -> None:
