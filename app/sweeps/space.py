@@ -106,12 +106,15 @@ def _choices(dist: BaseDistribution) -> list[Any] | None:
 
 
 def grid_size(space: dict[str, BaseDistribution]) -> int:
+    """Counted without listing the values: an `int` range may be huge, and is then refused."""
     size = 1
     for path, dist in space.items():
-        values = _choices(dist)
-        if values is None:
+        if isinstance(dist, CategoricalDistribution):
+            size *= len(dist.choices)
+        elif isinstance(dist, IntDistribution):
+            size *= (dist.high - dist.low) // dist.step + 1
+        else:
             raise SpecError(f"search_space.{path}", "a grid needs `values` or `int` dimensions, not a continuous range")
-        size *= len(values)
     return size
 
 

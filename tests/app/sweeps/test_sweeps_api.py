@@ -50,6 +50,7 @@ def sweep_body(model: str, file_id: str, **over: Any) -> dict[str, Any]:
         ),
         ({"search_space": {}}, "search_space"),
         ({"search_space": {"lora.r": {"int": [1, 500]}}}, "search_space"),  # 500 combinations > the cap of 100
+        ({"search_space": {"training.max_steps": {"int": [1, 10**15]}}}, "search_space"),
         ({"strategy": "random", "max_trials": 101}, "max_trials"),
         ({"objective": {"metric": "accuracy"}}, "objective.metric"),  # causal_lm never reports accuracy
         ({"objective": {"metric": "preference_accuracy"}}, "objective.metric"),
