@@ -3,6 +3,8 @@ real `tuneforge worker` training tiny-llama trials."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -11,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import shakespeare_rows, upload_jsonl, worker_log
+from tests.helpers import TMP, shakespeare_rows, spawn, stop, upload_jsonl, worker_log
 
 SWEEPS = "/v1/fine_tuning/sweeps"
 
@@ -151,3 +153,47 @@ def test_cancelling_a_sweep_cancels_its_trials_and_starts_no_more(
     for t in api.get(f"{SWEEPS}/{sweep_id}/trials").json()["data"]:
         job = api.get(f"/v1/fine_tuning/jobs/{t['job_id']}").json()
         assert job["status"] == "cancelled" and job["stop_reason"] is None and not t["pruned"]
+
+
+def test_a_trial_whose_worker_is_killed_resumes_and_its_sweep_completes(
+    api: httpx.Client,
+    tiny_model: str,
+    training_file: str,
+    live_worker: subprocess.Popen,  # type: ignore[type-arg]
+) -> None:
+    """Last in this module: it kills the module's worker (SIGKILL, no hand-back) and starts another.
+    The reconciler re-queues the trial when its lease expires; the new worker resumes it from its
+    checkpoint, and the sweep driver goes on to the next trial."""
+    body = {
+        "model": tiny_model,
+        "training_file": training_file,
+        "seed": 3,
+        "training": {"max_steps": 16, "batch_size": 8, "save_every": 4, "eval_every": 8},
+        "lora": {"r": 4, "alpha": 8},
+        "search_space": {"training.learning_rate": {"values": [1e-2, 3e-3]}},
+        "strategy": "grid",
+        "max_parallel": 1,
+    }
+    r = api.post(SWEEPS, json=body)
+    assert r.status_code == 200, r.text
+    sweep_id = r.json()["id"]
+
+    def trial0_checkpointed(_: dict[str, Any]) -> bool:
+        trial = api.get(f"{SWEEPS}/{sweep_id}/trials").json()["data"][0]
+        return trial["status"] == "running" and trial["step"] >= 5
+
+    until(api, sweep_id, trial0_checkpointed)
+    os.killpg(live_worker.pid, signal.SIGKILL)
+    live_worker.wait()
+    replacement = spawn(["worker", "--hostname", f"test-r-{os.getpid()}@%h"], log=TMP / "worker-replacement.log")
+    try:
+        sweep = until(api, sweep_id, finished, stall=150)
+    finally:
+        stop(replacement, timeout=30)
+    assert sweep["status"] == "succeeded", sweep
+    assert sweep["trial_counts"]["succeeded"] == 2
+    first = api.get(f"{SWEEPS}/{sweep_id}/trials").json()["data"][0]
+    job = api.get(f"/v1/fine_tuning/jobs/{first['job_id']}").json()
+    assert job["attempt"] == 2
+    events = [e["message"] for e in api.get(f"/v1/fine_tuning/jobs/{job['id']}/events?limit=100").json()["data"]]
+    assert any(m.startswith("Resumed from step") for m in events), events
