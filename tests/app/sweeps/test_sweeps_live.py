@@ -190,9 +190,12 @@ def test_a_trial_whose_worker_is_killed_resumes_and_its_sweep_completes(
         sweep = until(api, sweep_id, finished, stall=150)
     finally:
         stop(replacement, timeout=30)
-    assert sweep["status"] == "succeeded", sweep
-    assert sweep["trial_counts"]["succeeded"] == 2
-    first = api.get(f"{SWEEPS}/{sweep_id}/trials").json()["data"][0]
+    trials = api.get(f"{SWEEPS}/{sweep_id}/trials").json()["data"]
+    jobs = [api.get(f"/v1/fine_tuning/jobs/{t['job_id']}").json() for t in trials]
+    why = [(j["status"], j["attempt"], j["error"]) for j in jobs]
+    assert sweep["status"] == "succeeded", (sweep, why)
+    assert sweep["trial_counts"]["succeeded"] == 2, why
+    first = trials[0]
     job = api.get(f"/v1/fine_tuning/jobs/{first['job_id']}").json()
     assert job["attempt"] == 2
     events = [e["message"] for e in api.get(f"/v1/fine_tuning/jobs/{job['id']}/events?limit=100").json()["data"]]
