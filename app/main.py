@@ -19,6 +19,7 @@ from app.files.endpoints import router as files_router
 from app.health.endpoints import router as health_router
 from app.inference.endpoints import router as inference_router
 from app.jobs.endpoints import router as jobs_router
+from app.sweeps.endpoints import router as sweeps_router
 from app.webhooks.endpoints import router as webhooks_router
 
 log = logging.getLogger("tuneforge.api")
@@ -43,16 +44,20 @@ def create_app(*, run_reconciler: bool = False) -> FastAPI:
         if run_reconciler:
             from app.jobs.dispatch import publish
             from app.jobs.reconciler import Reconciler
+            from app.sweeps.driver import SweepDriver
             from app.webhooks.deliverer import Deliverer
 
             reconciler = Reconciler(settings, publish)
             reconciler.start()
             deliverer = Deliverer(settings)
             deliverer.start()
+            sweeps = SweepDriver(settings, publish)
+            sweeps.start()
         yield
         if reconciler is not None:
             reconciler.stop()
             deliverer.stop()
+            sweeps.stop()
 
     app = FastAPI(
         title="Tuneforge",
@@ -76,4 +81,5 @@ def create_app(*, run_reconciler: bool = False) -> FastAPI:
     install_offline_docs(app, title=app.title)
     app.include_router(inference_router)
     app.include_router(webhooks_router)
+    app.include_router(sweeps_router)
     return app

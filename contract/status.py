@@ -47,6 +47,17 @@ class StopReason(StrEnum):
     PAUSED = "paused"
     # A rank of a multi-device job died (killed, lost its device): hand the job back to resume.
     RANK_LOST = "rank_lost"
+    # A sweep's pruner stopped this trial: it ends `cancelled` with `stop_reason="pruned"`.
+    PRUNED = "pruned"
+
+
+class SweepStatus(StrEnum):
+    """A hyperparameter sweep's status (app/sweeps)."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 class RunOutcome(StrEnum):

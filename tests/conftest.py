@@ -41,6 +41,7 @@ os.environ.update(
         "TUNEFORGE_HEARTBEAT_SECONDS": "1",
         "TUNEFORGE_METRICS_FLUSH_SECONDS": "0.5",
         "TUNEFORGE_LEASE_SECONDS": "30",
+        "TUNEFORGE_SWEEP_SECONDS": "0.5",
         # Tests leave many jobs queued in one org; the limit itself is tested with its own org.
         "TUNEFORGE_MAX_QUEUED_JOBS_PER_ORG": "10000",
         # Webhook receivers in the tests listen on 127.0.0.1; retries come fast.

@@ -141,8 +141,17 @@ class DBReporter:
             if status is None:
                 self._stop_reason = StopReason.LEASE_LOST
             elif status == JobStatus.CANCEL_REQUESTED:
-                self._stop_reason = StopReason.CANCELLED
+                self._stop_reason = self._cancel_reason()
             elif status == JobStatus.PAUSE_REQUESTED:
                 self._stop_reason = StopReason.PAUSED
             elif self._stop_reason == StopReason.PAUSED:  # the pause was withdrawn (resume)
                 self._stop_reason = None
+
+    def _cancel_reason(self) -> StopReason:
+        """A sweep's pruner marks its trial `cancel_requested` with stop_reason `pruned`."""
+        try:
+            with session_scope() as s:
+                reason = repository.stop_reason(s, self.job_id)
+        except Exception:  # noqa: BLE001 - a cancel is a cancel; the reason is only recorded
+            return StopReason.CANCELLED
+        return StopReason.PRUNED if reason == StopReason.PRUNED else StopReason.CANCELLED

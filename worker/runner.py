@@ -96,6 +96,8 @@ def _execute(job_id: str, worker_id: str) -> RunOutcome:
         return _hand_back(job_id, worker_id, outcome.status)
     if outcome.status == StopReason.PAUSED:
         return retry("recording the pause", lambda: _record_pause(job_id, worker_id, outcome.values), attempts=10)
+    if outcome.status == StopReason.PRUNED:  # a sweep's pruner: cancelled, with the reason kept
+        outcome.status, outcome.values["stop_reason"] = JobStatus.CANCELLED, StopReason.PRUNED.value
     status = JobStatus(outcome.status)
     if not retry("recording the outcome", lambda: _record(job_id, worker_id, status, outcome.values), attempts=10):
         log.warning("job %s: could not record %s; it was no longer ours", job_id, status)
@@ -182,6 +184,8 @@ def _record(job_id: str, worker_id: str, status: JobStatus, values: dict[str, An
         if status == JobStatus.SUCCEEDED:
             repository.add_event(s, job_id, f"New fine-tuned model created: {values['fine_tuned_model']}")
             repository.add_event(s, job_id, "The job has successfully completed")
+        elif status == JobStatus.CANCELLED and values.get("stop_reason") == StopReason.PRUNED:
+            repository.add_event(s, job_id, "Trial pruned by its sweep; its checkpoints are kept")
         elif status == JobStatus.CANCELLED:
             repository.add_event(s, job_id, "Job cancelled; its checkpoints are kept")
         else:

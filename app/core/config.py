@@ -126,6 +126,11 @@ class Settings(BaseSettings):
         50, ge=1, description="Queued jobs per org; a POST over it answers 429 with Retry-After."
     )
 
+    max_sweep_trials: int = Field(
+        100, ge=1, description="Most trials one sweep may run (its max_trials, and a grid's size)."
+    )
+    sweep_seconds: float = Field(5.0, gt=0, description="How often the sweep driver starts trials and prunes.")
+
     worker_gpu_memory_gb: float | None = Field(
         None,
         gt=0,

@@ -10,7 +10,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from app.db.types import SeqInt, StrEnumColumn, UTCDateTime, utcnow
 from app.files.parsing import Format
-from contract.status import EventLevel, EventType, JobStatus
+from contract.status import EventLevel, EventType, JobStatus, SweepStatus
 
 
 class Base(DeclarativeBase):
@@ -106,6 +106,8 @@ class Job(Base):
     adapter_path: Mapped[str | None] = mapped_column(Text, nullable=True)
     adapter_manifest: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
     final_metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # Why a cancelled job stopped: null for a user's cancel, `pruned` when a sweep's pruner stopped it.
+    stop_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
     idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
     idempotency_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
@@ -227,3 +229,49 @@ class WorkerPresence(Base):
     worker_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     queues: Mapped[list[str]] = mapped_column(JSON, default=list)
     last_seen: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class Sweep(Base):
+    """A hyperparameter sweep (app/sweeps): its trials are ordinary jobs, listed in `sweep_trials`."""
+
+    __tablename__ = "sweeps"
+    __table_args__ = (Index("ix_sweeps_org_seq", "organization_id", "seq"), Index("ix_sweeps_status", "status"))
+
+    seq: Mapped[int] = mapped_column(SeqInt, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
+    status: Mapped[SweepStatus] = mapped_column(StrEnumColumn(SweepStatus))
+    # The job body every trial starts from (JobCreate's JSON), and the search itself.
+    job_body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    search_space: Mapped[dict[str, Any]] = mapped_column(JSON)
+    strategy: Mapped[str] = mapped_column(String(16))
+    objective_metric: Mapped[str] = mapped_column(String(64))
+    direction: Mapped[str] = mapped_column(String(16))
+    pruner: Mapped[dict[str, Any]] = mapped_column(JSON)
+    max_trials: Mapped[int] = mapped_column(Integer)
+    max_parallel: Mapped[int] = mapped_column(Integer)
+    seed: Mapped[int] = mapped_column(Integer)
+    # Trials created so far: creating trial n is a conditional update from n to n+1, so two API
+    # processes driving the same sweep cannot both create it.
+    trials_created: Mapped[int] = mapped_column(Integer, default=0)
+    best_job_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    sweep_metadata: Mapped[dict[str, str] | None] = mapped_column("metadata", JSON, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class SweepTrial(Base):
+    """One trial: its number in the sweep, the parameters Optuna proposed, and the job that runs it.
+    Its status, metrics and objective value are read from the job."""
+
+    __tablename__ = "sweep_trials"
+    __table_args__ = (UniqueConstraint("sweep_id", "number", name="uq_sweep_trials_number"),)
+
+    seq: Mapped[int] = mapped_column(SeqInt, primary_key=True, autoincrement=True)
+    sweep_id: Mapped[str] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), unique=True)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -9,11 +9,19 @@ from typing import TypeVar
 from sqlalchemy import ColumnElement, Select, select
 from sqlalchemy.orm import Session
 
-from app.db.models import Checkpoint, File, Job, JobEvent, WebhookDelivery, WebhookEndpoint
+from app.db.models import Checkpoint, File, Job, JobEvent, Sweep, WebhookDelivery, WebhookEndpoint
 
 T = TypeVar("T")
 # The tables with a public `id` and an insertion-ordered `seq`.
-Paged = type[File] | type[Job] | type[JobEvent] | type[Checkpoint] | type[WebhookEndpoint] | type[WebhookDelivery]
+Paged = (
+    type[File]
+    | type[Job]
+    | type[JobEvent]
+    | type[Checkpoint]
+    | type[WebhookEndpoint]
+    | type[WebhookDelivery]
+    | type[Sweep]
+)
 
 
 def page(

@@ -258,6 +258,11 @@ def unpause(session: Session, job_id: str) -> bool:
     return _changed(result)
 
 
+def stop_reason(session: Session, job_id: str) -> str | None:
+    """Why a `cancel_requested` job is stopping: null for a user's cancel, `pruned` for a sweep's."""
+    return session.scalar(select(Job.stop_reason).where(Job.id == job_id))
+
+
 def claim(session: Session, job_id: str, worker_id: str, lease_seconds: int, max_running_per_org: int) -> bool:
     """Take a queued job with a lease. A second delivery of the same message finds it taken, and a
     job whose organization already has `max_running_per_org` jobs training is left queued. (Two

@@ -55,6 +55,7 @@ class FineTuningJob(BaseModel):
     spec: dict[str, Any] = Field(description="The fully resolved job spec the worker trains from.")
     final_metrics: dict[str, Any] | None = Field(None, description="Final evaluation metrics, when trained.")
     gpu_class: str | None = Field(None, description="The GPU class (TUNEFORGE_GPU_QUEUES) the job was routed to.")
+    stop_reason: str | None = Field(None, description="`pruned` when a sweep's pruner stopped this job.")
 
     @classmethod
     def of(cls, job: Job, now: dt.datetime | None = None) -> FineTuningJob:
@@ -90,6 +91,7 @@ class FineTuningJob(BaseModel):
             spec=job.spec,
             final_metrics=job.final_metrics,
             gpu_class=job.gpu_class,
+            stop_reason=job.stop_reason,
         )
 
 

@@ -45,3 +45,24 @@ def test_curl_quickstart(env: dict[str, str], dataset: Path, live_worker, tiny_m
     assert out.returncode == 0, out.stdout + out.stderr
     assert "status: succeeded" in out.stdout
     assert "adapter_model.safetensors" in out.stdout
+
+
+def test_sweep_quickstart(env: dict[str, str], dataset: Path, live_worker, tiny_model: str) -> None:  # type: ignore[no-untyped-def]
+    out = subprocess.run(
+        [sys.executable, "examples/sweep_quickstart.py", str(dataset), tiny_model],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=400,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "status: succeeded" in out.stdout
+    assert "jobs in the sweep: 3" in out.stdout
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_sweep_curl(env: dict[str, str], dataset: Path, live_worker, tiny_model: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    out = subprocess.run(
+        ["bash", str(ROOT / "examples/sweep_curl.sh"), str(dataset), tiny_model],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "status: succeeded" in out.stdout
+    assert "adapter_model.safetensors" in out.stdout
