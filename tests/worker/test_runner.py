@@ -127,13 +127,21 @@ def test_cancel_while_running(client: httpx.Client, tiny_model: str, monkeypatch
     job = create(client, tiny_model, training={"max_steps": 500, "batch_size": 2, "save_every": 2})
     real_run = runner.run
 
-    def cancel_after_start(spec, model_dir, rows, val, out_dir, reporter, **kw):  # type: ignore[no-untyped-def]
-        reporter.event("test: requesting cancel")
-        with session_scope() as s:
-            s.execute(update(Job).where(Job.id == job["id"]).values(status="cancel_requested"))
+    def cancel_after_first_checkpoint(spec, model_dir, rows, val, out_dir, reporter, **kw):  # type: ignore[no-untyped-def]
+        # The cancel follows progress, not the clock: it is requested once a checkpoint is recorded,
+        # however long loading took on a busy machine.
+        record = reporter.checkpoint
+
+        def checkpoint_then_cancel(*args, **kwargs):  # type: ignore[no-untyped-def]
+            record(*args, **kwargs)
+            reporter.event("test: requesting cancel")
+            with session_scope() as s:
+                s.execute(update(Job).where(Job.id == job["id"]).values(status="cancel_requested"))
+
+        reporter.checkpoint = checkpoint_then_cancel
         return real_run(spec, model_dir, rows, val, out_dir, reporter, **kw)
 
-    monkeypatch.setattr(runner, "run", cancel_after_start)
+    monkeypatch.setattr(runner, "run", cancel_after_first_checkpoint)
     assert execute(job["id"], worker_id="w-test") == "cancelled"
     done = client.get(f"/v1/fine_tuning/jobs/{job['id']}").json()
     assert done["status"] == "cancelled"
