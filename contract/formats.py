@@ -206,9 +206,10 @@ def from_openai(value: Any, tools: Any = None, functions: Any = None, name: str 
             if isinstance(weight, bool) or weight not in (0, 1):
                 raise RowError(f"{where}.weight must be 0 or 1, not {weight!r}")
         out: dict[str, Any] = {"role": "system" if role == "developer" else role}
-        if role == "assistant" and ("tool_calls" in m or "function_call" in m):
+        # Exports often carry `"tool_calls": null` (or []) on plain answers: those are no calls.
+        if role == "assistant" and (m.get("tool_calls") or m.get("function_call") is not None):
             content = _text(m.get("content"), f"{where}.content", nullable=True)
-            if "tool_calls" in m:
+            if m.get("tool_calls"):
                 calls = _tool_calls(m["tool_calls"], f"{where}.tool_calls")
             else:
                 fc = m["function_call"]

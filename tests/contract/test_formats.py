@@ -57,6 +57,13 @@ def test_openai_tool_calls_and_weights() -> None:
     assert again.trainable == chat.trainable
 
 
+def test_null_tool_calls_on_a_plain_answer_are_no_calls() -> None:
+    chat = from_openai([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b", "tool_calls": None}])
+    assert chat.messages[1] == {"role": "assistant", "content": "b"}
+    with pytest.raises(RowError, match=r"messages\[1\]\.content must be a string"):
+        from_openai([{"role": "user", "content": "a"}, {"role": "assistant", "content": None, "tool_calls": []}])
+
+
 def test_legacy_functions_and_function_call_become_tools() -> None:
     chat = from_openai(
         [
