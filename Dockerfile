@@ -34,7 +34,8 @@ ARG TORCH_VERSION
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
     TUNEFORGE_DATA_DIR=/data TUNEFORGE_MODELS_DIR=/models HF_HUB_OFFLINE=1 \
     PATH=/opt/venv/bin:$PATH
-RUN apt-get update && apt-get install -y --no-install-recommends python3 python3-venv \
+# wordnet-base: WordNet 3.0 for data.augmentation's synonyms.
+RUN apt-get update && apt-get install -y --no-install-recommends python3 python3-venv wordnet-base \
     && rm -rf /var/lib/apt/lists/* && python3 -m venv /opt/venv
 WORKDIR /srv/tuneforge
 # The default PyPI build of torch for Linux x86-64 is the CUDA one.

@@ -30,3 +30,12 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   "$VPY" -m pip install -q -e ".[dev]" 2> >(grep -v "^WARNING: Location" >&2)
   touch "$stamp"
 fi
+
+# WordNet 3.0 for data.augmentation's synonym_replacement / random_insertion (read with nltk's reader):
+# Debian's wordnet-base installs it under /usr/share/wordnet.
+if [ ! -f /usr/share/wordnet/data.noun ] && command -v apt-get >/dev/null 2>&1; then
+  as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+  echo "install: installing WordNet (wordnet-base)"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq wordnet-base >/dev/null
+fi

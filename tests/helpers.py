@@ -283,3 +283,51 @@ class FaultyProxy:
             for s in (src, dst):
                 with contextlib.suppress(OSError):
                     s.close()
+
+
+# ----------------------------------------------------------------------------- data shapes
+
+
+def weather_chat(i: int = 0) -> dict:  # type: ignore[type-arg]
+    """An OpenAI function-calling row: tools, an assistant tool call with null content, the tool's
+    answer, and a first assistant turn with weight 0 (not trained on)."""
+    call = {"id": f"call_{i}", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Rome"}'}}
+    return {
+        "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
+        "messages": [
+            {"role": "user", "content": f"Is it warm in Rome today? ({i})"},
+            {"role": "assistant", "content": "Hold on a moment.", "weight": 0},
+            {"role": "user", "content": "Please check."},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": f"call_{i}", "content": "warm and sunny"},
+            {"role": "assistant", "content": "It is warm and sunny."},
+        ],
+    }
+
+
+def alpaca_row(i: int = 0) -> dict:  # type: ignore[type-arg]
+    return {"instruction": "Name the speaker.", "input": f"Line {i} of the play", "output": "The citizen speaks."}
+
+
+def sharegpt_row(i: int = 0) -> dict:  # type: ignore[type-arg]
+    return {
+        "conversations": [
+            {"from": "system", "value": "You answer briefly."},
+            {"from": "human", "value": f"Who speaks in line {i}?"},
+            {"from": "gpt", "value": "The citizen speaks."},
+        ]
+    }
+
+
+def plain_template_model(models_root: Path, name: str = "tiny-llama") -> str:
+    """A copy of a tiny model whose chat template ignores `tools` and `tool_calls`. Returns its name."""
+    import shutil
+
+    from app.demo.tiny_model import PLAIN_CHAT_TEMPLATE
+
+    plain = f"{name}-plain-template"
+    dest = models_root / plain
+    if not dest.exists():
+        shutil.copytree(models_root / name, dest)
+        (dest / "chat_template.jinja").write_text(PLAIN_CHAT_TEMPLATE)
+    return plain

@@ -12,7 +12,16 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+# Renders OpenAI function calling too: the tools as JSON up front, and each tool call after its turn's text.
 CHAT_TEMPLATE = (
+    "{% if tools %}<|bos|>tools\n{{ tools | tojson }}<|eos|>\n{% endif %}"
+    "{% for m in messages %}<|bos|>{{ m['role'] }}\n{% if m['content'] is string %}{{ m['content'] }}{% endif %}"
+    "{% for c in m['tool_calls'] or [] %}<call>{{ c['function']['name'] }} {{ c['function']['arguments'] | tojson }}"
+    "</call>{% endfor %}<|eos|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|bos|>assistant\n{% endif %}"
+)
+# The template before function calling: it ignores `tools` and `tool_calls` (tests refuse it for tool data).
+PLAIN_CHAT_TEMPLATE = (
     "{% for m in messages %}<|bos|>{{ m['role'] }}\n{{ m['content'] }}<|eos|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|bos|>assistant\n{% endif %}"
 )

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from app.files.preference import check_preference_row, is_preference_row
+from contract import formats
 
 Format = Literal["jsonl", "csv"]
 MAX_REPORTED_ERRORS = 20
@@ -92,18 +93,14 @@ def _is_number(value: Any) -> bool:
     return False
 
 
-def _check_messages(value: Any) -> str | None:
-    if not isinstance(value, list) or not value:
-        return "`messages` must be a non-empty list"
-    for i, m in enumerate(value):
-        if not isinstance(m, dict):
-            return f"messages[{i}] must be an object"
-        if m.get("role") not in ("system", "user", "assistant", "tool", "developer"):
-            return f"messages[{i}].role must be system, user, assistant, tool or developer"
-        if not isinstance(m.get("content"), str):
-            return f"messages[{i}].content must be a string"
-    if not any(m.get("role") == "assistant" for m in value):
-        return "`messages` has no assistant turn to learn from"
+def _check_row(row: dict[str, Any]) -> str | None:
+    """What is wrong with a conversation row (detected by its default column names) as training data."""
+    shape = formats.detect(row)
+    if shape in formats.CHAT_SHAPES:
+        try:
+            formats.to_chat(row, shape)
+        except formats.RowError as exc:
+            return str(exc)
     return None
 
 
@@ -223,7 +220,7 @@ def validate_file(path: Path, *, max_rows: int, max_line_bytes: int) -> FileRepo
             break
         for key, value in row.items():
             columns.setdefault(key, ColumnSummary()).add(value)
-        if "messages" in row and (problem := _check_messages(row["messages"])):
+        if problem := _check_row(row):
             errors.append(f"line {lineno}: {problem}")
         if is_preference_row(row) and (problem := check_preference_row(row)):
             errors.append(f"line {lineno}: {problem}")
@@ -235,4 +232,8 @@ def validate_file(path: Path, *, max_rows: int, max_line_bytes: int) -> FileRepo
         errors.append("line 1: no columns found")
     if errors:
         raise DatasetError(errors[:MAX_REPORTED_ERRORS])
-    return FileReport(format=fmt, n_rows=n_rows, columns={k: v.as_dict() for k, v in columns.items()})
+    return FileReport(
+        format=fmt,
+        n_rows=n_rows,
+        columns={k: v.as_dict() for k, v in columns.items()},
+    )

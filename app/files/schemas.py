@@ -6,6 +6,7 @@ from pydantic import BaseModel, Field
 
 from app.db.models import File
 from app.db.types import unix
+from contract.formats import Shape, detect_columns
 
 
 class FileObject(BaseModel):
@@ -23,6 +24,11 @@ class FileObject(BaseModel):
     format: Literal["jsonl", "csv"]
     n_rows: int
     columns: dict[str, Any] = Field(description="Per column: types seen, non-null count, numeric, distinct values.")
+    data_format: Shape | None = Field(
+        None,
+        description="The rows' shape detected from the columns: messages, alpaca, sharegpt, prompt_completion or "
+        "text (null: none of them, e.g. classification data without a `text` column).",
+    )
 
     @classmethod
     def of(cls, f: File) -> FileObject:
@@ -37,4 +43,5 @@ class FileObject(BaseModel):
             format=f.format,
             n_rows=f.n_rows,
             columns=f.columns,
+            data_format=detect_columns(f.columns or {}),
         )

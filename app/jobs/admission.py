@@ -13,7 +13,9 @@ from app.db.models import File
 from app.files.preference import PREFERENCE_FIELDS
 from app.jobs import repository
 from app.jobs.memory_estimate import GB, RUNTIME_ALLOWANCE_GB, estimate
+from contract.formats import SHAPES, detect_columns, shapes_of
 from contract.spec import JobSpec
+from contract.spec.data import data_fields
 from contract.status import WAITING
 
 # How long a client over the queued-jobs limit is told to wait; jobs take minutes, not seconds.
@@ -36,14 +38,22 @@ def check_data_against_spec(spec: JobSpec, f: File, param: str) -> None:
             )
         return
     if spec.task == "causal_lm":
-        if d.messages_field in cols or d.text_field in cols:
+        fields = data_fields(d)
+        if d.format in SHAPES:
+            if d.format not in shapes_of(cols, fields):
+                raise InvalidRequest(
+                    f"data.format is {d.format}, but file {f.id} has columns [{listed}] "
+                    f"(detected: {detect_columns(cols, fields) or 'none'}).",
+                    param="data.format",
+                    code="invalid_file",
+                )
             return
-        if d.prompt_field in cols and d.completion_field in cols:
+        if detect_columns(cols, fields) is not None:
             return
         raise InvalidRequest(
             f"File {f.id} has columns [{listed}]; causal_lm needs '{d.text_field}', "
-            f"'{d.prompt_field}' + '{d.completion_field}', or '{d.messages_field}' "
-            "(rename them with data.text_field, data.prompt_field, ...).",
+            f"'{d.prompt_field}' + '{d.completion_field}', '{d.messages_field}', alpaca's 'instruction' + "
+            "'output', or ShareGPT's 'conversations' (rename them with data.text_field, data.prompt_field, ...).",
             param=param,
             code="invalid_file",
         )

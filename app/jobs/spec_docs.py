@@ -28,7 +28,7 @@ BLOCKS: list[tuple[str, type[BaseModel], str]] = [
     ("training.early_stopping", s.EarlyStoppingSpec, "Optional; off when null."),
     ("training.loss_watchdog", s.LossWatchdogSpec, "Fails a diverging job early with `error.code = nan_loss`."),
     ("scheduler", s.SchedulerSpec, "Learning rate over time. Warmup is linear from 1/(warmup+1) of the peak."),
-    ("data", s.DataSpec, "Columns and splits."),
+    ("data", s.DataSpec, "Columns, row shapes and splits."),
     (
         "preference",
         s.PreferenceSpec,
@@ -36,6 +36,24 @@ BLOCKS: list[tuple[str, type[BaseModel], str]] = [
         "switched off (peft's `disable_adapter()`), not a second copy. Each logged step's `extra` holds "
         "`rewards_chosen`, `rewards_rejected`, `reward_margin` and `preference_accuracy`; each evaluation "
         "reports the held-out `preference_accuracy` and `reward_margin` beside `eval_loss`.",
+    ),
+    (
+        "data.augmentation",
+        s.AugmentationSpec,
+        "Optional; off when null. More training rows made from the ones given, on the training split only: "
+        "each row is kept and `copies` changed copies follow it. Seeded per row and copy, so every attempt of "
+        "a job sees the same rows. Words are split on whitespace and re-joined with single spaces. The "
+        '"Data ready" event reports `augmented` (the copies added) in its `data`.',
+    ),
+    (
+        "data.augmentation.operations[]",
+        s.AugmentationOp,
+        "Each operation, in the order listed, hits each word (each letter for `char_noise`) with chance `p`, "
+        "as in EDA (Wei and Zou, 2019). `synonym_replacement` and `random_insertion` draw synonyms from "
+        "WordNet 3.0 on the worker (Debian's `wordnet-base`, read with nltk; `scripts/install.sh` installs "
+        "both, `TUNEFORGE_WORDNET_DIR` points elsewhere); a worker without it fails the job at once with "
+        "`invalid_spec` saying what to install. Back-translation is not offered: it needs a translation "
+        "model per language pair, which Tuneforge does not ship.",
     ),
 ]
 OPTIMIZERS: list[type[BaseModel]] = [s.SGDSpec, s.AdagradSpec, s.RMSpropSpec, s.AdamSpec, s.AdamWSpec, s.AdamW8bitSpec,
@@ -74,6 +92,81 @@ EXAMPLES: list[dict[str, Any]] = [
         "training": {"epochs": 2, "batch_size": 32, "loss": {"regression_loss": "huber", "huber_delta": 2.0}},
         "data": {"text_field": "text", "label_field": "label", "test_split": 0.1},
     },
+    {
+        "model": "minilm",
+        "training_file": "file-sms-small",
+        "task": "sequence_classification",
+        "data": {
+            "augmentation": {
+                "copies": 1,
+                "seed": 0,
+                "operations": [
+                    {"name": "synonym_replacement", "p": 0.1},
+                    {"name": "random_insertion", "p": 0.1},
+                    {"name": "random_swap", "p": 0.1},
+                    {"name": "random_deletion", "p": 0.1},
+                    {"name": "char_noise", "p": 0.05},
+                ],
+            }
+        },
+    },
+]
+
+
+DATA_SHAPES = [
+    "## Data shapes (`causal_lm`)",
+    "",
+    "Upload validation detects each file's shape from its columns and reports it as the file's",
+    "`data_format`; `data.format` may name it instead. Every bad row is refused at upload with a 400",
+    "naming its line and field.",
+    "",
+    "- **`messages`**: OpenAI's chat format, including function calling: a top-level `tools` (or the",
+    "  legacy `functions`), assistant messages with `tool_calls` and `content: null`, `tool` messages",
+    "  whose `tool_call_id` answers an earlier call (else the upload is refused), and the legacy",
+    "  `function_call` / `function` role (rewritten to `tool_calls` / `tool`). Tools reach the chat",
+    "  template as `apply_chat_template(..., tools=...)`, tool-call arguments as objects. A model whose",
+    "  template ignores `tools` or `tool_calls` fails the job with `invalid_spec` before training.",
+    "  Loss falls on assistant turns, their tool calls included; `weight: 0` on an assistant message",
+    "  takes that turn out of the loss (`weight` must be 0 or 1, and only on assistant messages).",
+    "- **`alpaca`**: `instruction` and `input` (joined by a blank line) become the user turn, `output`",
+    "  the assistant turn (it must not be empty); optional `system`, and `history` as",
+    "  `[[instruction, response], ...]` turns before them (their responses are trained on too).",
+    "- **`sharegpt`**: `conversations: [{from, value}]`, `from` one of human, gpt, system,",
+    "  function_call (`value` a JSON `{name, arguments}`: an assistant tool call) or observation (the",
+    "  tool's answer to the latest call); optional top-level `system` and `tools` (a list or a JSON",
+    "  string).",
+    "- **`prompt_completion`** and **`text`**, as before.",
+    "",
+    'The "Data ready" event\'s `data` reports `train_tokens` and `loss_tokens`, the tokens whose',
+    "prediction is trained on, so a user can see what the mask keeps.",
+    "",
+    "```json",
+    json.dumps(
+        {
+            "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
+            "messages": [
+                {"role": "user", "content": "Warm in Rome?"},
+                {"role": "assistant", "content": "Checking.", "weight": 0},
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": "call_1",
+                            "type": "function",
+                            "function": {"name": "get_weather", "arguments": '{"city": "Rome"}'},
+                        }
+                    ],
+                },
+                {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+                {"role": "assistant", "content": "Yes, sunny."},
+            ],
+        }
+    ),
+    json.dumps({"instruction": "Translate to French", "input": "cat", "output": "chat"}),
+    json.dumps({"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello!"}]}),
+    "```",
+    "",
 ]
 
 
@@ -148,7 +241,8 @@ def render() -> str:
         "",
         "`causal_lm` (default): rows with `text`, or `prompt` + `completion`, or chat `messages`",
         "(rendered with the tokenizer's chat template; loss on assistant turns only unless",
-        "`training.train_on_inputs`). `sequence_classification`: `text` -> `label` (strings; the label",
+        "`training.train_on_inputs`), or alpaca or ShareGPT rows (see Data shapes below).",
+        "`sequence_classification`: `text` -> `label` (strings; the label",
         "list is stored in the adapter's `tuneforge.json`, and the classifier head is trained in full and",
         "never quantized). `regression`: `text` -> numeric `label`, MSE on a normalised target.",
         "",
@@ -171,11 +265,7 @@ def render() -> str:
     ]
     for example in EXAMPLES:
         out += ["```json", json.dumps(example, indent=2), "```", ""]
-    out += [
-        "There is no data augmentation: no augmentation method exists, and an `augmentation` field is",
-        "refused as unknown.",
-        "",
-    ]
+    out += DATA_SHAPES
     return "\n".join(out)
 
 

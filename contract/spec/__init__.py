@@ -4,6 +4,7 @@ Depends on pydantic alone. The API's request shape (`app/jobs/request.py`) resol
 which is stored on the job; the engine (`worker/training/`) trains from it.
 """
 
+from contract.spec.augmentation import AugmentationOp, AugmentationSpec
 from contract.spec.base import DEFAULT_LEARNING_RATE, SpecError, Strict, set_to_non_default
 from contract.spec.blocks import (
     EarlyStoppingSpec,
@@ -40,6 +41,8 @@ __all__ = [
     "AdamSpec",
     "AdamW8bitSpec",
     "AdamWSpec",
+    "AugmentationOp",
+    "AugmentationSpec",
     "DataSpec",
     "EarlyStoppingSpec",
     "JobSpec",

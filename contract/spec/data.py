@@ -6,11 +6,20 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from contract.formats import Fields
+from contract.spec.augmentation import AugmentationSpec
 from contract.spec.base import SpecError, Strict
+
+DataFormat = Literal["auto", "jsonl", "csv", "messages", "alpaca", "sharegpt", "prompt_completion", "text"]
 
 
 class DataSpec(Strict):
-    format: Literal["auto", "jsonl", "csv"] = Field("auto", description="Detected from content when `auto`.")
+    format: DataFormat = Field(
+        "auto",
+        description="The rows' shape: `messages` (OpenAI chat, with tools and weights), `alpaca` (instruction, "
+        "input, output, system, history), `sharegpt` (conversations of {from, value}), `prompt_completion` or "
+        "`text`. `auto` (or `jsonl`/`csv`, the file encodings, also detected) detects it per row from its keys.",
+    )
     text_field: str = Field("text", description="Plain-text column (causal_lm) or input (classification).")
     prompt_field: str = Field("prompt", description="Prompt column of prompt/completion data.")
     completion_field: str = Field("completion", description="Completion column of prompt/completion data.")
@@ -21,9 +30,14 @@ class DataSpec(Strict):
     )
     test_split: float = Field(0.0, ge=0.0, lt=1.0, description="Held out for a final test evaluation.")
     shuffle_seed: int | None = Field(None, ge=0, description="Seed of the split and shuffle (default: the job seed).")
+    augmentation: AugmentationSpec | None = Field(None, description="Optional; see `data.augmentation`.")
 
     @model_validator(mode="after")
     def _check(self) -> DataSpec:
         if (self.validation_split or 0.0) + self.test_split >= 1.0:
             raise SpecError("test_split", "validation_split + test_split must be below 1")
         return self
+
+
+def data_fields(d: DataSpec) -> Fields:
+    return Fields(messages=d.messages_field, prompt=d.prompt_field, completion=d.completion_field, text=d.text_field)

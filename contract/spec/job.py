@@ -6,6 +6,7 @@ from typing import Literal, Self
 
 from pydantic import Field, model_validator
 
+from contract.formats import CHAT_SHAPES
 from contract.spec.base import SpecError, Strict, set_to_non_default
 from contract.spec.blocks import LoraSpec, QuantizationSpec, TrainingSpec
 from contract.spec.data import DataSpec
@@ -15,7 +16,7 @@ from contract.spec.preference import MethodName, PreferenceSpec
 TaskName = Literal["causal_lm", "sequence_classification", "regression"]
 
 
-def _check_task_options(task: str, training: TrainingSpec) -> None:
+def _check_task_options(task: str, training: TrainingSpec, data: DataSpec) -> None:
     loss = training.loss
     if task != "sequence_classification":
         for name in ("class_weights", "label_smoothing"):
@@ -27,6 +28,8 @@ def _check_task_options(task: str, training: TrainingSpec) -> None:
                 raise SpecError(f"training.loss.{name}", f"`{name}` applies to regression only")
     if task != "causal_lm" and training.packing:
         raise SpecError("training.packing", "packing applies to causal_lm only")
+    if task != "causal_lm" and data.format in (*CHAT_SHAPES, "prompt_completion"):
+        raise SpecError("data.format", f"format `{data.format}` applies to causal_lm only")
 
 
 class SpecBlocks(Strict):
@@ -45,7 +48,7 @@ class SpecBlocks(Strict):
 
     @model_validator(mode="after")
     def _check_task(self) -> Self:
-        _check_task_options(self.task, self.training)
+        _check_task_options(self.task, self.training, self.data)
         return self
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -9,7 +10,9 @@ from typing import Any
 
 import torch
 
+from contract import formats
 from contract.spec import DataSpec, JobSpec
+from contract.spec.data import data_fields
 from contract.status import ErrorCode
 from worker.training.errors import TrainingError
 
@@ -32,6 +35,8 @@ class Encoded:
     truncated: int = 0
     dropped: int = 0
     real_tokens: int = 0
+    # Tokens whose prediction is trained on (labels not ignored, after the one-token shift).
+    loss_tokens: int = 0
     label_names: list[str] = field(default_factory=list)
 
 
@@ -74,33 +79,107 @@ def make_splits(rows: list[dict[str, Any]], validation_rows: list[dict[str, Any]
 # --------------------------------------------------------------------------- causal LM
 
 
+def normalize_rows(rows: list[dict[str, Any]], spec: JobSpec, param: str = "training_file") -> list[dict[str, Any]]:
+    """causal_lm rows in alpaca or ShareGPT shape (detected, or named by `data.format`) become OpenAI
+    chat rows, so everything after this sees `messages`, `prompt_completion` or `text` rows."""
+    if spec.task != "causal_lm":
+        return rows
+    d = spec.data
+    fields = data_fields(d)
+    named = next((shape for shape in formats.SHAPES if shape == d.format), None)
+    out = []
+    for n, row in enumerate(rows, start=1):
+        shape = named or formats.detect(row, fields)
+        if shape in ("alpaca", "sharegpt"):
+            try:
+                row = formats.to_chat(row, shape, fields).as_row(d.messages_field)
+            except formats.RowError as exc:
+                raise TrainingError(ErrorCode.INVALID_FILE, f"Row {n} ({shape}): {exc}", param) from exc
+        out.append(row)
+    return out
+
+
 def _causal_kind(row: dict[str, Any], d: DataSpec) -> str:
-    if d.messages_field in row:
-        return "messages"
-    if d.prompt_field in row and d.completion_field in row:
-        return "prompt_completion"
-    if d.text_field in row:
-        return "text"
+    kind = formats.detect(row, data_fields(d))
+    if kind in ("messages", "prompt_completion", "text"):
+        return kind
     raise TrainingError(
         ErrorCode.INVALID_FILE,
-        f"A row has none of '{d.text_field}', '{d.prompt_field}'+'{d.completion_field}', '{d.messages_field}'.",
+        f"A row has none of '{d.text_field}', '{d.prompt_field}'+'{d.completion_field}', '{d.messages_field}', "
+        "alpaca's 'instruction'+'output' or ShareGPT's 'conversations'.",
         "training_file",
     )
 
 
-def _chat_ids(tokenizer: Any, messages: list[dict[str, str]]) -> tuple[list[int], list[bool]]:
-    """Token ids of a conversation, and for each token whether an assistant turn produced it.
+def template_messages(chat: formats.Chat) -> list[dict[str, Any]]:
+    """OpenAI messages as Hugging Face chat templates expect them: tool-call arguments as objects."""
+    out = []
+    for m in chat.messages:
+        if "tool_calls" in m:
+            calls = []
+            for c in m["tool_calls"]:
+                args: Any = c["function"]["arguments"]
+                try:
+                    parsed = json.loads(args)
+                    args = parsed if isinstance(parsed, dict) else args
+                except json.JSONDecodeError:
+                    pass
+                calls.append({**c, "function": {**c["function"], "arguments": args}})
+            m = {**m, "tool_calls": calls}
+        out.append(m)
+    return out
+
+
+def _render(tokenizer: Any, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, **kw: Any) -> Any:
+    if tools:
+        kw["tools"] = tools
+    return tokenizer.apply_chat_template(messages, **kw)
+
+
+def check_template_tools(tokenizer: Any, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> None:
+    """Refuse (invalid_spec) a template that would silently drop the tools or the assistant's tool calls."""
+    probe = [{"role": "user", "content": "hi"}]
+    if tools and _render(tokenizer, probe, tools, tokenize=False) == _render(tokenizer, probe, None, tokenize=False):
+        raise TrainingError(
+            ErrorCode.INVALID_SPEC,
+            "The model's chat template does not render `tools` (tokenizer.apply_chat_template(..., tools=...) "
+            "ignores them), so function-calling data cannot be trained on this model. Use a model whose chat "
+            "template supports tools.",
+            "model",
+        )
+    for i, m in enumerate(messages):
+        if "tool_calls" in m:
+            bare = {k: v for k, v in m.items() if k != "tool_calls"}
+            with_calls = _render(tokenizer, messages[: i + 1], tools, tokenize=False)
+            if with_calls == _render(tokenizer, [*messages[:i], bare], tools, tokenize=False):
+                raise TrainingError(
+                    ErrorCode.INVALID_SPEC,
+                    "The model's chat template does not render assistant `tool_calls`, so function-calling data "
+                    "cannot be trained on this model. Use a model whose chat template supports tools.",
+                    "model",
+                )
+            return
+
+
+def _chat_ids(
+    tokenizer: Any,
+    messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]] | None = None,
+    trainable: list[bool] | None = None,
+) -> tuple[list[int], list[bool]]:
+    """Token ids of a conversation, and for each token whether a trainable assistant turn produced it
+    (every assistant turn, unless `trainable` says otherwise: OpenAI's `weight: 0`).
 
     Works with any chat template that renders conversations prefix-stably: an assistant turn's tokens
     are those between the prefix rendered with a generation prompt and the conversation rendered up
     to and including that turn. No `{% generation %}` markers are needed in the template."""
-    ids = _ids(tokenizer.apply_chat_template(messages, tokenize=True))
+    ids = _ids(_render(tokenizer, messages, tools, tokenize=True))
     mask = [False] * len(ids)
     for i, m in enumerate(messages):
-        if m["role"] != "assistant":
+        if m["role"] != "assistant" or (trainable is not None and not trainable[i]):
             continue
-        start = len(_ids(tokenizer.apply_chat_template(messages[:i], add_generation_prompt=True, tokenize=True)))
-        full = _ids(tokenizer.apply_chat_template(messages[: i + 1], tokenize=True))
+        start = len(_ids(_render(tokenizer, messages[:i], tools, add_generation_prompt=True, tokenize=True)))
+        full = _ids(_render(tokenizer, messages[: i + 1], tools, tokenize=True))
         if ids[: len(full)] != full:
             raise TrainingError(
                 ErrorCode.INVALID_SPEC,
@@ -119,25 +198,40 @@ def _ids(out: Any) -> list[int]:
     return list(out)
 
 
+def _encode_chat(row: dict[str, Any], tokenizer: Any, spec: JobSpec, checked: set[str]) -> tuple[list[int], list[int]]:
+    d, t = spec.data, spec.training
+    if not getattr(tokenizer, "chat_template", None):
+        raise TrainingError(
+            ErrorCode.INVALID_SPEC,
+            "The model's tokenizer has no chat template, so `messages` data cannot be used.",
+            "model",
+        )
+    try:
+        chat = formats.from_openai(row[d.messages_field], row.get("tools"), row.get("functions"), d.messages_field)
+    except formats.RowError as exc:
+        raise TrainingError(ErrorCode.INVALID_FILE, f"A chat row: {exc}", "training_file") from exc
+    messages = template_messages(chat)
+    calls = any("tool_calls" in m for m in messages)
+    if (chat.tools and "tools" not in checked) or (calls and "tool_calls" not in checked):
+        check_template_tools(tokenizer, messages, chat.tools)  # a property of the template: once per run
+        checked.update(["tools"] if chat.tools else [])
+        checked.update(["tool_calls"] if calls else [])
+    if t.train_on_inputs:
+        ids = _ids(_render(tokenizer, messages, chat.tools, tokenize=True))
+        return ids, list(ids)
+    ids, is_target = _chat_ids(tokenizer, messages, chat.tools, chat.trainable)
+    return ids, [i if m else IGNORE for i, m in zip(ids, is_target, strict=True)]
+
+
 def encode_causal(rows: list[dict[str, Any]], tokenizer: Any, spec: JobSpec) -> Encoded:
     d, t = spec.data, spec.training
     eos = tokenizer.eos_token_id
     out = Encoded(examples=[])
+    checked: set[str] = set()
     for row in rows:
         kind = _causal_kind(row, d)
         if kind == "messages":
-            if not getattr(tokenizer, "chat_template", None):
-                raise TrainingError(
-                    ErrorCode.INVALID_SPEC,
-                    "The model's tokenizer has no chat template, so `messages` data cannot be used.",
-                    "model",
-                )
-            if t.train_on_inputs:
-                ids = _ids(tokenizer.apply_chat_template(row[d.messages_field], tokenize=True))
-                is_target = [True] * len(ids)
-            else:
-                ids, is_target = _chat_ids(tokenizer, row[d.messages_field])
-            labels = [i if (m or t.train_on_inputs) else IGNORE for i, m in zip(ids, is_target, strict=True)]
+            ids, labels = _encode_chat(row, tokenizer, spec, checked)
         elif kind == "prompt_completion":
             # The tokenizer's own special tokens (a BOS, for most causal LMs) go on the prompt only.
             p = list(tokenizer(str(row[d.prompt_field]))["input_ids"])
@@ -153,10 +247,12 @@ def encode_causal(rows: list[dict[str, Any]], tokenizer: Any, spec: JobSpec) -> 
         if len(ids) > t.max_seq_length:
             out.truncated += 1
             ids, labels = ids[: t.max_seq_length], labels[: t.max_seq_length]
-        if sum(1 for x in labels[1:] if x != IGNORE) == 0:
+        loss_tokens = sum(1 for x in labels[1:] if x != IGNORE)
+        if loss_tokens == 0:
             out.dropped += 1  # nothing to learn from once truncated
             continue
         out.real_tokens += len(ids)
+        out.loss_tokens += loss_tokens
         out.examples.append({"input_ids": ids, "labels": labels})
     if t.packing:
         out.examples = pack(out.examples, t.max_seq_length)

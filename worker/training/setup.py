@@ -13,6 +13,7 @@ from transformers import set_seed
 
 from contract.spec import JobSpec
 from contract.status import ErrorCode
+from worker.training.augment import augment
 from worker.training.configs import compute_dtype, describe, get_peft_config
 from worker.training.data import (
     Encoded,
@@ -20,6 +21,7 @@ from worker.training.data import (
     encode_labeled,
     label_names,
     make_splits,
+    normalize_rows,
     regression_norm,
 )
 from worker.training.errors import TrainingError
@@ -58,7 +60,11 @@ def prepare_data(
     validation_rows: list[dict[str, Any]] | None,
     reporter: Reporter,
 ) -> PreparedData:
+    rows = normalize_rows(rows, spec)
+    if validation_rows is not None:
+        validation_rows = normalize_rows(validation_rows, spec, "validation_file")
     splits = make_splits(rows, validation_rows, spec)
+    splits.train, augmented = augment(splits.train, spec)  # the training split only
     tokenizer = load_tokenizer(model_dir)
     labels: list[str] | None = None
     norm: tuple[float, float] | None = None
@@ -76,9 +82,11 @@ def prepare_data(
         )
     if not train.examples:
         raise TrainingError(ErrorCode.INVALID_FILE, "No usable training examples after tokenization.", "training_file")
+    extra = f" ({augmented} of them augmented copies)" if spec.data.augmentation else ""
+    trained_on = f"; {train.loss_tokens} of {train.real_tokens} training tokens carry loss" if train.loss_tokens else ""
     reporter.event(
-        f"Data ready: {len(train.examples)} training, {len(val.examples)} validation, {len(test.examples)} test "
-        f"examples; {train.truncated} truncated to {spec.training.max_seq_length} tokens",
+        f"Data ready: {len(train.examples)} training{extra}, {len(val.examples)} validation, {len(test.examples)} "
+        f"test examples; {train.truncated} truncated to {spec.training.max_seq_length} tokens{trained_on}",
         data={
             "train_examples": len(train.examples),
             "validation_examples": len(val.examples),
@@ -86,6 +94,8 @@ def prepare_data(
             "truncated": train.truncated + val.truncated + test.truncated,
             "dropped": train.dropped + val.dropped + test.dropped,
             "train_tokens": train.real_tokens,
+            "loss_tokens": train.loss_tokens,
+            "augmented": augmented,
         },
     )
     return PreparedData(tokenizer, train, val, test, labels, norm)

@@ -49,6 +49,21 @@ def test_defaults_are_qlora() -> None:
         ({"trust_remote_code": True}, "trust_remote_code"),
         ({"method": {"type": "ppo"}}, "method.type"),
         ({"lora": {"target_modules": []}}, "lora.target_modules"),
+        ({"task": "regression", "data": {"format": "alpaca"}}, "data.format"),
+        ({"data": {"format": "dolly"}}, "data.format"),
+        ({"data": {"augmentation": {"operations": []}}}, "data.augmentation.operations"),
+        (
+            {"data": {"augmentation": {"operations": [{"name": "back_translation"}]}}},
+            "data.augmentation.operations.0.name",
+        ),
+        (
+            {"data": {"augmentation": {"copies": 0, "operations": [{"name": "random_swap"}]}}},
+            "data.augmentation.copies",
+        ),
+        (
+            {"data": {"augmentation": {"operations": [{"name": "random_swap", "p": 1.5}]}}},
+            "data.augmentation.operations.0.p",
+        ),
     ],
 )
 def test_bad_specs_name_the_field(over: dict, param: str) -> None:  # type: ignore[type-arg]
