@@ -12,6 +12,7 @@ from typing import Any
 
 from app.core.config import get_settings
 from app.core.logging import configure_logging
+from app.models import cli as models_cli
 
 
 def cmd_migrate(_: argparse.Namespace) -> int:
@@ -209,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     kr = ks.add_parser("revoke", help="revoke a key by id")
     kr.add_argument("key_id")
     k.set_defaults(func=cmd_keys)
+
+    models_cli.add_parser(sub)
     return p
 
 

@@ -16,6 +16,7 @@ from app.core.logging import RequestIdMiddleware
 from app.files.endpoints import router as files_router
 from app.health.endpoints import router as health_router
 from app.jobs.endpoints import router as jobs_router
+from app.models.endpoints import router as models_router
 
 log = logging.getLogger("tuneforge.api")
 
@@ -54,4 +55,5 @@ def create_app(*, run_reconciler: bool = False) -> FastAPI:
     app.include_router(health_router)
     app.include_router(files_router)
     app.include_router(jobs_router)
+    app.include_router(models_router)
     return app
