@@ -279,6 +279,8 @@ def upsert_metrics(session: Session, job_id: str, points: Iterable[dict[str, Any
             session.add(row)
         for key, value in p.items():
             if value is not None and key in METRIC_FIELDS:
+                if key == "extra" and row.extra:  # a step's train and eval points each carry extras
+                    value = {**row.extra, **value}
                 setattr(row, key, value)
     session.flush()
 

@@ -12,6 +12,7 @@ from contract.spec import JobSpec
 from contract.status import ErrorCode
 from worker.training.data import Encoded
 from worker.training.errors import TrainingError
+from worker.training.evaluation import token_accuracy
 
 
 class TaskLoss:
@@ -21,10 +22,16 @@ class TaskLoss:
         self.weight = _class_weights(spec, train)
         if self.weight is not None:
             self.weight = self.weight.to(device)
+        # The last causal-LM batch's (correct, counted) next tokens, on the device: the metric
+        # window sums them into `train_mean_token_accuracy` without a host sync per step.
+        self.last_accuracy: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def __call__(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.task == "causal_lm":
-            loss: torch.Tensor = model(**batch).loss
+            out = model(**batch)
+            with torch.no_grad():
+                self.last_accuracy = token_accuracy(out.logits.detach(), batch["labels"])
+            loss: torch.Tensor = out.loss
             return loss
         labels = batch.pop("labels")
         logits = model(**batch).logits.float()

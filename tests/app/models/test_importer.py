@@ -50,8 +50,9 @@ def test_gguf_import_writes_a_bf16_safetensors_folder_with_the_same_model(tiny_g
     with torch.no_grad():
         assert torch.allclose(ref(ids).logits, got(ids).logits, atol=0.05)
     text = "Shall I compare thee to a summer's day?"
-    assert AutoTokenizer.from_pretrained(result.path)(text).input_ids == AutoTokenizer.from_pretrained(source)(text).input_ids
-    assert AutoTokenizer.from_pretrained(result.path).chat_template
+    imported = AutoTokenizer.from_pretrained(result.path)
+    assert imported(text).input_ids == AutoTokenizer.from_pretrained(source)(text).input_ids
+    assert imported.chat_template
 
 
 def test_safetensors_folder_import_and_name_rules(tmp_path: Path) -> None:
@@ -63,7 +64,7 @@ def test_safetensors_folder_import_and_name_rules(tmp_path: Path) -> None:
         import_model(root, str(src), name="team/tiny")
     import_model(root, str(src), name="team/tiny", replace=True)
     for bad in ("../escape", "/abs", "a/b/c", "x y"):
-        with pytest.raises(ImportFailed, match="not allowed|outside"):
+        with pytest.raises(ImportFailed, match=r"not allowed|outside"):
             import_model(root, str(src), name=bad)
     assert _leftovers(root) == ["team"] and _leftovers(root / "team") == ["tiny"]
 
@@ -89,7 +90,7 @@ def test_truncated_gguf_leaves_nothing_behind(tiny_gguf: Path, tmp_path: Path) -
     broken.write_bytes(tiny_gguf.read_bytes()[: tiny_gguf.stat().st_size // 2])
     root = tmp_path / "models"
     root.mkdir()
-    with pytest.raises(ImportFailed, match="broken.gguf"):
+    with pytest.raises(ImportFailed, match=r"broken\.gguf"):
         import_model(root, str(broken))
     assert _leftovers(root) == []
 
