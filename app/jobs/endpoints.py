@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, BackgroundTasks, Header, Query, Request
 from fastapi.responses import FileResponse, StreamingResponse
@@ -9,7 +9,7 @@ from fastapi.responses import FileResponse, StreamingResponse
 from app.core.errors import InvalidRequest
 from app.core.schemas import ListResponse, error_responses
 from app.deps import PrincipalDep, SessionDep, SettingsDep
-from app.jobs import artifacts, service
+from app.jobs import artifacts, merged, service
 from app.jobs.request import JobCreate
 from app.jobs.schemas import CheckpointObject, FineTuningJob, JobEventObject, MetricPoint, MetricsSeries
 from app.jobs.stream import job_stream
@@ -121,7 +121,10 @@ def job_metrics(
     "/{job_id}/adapter",
     response_class=FileResponse,
     responses={
-        200: {"content": {"application/gzip": {}}, "description": "A .tar.gz holding a PEFT adapter folder."},
+        200: {
+            "content": {"application/gzip": {}},
+            "description": "A .tar.gz holding a PEFT adapter folder, or with format=merged a full model folder.",
+        },
         **error_responses(409),
     },
 )
@@ -134,9 +137,17 @@ def download_adapter(
     checkpoint: Annotated[
         int | None, Query(ge=0, le=MAX_INT, description="Step of an intermediate checkpoint.")
     ] = None,
+    format: Annotated[
+        Literal["peft", "merged"],
+        Query(description="peft: the adapter folder; merged: the base with the LoRA merged in (causal_lm)."),
+    ] = "peft",
 ) -> FileResponse:
     job = service.get(session, principal, job_id)
+    if format == "merged":
+        merged.check_mergeable(job)
     source, manifest, name = artifacts.adapter_source(session, job, checkpoint)
+    if format == "merged":
+        source, manifest, name = merged.export(settings, job, source, checkpoint, name)
     archive = artifacts.build_archive(source, manifest, name)
     background.add_task(archive.unlink, missing_ok=True)
     return FileResponse(archive, media_type="application/gzip", filename=f"{name}.tar.gz")

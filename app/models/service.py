@@ -113,7 +113,7 @@ def resolve_model_id(session: Session, settings: Settings, org_id: str, model_id
     job = repository.job_in_org(session, org_id, job_id) if job_id else None
     if job is None or model_id.removesuffix(f":ckpt-step-{step}") != _ft_id(job):
         raise _not_found(model_id)
-    base_dir = _job_base_dir(settings, job)
+    base_dir = job_base_dir(settings, job)
     if step is None:
         if job.status != JobStatus.SUCCEEDED or job.adapter_path is None:
             raise _not_found(model_id, f"the fine-tuning job {job.id} is {job.status}; it has no final adapter yet")
@@ -151,7 +151,7 @@ def _base_dir(settings: Settings, name: str) -> Path:
         raise _not_found(name, exc.message) from exc
 
 
-def _job_base_dir(settings: Settings, job: Job) -> Path:
+def job_base_dir(settings: Settings, job: Job) -> Path:
     hub = settings.data_dir / "hub" / job.model
     if not (settings.models_dir / job.model).exists() and (hub / "config.json").is_file():
         return resolve_model_dir(settings.data_dir / "hub", job.model)

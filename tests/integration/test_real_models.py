@@ -5,10 +5,12 @@ PostgreSQL + Redis, driven with the `openai` package."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -114,3 +116,21 @@ def test_imported_gguf_trains_reports_before_after_and_lists_via_sdk(
     for model_id in (ft, ckpt_id):
         with pytest.raises(openai.NotFoundError):
             other.models.retrieve(model_id)
+
+    # The merged export: a full model folder over HTTP that transformers loads alone, in a fresh process.
+    r = httpx.get(
+        f"{live_api}/v1/fine_tuning/jobs/{job.id}/adapter", params={"format": "merged"}, headers=headers, timeout=600
+    )
+    assert r.status_code == 200, r.text
+    with tarfile.open(fileobj=io.BytesIO(r.content)) as tar:
+        tar.extractall(tmp_path / "export", filter="data")
+    folder = tmp_path / "export" / f"{job.id}-adapter-merged"
+    assert (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file()
+    script = (
+        "import sys, torch; from transformers import AutoModelForCausalLM, AutoTokenizer;"
+        f"m = AutoModelForCausalLM.from_pretrained({str(folder)!r});"
+        f"t = AutoTokenizer.from_pretrained({str(folder)!r});"
+        "assert 'peft' not in sys.modules; print(m(**t('To be', return_tensors='pt')).logits.shape[-1])"
+    )
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
