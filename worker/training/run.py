@@ -128,6 +128,9 @@ def run(
             "task": spec.task,
             "base_model": model_dir.name,
             "labels": data.labels,
+            # transformers' names, for `AutoModelForSequenceClassification.from_pretrained(base, **these)`
+            "id2label": {str(i): name for i, name in enumerate(data.labels)} if data.labels else None,
+            "label2id": {name: i for i, name in enumerate(data.labels)} if data.labels else None,
             "label_normalization": {"mean": data.norm[0], "std": data.norm[1]} if data.norm else None,
         },
         early=EarlyStopping(spec.training.early_stopping),
