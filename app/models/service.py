@@ -30,6 +30,7 @@ from contract.status import JobStatus
 
 BASE_OWNER = "system"
 MAX_DEPTH = 2  # `name` or `org/name`, as model names are
+MAX_ID_CHARS = 512  # the longest `model` a job may name (its column's width)
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,7 @@ def resolve_model_id(session: Session, settings: Settings, org_id: str, model_id
     recorded, never from a path in the id."""
     if not model_id.startswith("ft:"):
         return ResolvedModel(model_id=model_id, base_dir=_base_dir(settings, model_id), adapter_dir=None)
-    job_id, step = _parse_ft(model_id)
+    job_id, step = _parse_ft(model_id) if len(model_id) <= 2 * MAX_ID_CHARS else (None, None)
     job = repository.job_in_org(session, org_id, job_id) if job_id else None
     if job is None or model_id.removesuffix(f":ckpt-step-{step}") != _ft_id(job):
         raise _not_found(model_id)
@@ -145,10 +146,14 @@ def _ft_id(job: Job) -> str:
 
 
 def _base_dir(settings: Settings, name: str) -> Path:
+    if len(name) > MAX_ID_CHARS:
+        raise _not_found(name[:64] + "...")
     try:
         return resolve_model_dir(settings.models_dir, name, allow_pickle=settings.allow_pickle_weights)
     except SpecError as exc:
         raise _not_found(name, exc.message) from exc
+    except OSError as exc:  # e.g. a path component over the filesystem's name limit
+        raise _not_found(name[:64] + "...") from exc
 
 
 def job_base_dir(settings: Settings, job: Job) -> Path:

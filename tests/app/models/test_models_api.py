@@ -44,6 +44,8 @@ def test_unknown_and_hostile_ids_are_404s_in_the_error_envelope(client: httpx.Cl
         "ft:tiny-llama:org-x::ftjob-doesnotexist",
         "ft:tiny-llama:org-x::ftjob-doesnotexist:ckpt-step-4",
         "ft:garbage",
+        "a" * 300,
+        "x/" + "b" * 5000,
     ):
         r = client.get(f"/v1/models/{model_id}")
         assert r.status_code == 404, (model_id, r.text)
