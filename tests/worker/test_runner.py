@@ -51,8 +51,10 @@ def test_execute_trains_and_records_everything(client: httpx.Client, tiny_model:
         assert any(phase in m for m in messages), (phase, messages)
 
     series = client.get(f"/v1/fine_tuning/jobs/{job['id']}/metrics").json()
-    assert [p["step"] for p in series["data"]] == [1, 2, 3, 4, 5, 6]
-    assert all(p["loss"] is not None and p["learning_rate"] > 0 for p in series["data"])
+    # Step 0 is the baseline evaluation before training; steps 1-6 are training steps.
+    assert [p["step"] for p in series["data"]] == [0, 1, 2, 3, 4, 5, 6]
+    assert series["data"][0]["eval_loss"] is not None and series["data"][0]["loss"] is None
+    assert all(p["loss"] is not None and p["learning_rate"] > 0 for p in series["data"][1:])
     assert series["data"][-1]["eval_loss"] is not None
     sampled = client.get(f"/v1/fine_tuning/jobs/{job['id']}/metrics", params={"max_points": 2, "since_step": 1}).json()
     assert sampled["total_points"] == 5 and [p["step"] for p in sampled["data"]] == [2, 6]
