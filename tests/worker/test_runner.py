@@ -180,7 +180,7 @@ def test_stream_replays_a_finished_job_and_ends(client: httpx.Client, tiny_model
     import json as _json
 
     metrics = next(_json.loads(f.split("data: ", 1)[1]) for f in frames if f.startswith("event: metrics"))
-    assert [p["step"] for p in metrics["points"]] == [1, 2, 3]
+    assert [p["step"] for p in metrics["points"]] == [0, 1, 2, 3]  # 0: the baseline evaluation
     done = _json.loads(frames[-1].split("data: ", 1)[1])
     assert done["status"] == "succeeded"
 
