@@ -126,7 +126,7 @@ def test_cancel_while_running(client: httpx.Client, tiny_model: str, monkeypatch
     """The heartbeat reads `cancel_requested` and the loop stops at the next step."""
     import worker.runner as runner
 
-    job = create(client, tiny_model, training={"max_steps": 500, "batch_size": 2, "save_every": 2})
+    job = create(client, tiny_model, training={"max_steps": 500, "batch_size": 2, "save_every": 1})
     real_run = runner.run
 
     def cancel_after_start(spec, model_dir, rows, val, out_dir, reporter, **kw):  # type: ignore[no-untyped-def]
