@@ -14,6 +14,7 @@ from typing import Any
 
 from app.core.config import get_settings
 from app.core.logging import configure_logging
+from app.models import cli as models_cli
 
 
 def cmd_migrate(_: argparse.Namespace) -> int:
@@ -280,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_client_commands(sub)
     for name in ("files", "jobs", "chat"):
         sub.choices[name].set_defaults(func=run)
+    models_cli.add_parser(sub)
     return p
 
 

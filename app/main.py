@@ -19,6 +19,7 @@ from app.files.endpoints import router as files_router
 from app.health.endpoints import router as health_router
 from app.inference.endpoints import router as inference_router
 from app.jobs.endpoints import router as jobs_router
+from app.models.endpoints import router as models_router
 from app.sweeps.endpoints import router as sweeps_router
 from app.webhooks.endpoints import router as webhooks_router
 
@@ -82,4 +83,5 @@ def create_app(*, run_reconciler: bool = False) -> FastAPI:
     app.include_router(inference_router)
     app.include_router(webhooks_router)
     app.include_router(sweeps_router)
+    app.include_router(models_router)
     return app

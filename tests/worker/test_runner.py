@@ -51,8 +51,10 @@ def test_execute_trains_and_records_everything(client: httpx.Client, tiny_model:
         assert any(phase in m for m in messages), (phase, messages)
 
     series = client.get(f"/v1/fine_tuning/jobs/{job['id']}/metrics").json()
-    assert [p["step"] for p in series["data"]] == [1, 2, 3, 4, 5, 6]
-    assert all(p["loss"] is not None and p["learning_rate"] > 0 for p in series["data"])
+    # Step 0 is the baseline evaluation before training; steps 1-6 are training steps.
+    assert [p["step"] for p in series["data"]] == [0, 1, 2, 3, 4, 5, 6]
+    assert series["data"][0]["eval_loss"] is not None and series["data"][0]["loss"] is None
+    assert all(p["loss"] is not None and p["learning_rate"] > 0 for p in series["data"][1:])
     assert series["data"][-1]["eval_loss"] is not None
     sampled = client.get(f"/v1/fine_tuning/jobs/{job['id']}/metrics", params={"max_points": 2, "since_step": 1}).json()
     assert sampled["total_points"] == 5 and [p["step"] for p in sampled["data"]] == [2, 6]
@@ -124,7 +126,7 @@ def test_cancel_while_running(client: httpx.Client, tiny_model: str, monkeypatch
     """The heartbeat reads `cancel_requested` and the loop stops at the next step."""
     import worker.runner as runner
 
-    job = create(client, tiny_model, training={"max_steps": 500, "batch_size": 2, "save_every": 2})
+    job = create(client, tiny_model, training={"max_steps": 500, "batch_size": 2, "save_every": 1})
     real_run = runner.run
 
     def cancel_after_first_checkpoint(spec, model_dir, rows, val, out_dir, reporter, **kw):  # type: ignore[no-untyped-def]
@@ -186,7 +188,7 @@ def test_stream_replays_a_finished_job_and_ends(client: httpx.Client, tiny_model
     import json as _json
 
     metrics = next(_json.loads(f.split("data: ", 1)[1]) for f in frames if f.startswith("event: metrics"))
-    assert [p["step"] for p in metrics["points"]] == [1, 2, 3]
+    assert [p["step"] for p in metrics["points"]] == [0, 1, 2, 3]  # 0: the baseline evaluation
     done = _json.loads(frames[-1].split("data: ", 1)[1])
     assert done["status"] == "succeeded"
 

@@ -55,16 +55,31 @@ def evaluate(
 def _causal(
     model: torch.nn.Module, examples: list[Example], bs: int, pad_id: int, device: torch.device
 ) -> dict[str, Any]:
-    total_loss, total_targets = 0.0, 0
+    total_loss, total_targets, total_correct = 0.0, 0, 0
     for i in range(0, len(examples), bs):
         batch = {k: v.to(device) for k, v in collate(examples[i : i + bs], pad_id).items()}
         n = int((batch["labels"][:, 1:] != IGNORE).sum())
         if n == 0:
             continue
-        total_loss += float(model(**batch).loss) * n
+        out = model(**batch)
+        total_loss += float(out.loss) * n
         total_targets += n
+        total_correct += int(token_accuracy(out.logits, batch["labels"])[0])
     loss = total_loss / max(1, total_targets)
-    return {"eval_loss": loss, "perplexity": math.exp(min(loss, 50.0))}
+    return {
+        "eval_loss": loss,
+        "perplexity": math.exp(min(loss, 50.0)),
+        "mean_token_accuracy": total_correct / max(1, total_targets),
+    }
+
+
+def token_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(correct, counted) next-token predictions where the label is trained on, as device tensors
+    (no host sync): OpenAI's `mean_token_accuracy` is correct / counted."""
+    target = labels[:, 1:]
+    mask = target != IGNORE
+    correct = (logits[:, :-1].argmax(-1) == target) & mask
+    return correct.sum(), mask.sum()
 
 
 def regression_metrics(preds: list[float], targets: list[float], norm: tuple[float, float]) -> dict[str, float]:

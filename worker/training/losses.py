@@ -14,11 +14,16 @@ from contract.spec import JobSpec
 from contract.status import ErrorCode
 from worker.training.data import Encoded
 from worker.training.errors import TrainingError
+from worker.training.evaluation import token_accuracy
 
 
 class Loss(Protocol):
     """What the loop calls: the loss of one micro-batch, and any extra per-step metrics gathered
     since the last logging step (read once per logging step: one host sync)."""
+
+    # The last micro-batch's (correct, counted) target tokens on the device, for token accuracy;
+    # None for losses that do not predict tokens one by one (preference pairs).
+    last_accuracy: tuple[torch.Tensor, torch.Tensor] | None
 
     def __call__(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...
 
@@ -40,10 +45,16 @@ class TaskLoss:
         self.weight = _class_weights(spec, train)
         if self.weight is not None:
             self.weight = self.weight.to(device)
+        # The last causal-LM batch's (correct, counted) next tokens, on the device: the metric
+        # window sums them into `train_mean_token_accuracy` without a host sync per step.
+        self.last_accuracy: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def __call__(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.task == "causal_lm":
-            loss: torch.Tensor = model(**batch).loss
+            out = model(**batch)
+            with torch.no_grad():
+                self.last_accuracy = token_accuracy(out.logits.detach(), batch["labels"])
+            loss: torch.Tensor = out.loss
             return loss
         labels = batch.pop("labels")
         logits = model(**batch).logits.float()

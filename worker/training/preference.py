@@ -104,6 +104,7 @@ class PreferenceLoss:
     def __init__(self, spec: JobSpec) -> None:
         self.spec = spec
         self._sums: torch.Tensor | None = None  # [chosen, rejected, margin, accuracy, pairs]
+        self.last_accuracy: tuple[torch.Tensor, torch.Tensor] | None = None  # pairs have no token accuracy
 
     def __call__(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         t = pair_terms(model, batch, self.spec)

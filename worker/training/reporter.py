@@ -31,6 +31,7 @@ class MemoryReporter:
     events: list[tuple[EventLevel, str, dict[str, Any] | None]] = field(default_factory=list)
     points: list[dict[str, Any]] = field(default_factory=list)
     checkpoints: list[tuple[int, Path]] = field(default_factory=list)
+    checkpoint_metrics: list[dict[str, Any]] = field(default_factory=list)
     stop_reason: StopReason | None = None
     stop_at_step: int | None = None
     last_step: int = 0
@@ -46,6 +47,7 @@ class MemoryReporter:
 
     def checkpoint(self, step: int, path: Path, manifest: dict[str, str], metrics: dict[str, Any]) -> None:
         self.checkpoints.append((step, path))
+        self.checkpoint_metrics.append(metrics)
 
     def stop_requested(self) -> StopReason | None:
         if self.stop_at_step is not None and self.last_step >= self.stop_at_step:

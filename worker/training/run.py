@@ -88,6 +88,7 @@ class Run:
             **state.position(),
             "best_metric": self.early.best_metric,
             "best_step": self.early.best_step,
+            "baseline_eval": state.baseline_eval,
         }
         path, manifest = ckpt.save_checkpoint(
             self.checkpoints, state.step, self.model, self.adapter_meta, trainer_state
@@ -131,6 +132,9 @@ def run(
             "task": spec.task,
             "base_model": model_dir.name,
             "labels": data.labels,
+            # transformers' names, for `AutoModelForSequenceClassification.from_pretrained(base, **these)`
+            "id2label": {str(i): name for i, name in enumerate(data.labels)} if data.labels else None,
+            "label2id": {name: i for i, name in enumerate(data.labels)} if data.labels else None,
             "label_normalization": {"mean": data.norm[0], "std": data.norm[1]} if data.norm else None,
         },
         early=EarlyStopping(spec.training.early_stopping),
@@ -152,6 +156,8 @@ def run(
     if ddp.world_size() > 1:
         _check_divisible(spec, ddp.world_size())
         ddp.sync_params(model)
+    if state.step == 0 and data.validation.examples:
+        _baseline(r, state)
     t = spec.training
     reporter.event(
         f"Training started: {plan.total_steps} steps ({plan.steps_per_epoch} per epoch), batch {t.batch_size} x "
@@ -191,10 +197,38 @@ def _resume(r: Run, state: TrainState, attempt: int) -> None:
     ckpt.set_rng_state(saved["rng"])
     state.restore(saved)
     r.early.restore(saved["best_metric"], saved["best_step"])
+    state.baseline_eval = saved.get("baseline_eval") or {}
     r.reporter.event(
         f"Resumed from step {state.step} (attempt {attempt})",
         data={"step": state.step, "attempt": attempt, "checkpoint": latest.name},
     )
+
+
+def _baseline(r: Run, state: TrainState) -> None:
+    """Evaluate once before the first step: `eval_loss` at step 0, the "before" of the job's result.
+    Evaluation draws no random numbers, so a run with a baseline trains exactly as one without."""
+    state.baseline_eval = r.evaluate()
+    r.reporter.metrics(
+        {
+            "step": 0,
+            "epoch": 0.0,
+            "eval_loss": state.baseline_eval["eval_loss"],
+            "extra": _eval_extra(state.baseline_eval),
+        }
+    )
+    r.reporter.event(
+        f"Baseline evaluation before training: {format_metrics(state.baseline_eval)}",
+        data={"step": 0, **state.baseline_eval},
+    )
+    r.model.train()
+
+
+def _eval_extra(metrics: dict[str, Any]) -> dict[str, Any]:
+    """An evaluation's metrics as a series point's `extra`, with OpenAI's name for token accuracy."""
+    extra = dict(metrics)
+    if "mean_token_accuracy" in metrics:
+        extra["valid_mean_token_accuracy"] = metrics["mean_token_accuracy"]
+    return extra
 
 
 def _train(r: Run, state: TrainState) -> None:
@@ -210,8 +244,9 @@ def _train(r: Run, state: TrainState) -> None:
             if state.step % t.logging_every == 0 or state.step == r.plan.total_steps:
                 point = window.point(state.step, epoch, lr, float(grad_norm), state.tokens_seen)
                 if (extra := r.loss.take_metrics()) is not None:  # e.g. DPO's rewards and accuracy
-                    point["extra"] = extra
+                    point["extra"] = {**point.get("extra", {}), **extra}
                 state.last_loss = point["loss"]
+                state.last_train_accuracy = point.get("extra", {}).get("train_mean_token_accuracy")
                 r.reporter.metrics(point)
                 r.watchdog.check(point["loss"], state.step)
             r.reporter.progress(state.step, r.plan.total_steps, epoch)
@@ -248,6 +283,8 @@ def _optimizer_step(
         loss = r.loss(r.model, batch) / n_micro
         loss.backward()
         window.add(loss, n_real)
+        if r.loss.last_accuracy is not None:
+            window.add_accuracy(*r.loss.last_accuracy)
         state.tokens_seen += n_real
     state.micro_in_epoch = group_end
     if t.max_grad_norm:
@@ -294,7 +331,7 @@ def _evaluate_and_save(r: Run, state: TrainState, epoch: float) -> None:
                 "step": step,
                 "epoch": round(epoch, 4),
                 "eval_loss": state.last_eval["eval_loss"],
-                "extra": state.last_eval,
+                "extra": _eval_extra(state.last_eval),
             }
         )
         r.reporter.event(
@@ -326,8 +363,19 @@ def _finish(r: Run, state: TrainState) -> RunResult:
         state.last_eval = r.evaluate() if r.data.validation.examples else {}
     r.save(state)
     final_metrics: dict[str, Any] = {"train_loss": state.last_loss, "steps": state.step}
+    if state.last_train_accuracy is not None:
+        final_metrics["train_mean_token_accuracy"] = state.last_train_accuracy
     if state.last_eval:
         final_metrics["validation"] = state.last_eval
+    if state.baseline_eval:
+        final_metrics["baseline"] = state.baseline_eval
+    if state.baseline_eval and state.last_eval:
+        before, after = state.baseline_eval["eval_loss"], state.last_eval["eval_loss"]
+        final_metrics["validation_loss_change"] = {"before": before, "after": after}
+        r.reporter.event(
+            f"Validation loss {before:.4f} → {after:.4f} (step 0 → step {state.step})",
+            data={"validation_loss_before": before, "validation_loss_after": after, "step": state.step},
+        )
     if r.data.test.examples:
         final_metrics["test"] = r.evaluate("test")
         r.reporter.event(f"Test evaluation: {format_metrics(final_metrics['test'])}", data=final_metrics["test"])

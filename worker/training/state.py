@@ -14,7 +14,10 @@ class TrainState:
     micro_in_epoch: int = 0
     tokens_seen: int = 0
     last_loss: float | None = None
+    last_train_accuracy: float | None = None
     last_eval: dict[str, Any] = field(default_factory=dict)
+    # The step-0 evaluation, before any training: the "before" of the job's before -> after.
+    baseline_eval: dict[str, Any] = field(default_factory=dict)
     stopped_early: bool = False
 
     def position(self) -> dict[str, int]:
@@ -31,4 +34,10 @@ class TrainState:
         self.micro_in_epoch, self.tokens_seen = saved["micro_in_epoch"], saved["tokens_seen"]
 
     def checkpoint_metrics(self) -> dict[str, Any]:
-        return {"step": self.step, "train_loss": self.last_loss, "valid_loss": self.last_eval.get("eval_loss")}
+        return {
+            "step": self.step,
+            "train_loss": self.last_loss,
+            "valid_loss": self.last_eval.get("eval_loss"),
+            "train_mean_token_accuracy": self.last_train_accuracy,
+            "valid_mean_token_accuracy": self.last_eval.get("mean_token_accuracy"),
+        }

@@ -20,6 +20,8 @@ class MetricWindow:
 
     def _reset(self, now: float) -> None:
         self.loss = torch.zeros((), device=self.device)
+        self.correct = torch.zeros((), device=self.device, dtype=torch.long)
+        self.counted = torch.zeros((), device=self.device, dtype=torch.long)
         self.micro = 0
         self.tokens = 0
         self.t0 = now
@@ -30,6 +32,11 @@ class MetricWindow:
         self.loss += loss.detach()
         self.tokens += tokens
 
+    def add_accuracy(self, correct: torch.Tensor, counted: torch.Tensor) -> None:
+        """One micro-batch's correctly predicted and counted target tokens (causal LM)."""
+        self.correct += correct
+        self.counted += counted
+
     def end_step(self) -> None:
         self.micro += 1
 
@@ -39,7 +46,11 @@ class MetricWindow:
     def point(self, step: int, epoch: float, lr: float, grad_norm: float, tokens_seen: int) -> dict[str, Any]:
         now = time.perf_counter()
         elapsed = now - self.t0 - self.paused
-        loss = float(self.loss.item()) / self.micro
+        # One host sync for the whole point: the loss and the token counts together.
+        loss_sum, correct, counted = torch.stack(
+            (self.loss.float(), self.correct.float(), self.counted.float())
+        ).tolist()
+        loss = loss_sum / self.micro
         point = {
             "step": step,
             "epoch": round(epoch, 4),
@@ -49,5 +60,7 @@ class MetricWindow:
             "tokens_per_second": self.tokens / elapsed if elapsed > 0 else None,
             "num_tokens": tokens_seen,
         }
+        if counted:
+            point["extra"] = {"train_mean_token_accuracy": correct / counted}
         self._reset(now)
         return point

@@ -40,7 +40,9 @@ def test_qlora_classification_on_minilm(minilm_dir: Path, tmp_path: Path) -> Non
     assert val["accuracy"] > 0.5
     saved = load_file(result.adapter_dir / "adapter_model.safetensors")
     assert any("classifier" in k for k in saved), "the head is trained in full and saved"
-    assert json.loads((result.adapter_dir / "tuneforge.json").read_text())["labels"] == ["ham", "spam"]
+    meta = json.loads((result.adapter_dir / "tuneforge.json").read_text())
+    assert meta["labels"] == ["ham", "spam"]
+    assert meta["id2label"] == {"0": "ham", "1": "spam"} and meta["label2id"] == {"ham": 0, "spam": 1}
     curve = [p["loss"] for p in rep.points if "loss" in p]
     assert min(curve[-4:]) < curve[0]
 
