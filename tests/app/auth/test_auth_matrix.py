@@ -27,6 +27,19 @@ class World:
     file_id: str
     spare_file_id: str
     hook_id: str
+    sweep_id: str
+    ft_model: str
+
+    def stand_ins(self) -> list[tuple[str, str]]:
+        """Each id of acme's, and an id of the same kind that does not exist."""
+        return [
+            (self.ft_model, self.ft_model.replace(self.job_id, "ftjob-doesnotexist")),
+            (self.job_id, "ftjob-doesnotexist"),
+            (self.file_id, "file-doesnotexist"),
+            (self.spare_file_id, "file-doesnotexist"),
+            (self.hook_id, "wh-nope"),
+            (self.sweep_id, "sweep-nope"),
+        ]
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +70,35 @@ def world(api_key: str, other_key: str, tiny_model: str) -> Iterator[World]:
             },
         ).json()
         hook = c.post("/v1/webhooks", json={"url": "https://example.com/h", "events": ["fine_tuning.job.failed"]})
+        sweep = c.post(
+            "/v1/fine_tuning/sweeps",
+            json={
+                "model": tiny_model,
+                "training_file": file_id,
+                "training": {"max_steps": 2, "batch_size": 4},
+                "search_space": {"training.learning_rate": {"values": [0.001, 0.01]}},
+                "strategy": "grid",
+                "objective": {"metric": "eval_loss"},
+                "max_parallel": 1,
+            },
+        )
+        assert sweep.status_code == 200, sweep.text
     # The task body itself, as a worker runs it: a real adapter, checkpoints, metrics and events.
     assert execute(job["id"], "auth-matrix-worker") == "succeeded"
-    yield World(api_key, other_key, make_key("ops", admin=True), revoked, job["id"], file_id, spare, hook.json()["id"])
+    with TestClient(create_app(), headers={"Authorization": f"Bearer {api_key}"}) as c:
+        ft_model = c.get(f"/v1/fine_tuning/jobs/{job['id']}").json()["fine_tuned_model"]
+    yield World(
+        api_key,
+        other_key,
+        make_key("ops", admin=True),
+        revoked,
+        job["id"],
+        file_id,
+        spare,
+        hook.json()["id"],
+        sweep.json()["id"],
+        ft_model,
+    )
 
 
 # (method, path template) -> (path with ids, is_read). Reads are open to admins of any org;
@@ -84,6 +123,18 @@ def routes(w: World) -> dict[tuple[str, str], tuple[str, bool]]:
         ("get", "/v1/fine_tuning/jobs/{job_id}/metrics"): (f"/v1/fine_tuning/jobs/{j}/metrics", True),
         ("get", "/v1/fine_tuning/jobs/{job_id}/adapter"): (f"/v1/fine_tuning/jobs/{j}/adapter", True),
         ("get", "/v1/fine_tuning/jobs/{job_id}/stream"): (f"/v1/fine_tuning/jobs/{j}/stream", True),
+        ("post", "/v1/fine_tuning/jobs/{job_id}/pause"): (f"/v1/fine_tuning/jobs/{j}/pause", False),
+        ("post", "/v1/fine_tuning/jobs/{job_id}/resume"): (f"/v1/fine_tuning/jobs/{j}/resume", False),
+        ("post", "/v1/fine_tuning/sweeps"): ("/v1/fine_tuning/sweeps", False),
+        ("get", "/v1/fine_tuning/sweeps"): ("/v1/fine_tuning/sweeps", True),
+        ("get", "/v1/fine_tuning/sweeps/{sweep_id}"): (f"/v1/fine_tuning/sweeps/{w.sweep_id}", True),
+        ("get", "/v1/fine_tuning/sweeps/{sweep_id}/trials"): (f"/v1/fine_tuning/sweeps/{w.sweep_id}/trials", True),
+        ("post", "/v1/fine_tuning/sweeps/{sweep_id}/cancel"): (f"/v1/fine_tuning/sweeps/{w.sweep_id}/cancel", False),
+        ("get", "/v1/models"): ("/v1/models", True),
+        # A fine-tuned model is served to its own organization only, admin keys included.
+        ("get", "/v1/models/{model_id}"): (f"/v1/models/{w.ft_model}", False),
+        ("post", "/v1/chat/completions"): ("/v1/chat/completions", False),
+        ("post", "/v1/completions"): ("/v1/completions", False),
         # Webhooks belong to an organization: an admin key manages only its own.
         ("post", "/v1/webhooks"): ("/v1/webhooks", False),
         ("get", "/v1/webhooks"): ("/v1/webhooks", False),
@@ -93,7 +144,7 @@ def routes(w: World) -> dict[tuple[str, str], tuple[str, bool]]:
     }
 
 
-ROUTE_KEYS = sorted(routes(World(*"abcdefgh")))  # type: ignore[arg-type]
+ROUTE_KEYS = sorted(routes(World(*"abcdefghij")))  # type: ignore[arg-type]
 PUBLIC = {("get", "/healthz")}
 
 
@@ -133,17 +184,17 @@ def test_another_orgs_id_is_a_404_like_a_missing_one(
 ) -> None:
     path, _ = routes(world)[(method, template)]
     theirs = call(client, method, path, world.other)
-    missing_path = path.replace(world.job_id, "ftjob-doesnotexist").replace(world.file_id, "file-doesnotexist")
-    missing_path = missing_path.replace(world.spare_file_id, "file-doesnotexist").replace(world.hook_id, "wh-nope")
+    missing_path = path
+    for real, fake in world.stand_ins():
+        missing_path = missing_path.replace(real, fake)
     missing = call(client, method, missing_path, world.other)
     assert theirs.status_code == missing.status_code == 404, theirs.text
     # Indistinguishable: the same code, and a message that names only the id that was asked for.
     assert theirs.json()["error"]["code"] == missing.json()["error"]["code"]
-    assert theirs.json()["error"]["message"].replace(world.job_id, "X").replace(world.file_id, "X").replace(
-        world.spare_file_id, "X"
-    ).replace(world.hook_id, "X") == missing.json()["error"]["message"].replace("ftjob-doesnotexist", "X").replace(
-        "file-doesnotexist", "X"
-    ).replace("wh-nope", "X")
+    theirs_message, missing_message = theirs.json()["error"]["message"], missing.json()["error"]["message"]
+    for real, fake in world.stand_ins():
+        theirs_message, missing_message = theirs_message.replace(real, "X"), missing_message.replace(fake, "X")
+    assert theirs_message == missing_message
 
 
 def test_lists_show_only_the_callers_organization(client: httpx.Client, world: World) -> None:
@@ -163,7 +214,7 @@ def jobs_org(client: httpx.Client, world: World) -> str:
     ).json()["organization_id"]
 
 
-@pytest.mark.parametrize(("method", "template"), [k for k in ROUTE_KEYS if routes(World(*"abcdefgh"))[k][1]])  # type: ignore[arg-type]
+@pytest.mark.parametrize(("method", "template"), [k for k in ROUTE_KEYS if routes(World(*"abcdefghij"))[k][1]])  # type: ignore[arg-type]
 def test_an_admin_key_reads_everything(client: httpx.Client, world: World, method: str, template: str) -> None:
     path, _ = routes(world)[(method, template)]
     r = call(client, method, path, world.admin)
@@ -189,7 +240,7 @@ def test_admin_lists_all_organizations_only_when_asked(client: httpx.Client, wor
     }
 
 
-@pytest.mark.parametrize(("method", "template"), [k for k in ID_ROUTES if not routes(World(*"abcdefgh"))[k][1]])  # type: ignore[arg-type]
+@pytest.mark.parametrize(("method", "template"), [k for k in ID_ROUTES if not routes(World(*"abcdefghij"))[k][1]])  # type: ignore[arg-type]
 def test_an_admin_key_changes_only_its_own_org(client: httpx.Client, world: World, method: str, template: str) -> None:
     path, _ = routes(world)[(method, template)]
     assert call(client, method, path, world.admin).status_code == 404
