@@ -17,6 +17,7 @@ from app.core.logging import RequestIdMiddleware
 from app.files.endpoints import router as files_router
 from app.health.endpoints import router as health_router
 from app.jobs.endpoints import router as jobs_router
+from app.ui import install_dashboard
 
 log = logging.getLogger("tuneforge.api")
 
@@ -58,4 +59,5 @@ def create_app(*, run_reconciler: bool = False) -> FastAPI:
     app.include_router(files_router)
     app.include_router(jobs_router)
     install_offline_docs(app, title=app.title)
+    install_dashboard(app)
     return app
