@@ -47,7 +47,7 @@ def wait_for(check: Callable[[], Any], what: str, timeout: float = 30) -> Any:
         except Exception:  # noqa: BLE001 - elements come and go while the page re-renders
             pass
         time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}\n{worker_log()[-3000:]}")
+    raise AssertionError(f"timed out waiting for {what}\n{worker_log()[-1500:]}")
 
 
 def off_origin(driver: Any, origin: str) -> list[str]:
@@ -95,7 +95,7 @@ def test_dashboard_end_to_end(
     data = tmp_path / "shakespeare.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in shakespeare_rows(48)) + "\n")
     d.find_element(By.LINK_TEXT, "Files").click()
-    d.find_element(By.ID, "upload-file").send_keys(str(data))
+    wait_for(lambda: d.find_element(By.ID, "upload-file"), "the upload form").send_keys(str(data))
     d.find_element(By.CSS_SELECTOR, "#upload button").click()
     report = wait_for(lambda: "Uploaded file-" in (t := d.find_element(By.ID, "upload-report").text) and t, "report")
     assert "jsonl, 48 rows" in report and "text" in report
@@ -110,12 +110,12 @@ def test_dashboard_end_to_end(
 
     # A job started from the API appears on the Jobs page, and its curve grows live on the Job page.
     body = {"model": tiny_model, "training_file": file_id, "seed": 1, "metadata": {"suite": "ui"}}
-    r = api.post("/v1/fine_tuning/jobs", json={**body, "training": {"max_steps": 40, "learning_rate": 0.002}})
+    r = api.post("/v1/fine_tuning/jobs", json={**body, "training": {"max_steps": 12, "learning_rate": 0.002}})
     assert r.status_code == 200, r.text
     first = r.json()["id"]
     d.find_element(By.LINK_TEXT, "Jobs").click()
     wait_for(lambda: d.find_elements(By.CSS_SELECTOR, f"tr[data-job='{first}']"), "the new job in the list")
-    d.find_element(By.LINK_TEXT, first).click()
+    wait_for(lambda: d.find_element(By.LINK_TEXT, first), "the job's link").click()
     wait_for(lambda: status_of(d) == "running" and points(d) >= 1, "the job running with a point", timeout=120)
     seen = {points(d)}
     wait_for(lambda: seen.add(points(d)) or status_of(d) == "succeeded", "the job to succeed", timeout=180)
@@ -127,14 +127,15 @@ def test_dashboard_end_to_end(
     # A second job is cancelled from the UI.
     r = api.post("/v1/fine_tuning/jobs", json={**body, "training": {"max_steps": 5000, "learning_rate": 0.001}})
     second = r.json()["id"]
-    d.get(f"{live_api}/ui/#/jobs/{second}")
-    wait_for(lambda: status_of(d), "the second job's page")
+    d.get(f"{live_api}/ui/index.html#/jobs/{second}")  # a full page load, so the stream starts afresh
+    wait_for(lambda: second in d.find_element(By.TAG_NAME, "h1").text, "the second job's page")
     d.find_element(By.ID, "job-cancel").click()
-    wait_for(lambda: status_of(d) == "cancelled", "the cancel to land", timeout=90)
+    wait_for(lambda: status_of(d) == "cancelled", f"the cancel to land ({status_of(d)!r})", timeout=90)
     assert api.get(f"/v1/fine_tuning/jobs/{second}").json()["status"] == "cancelled"
 
     # Compare: pick both on the Jobs page; curves overlaid, differing spec fields marked.
     d.get(f"{live_api}/ui/#/jobs?metadata=suite%3Dui")
+    wait_for(lambda: d.find_element(By.TAG_NAME, "h1").text == "Jobs", "the jobs page")
     for job in (first, second):
         wait_for(lambda j=job: d.find_element(By.CSS_SELECTOR, f"input[value='{j}']"), job).click()  # type: ignore[misc]
     shot(d, "jobs")
