@@ -3,6 +3,7 @@
 const KEY = "tuneforge.apiKey";
 const $ = (sel, root = document) => root.querySelector(sel);
 const main = $("#main");
+const show = (el, ...kids) => el.replaceChildren(...kids.filter((k) => k !== null && k !== undefined));
 const alertBox = $("#alert");
 let live = null; // AbortController of the page's stream / timer
 
@@ -39,7 +40,7 @@ const getJSON = async (path) => (await api(path)).json();
 const COLORS = ["#1f5fbf", "#c2410c", "#15803d", "#7e22ce", "#b91c1c", "#0e7490"];
 function chart(title, series, { log = false } = {}) {
   // series: [{label, points: [[x, y], ...]}]
-  const W = 400, H = 180, P = 34;
+  const W = 400, H = 180, P = 46;
   const tr = (y) => (log ? Math.log10(Math.max(y, 1e-12)) : y);
   const pts = series.flatMap((s) => s.points).filter((p) => p[1] !== null && (!log || p[1] > 0));
   const fig = h("figure", { "data-metric": title }, h("figcaption", { text: title }));
@@ -78,7 +79,7 @@ const metricValue = (p, key) => (key in p ? p[key] : p.extra && key in p.extra ?
 function signIn() {
   $("#nav").hidden = true;
   const input = h("input", { id: "key", type: "password", autocomplete: "off", required: true, size: 48 });
-  main.replaceChildren(
+  show(main, 
     h("h1", { text: "Sign in" }),
     h("p", { text: "Paste an API key (tuneforge keys create). It stays in this browser's local storage until you sign out." }),
     h("form", { id: "signin", onsubmit: async (e) => {
@@ -123,7 +124,7 @@ async function jobsPage(params) {
     h("td", { text: fmtTime(j.created_at) }), h("td", { text: fmtTime(j.finished_at) }),
     h("td", { text: j.trained_tokens ?? "—" })));
   const next = page.has_more && page.data.length ? (() => { const p = new URLSearchParams(params); p.set("after", page.data.at(-1).id); return h("a", { href: `#/jobs?${p}`, text: "Next page →" }); })() : null;
-  main.replaceChildren(h("h1", { text: "Jobs" }), form,
+  show(main, h("h1", { text: "Jobs" }), form,
     h("table", { id: "jobs" }, h("caption", { class: "muted", text: `${page.data.length} jobs on this page` }),
       h("thead", {}, h("tr", {}, ["", "Job", "Status", "Model", "Task", "Progress", "Created", "Finished", "Trained tokens"].map((t) => h("th", { scope: "col", text: t })))),
       h("tbody", {}, rows)),
@@ -141,7 +142,7 @@ async function jobPage(id) {
   const head = h("div");
   const charts = h("div", { class: "grid", id: "charts" });
   const eventsBox = h("ol", { class: "events", id: "events", "aria-live": "polite", "aria-label": "Events" });
-  const drawHead = () => head.replaceChildren(
+  const drawHead = () => show(head, 
     h("h1", { text: `Job ${job.id}` }),
     h("p", {}, h("span", { class: `status status-${job.status}`, id: "job-status", text: job.status }), ` · ${job.model} · step ${job.progress.step}/${job.progress.total_steps ?? "?"} · ETA ${fmtDur(job.progress.remaining_s)}`),
     job.error ? h("p", { class: "status-failed", id: "job-error", text: `${job.error.code}: ${job.error.message}` }) : null,
@@ -153,7 +154,7 @@ async function jobPage(id) {
   const drawCharts = () => charts.replaceChildren(...METRICS.map(([key, title]) => chart(title, [{ label: key, points: points.map((p) => [p.step, metricValue(p, key)]) }], { log })));
   const addEvent = (e) => eventsBox.append(h("li", {}, h("span", { class: "muted", text: `${fmtTime(e.created_at)} ${e.level} ` }), e.message));
   drawHead(); drawCharts(); events.forEach(addEvent);
-  const toggle = h("label", { class: "row" }, h("input", { type: "checkbox", id: "logscale", checked: log, onchange: (e) => { log = e.target.checked; localStorage.setItem("tuneforge.log", log ? "1" : "0"); drawCharts(); } }), "Log scale");
+  const toggle = h("label", { class: "inline" }, h("input", { type: "checkbox", id: "logscale", checked: log, onchange: (e) => { log = e.target.checked; localStorage.setItem("tuneforge.log", log ? "1" : "0"); drawCharts(); } }), "Log scale");
   const download = async (fmt, step) => {
     const q = new URLSearchParams(); if (step !== undefined) q.set("checkpoint", step); if (fmt === "merged") q.set("format", "merged");
     const blob = await (await api(`/v1/fine_tuning/jobs/${id}/adapter?${q}`)).blob();
@@ -162,7 +163,7 @@ async function jobPage(id) {
   const cpTable = h("table", { id: "checkpoints" }, h("thead", {}, h("tr", {}, ["Step", "Metrics", "Download"].map((t) => h("th", { scope: "col", text: t })))),
     h("tbody", {}, cps.map((c) => h("tr", {}, h("td", { text: c.step_number }), h("td", { text: Object.entries(c.metrics).filter(([, v]) => v !== null).map(([k, v]) => `${k} ${typeof v === "number" ? v.toPrecision(4) : v}`).join(", ") }),
       h("td", {}, h("button", { type: "button", class: "secondary", text: "PEFT", onclick: () => download("peft", c.step_number) }), " ", h("button", { type: "button", class: "secondary", text: "Merged", onclick: () => download("merged", c.step_number) }))))));
-  main.replaceChildren(head, h("h2", { text: "Curves" }), toggle, charts, h("h2", { text: "Events" }), eventsBox,
+  show(main, head, h("h2", { text: "Curves" }), toggle, charts, h("h2", { text: "Events" }), eventsBox,
     h("h2", { text: "Checkpoints" }), cps.length ? cpTable : h("p", { class: "muted", text: "none yet" }),
     job.status === "succeeded" ? h("p", {}, h("button", { type: "button", text: "Download final adapter", onclick: () => download("peft") })) : null,
     h("h2", { text: "Spec" }), h("pre", { id: "spec", text: JSON.stringify(job.spec, null, 2) }));
@@ -204,7 +205,7 @@ async function comparePage(params) {
   const input = h("input", { id: "compare-ids", name: "ids", value: ids.join(","), size: 60 });
   const form = h("form", { class: "filters", onsubmit: (e) => { e.preventDefault(); location.hash = `#/compare?ids=${input.value.replace(/\s/g, "")}`; } },
     h("label", { for: "compare-ids" }, "Job ids (2 to 6, comma-separated)", input), h("button", { type: "submit", text: "Compare" }));
-  main.replaceChildren(h("h1", { text: "Compare" }), form);
+  show(main, h("h1", { text: "Compare" }), form);
   if (ids.length < 2) { main.append(h("p", { class: "muted", text: "Pick 2 to 6 jobs on the Jobs page or type their ids." })); return; }
   const jobs = await Promise.all(ids.map((id) => getJSON(`/v1/fine_tuning/jobs/${id}`)));
   const series = await Promise.all(ids.map((id) => getJSON(`/v1/fine_tuning/jobs/${id}/metrics?max_points=1000`)));
@@ -245,7 +246,7 @@ async function filesPage(params) {
   const list = h("table", { id: "files" }, h("thead", {}, h("tr", {}, ["File", "Name", "Format", "Rows", "Bytes", "Status", "Created"].map((t) => h("th", { scope: "col", text: t })))),
     h("tbody", {}, page.data.map((f) => h("tr", { "data-file": f.id }, h("td", { text: f.id }), h("td", { text: f.filename }), h("td", { text: f.format }), h("td", { text: f.n_rows }), h("td", { text: f.bytes }), h("td", { text: f.status }), h("td", { text: fmtTime(f.created_at) })))));
   const old = $("#upload-report");
-  main.replaceChildren(h("h1", { text: "Files" }), form, old || report, h("h2", { text: "Your files" }), list,
+  show(main, h("h1", { text: "Files" }), form, old || report, h("h2", { text: "Your files" }), list,
     page.has_more && page.data.length ? h("a", { href: `#/files?after=${page.data.at(-1).id}`, text: "Next page →" }) : null);
 }
 
