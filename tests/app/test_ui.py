@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -13,10 +14,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import ROOT, shakespeare_rows, worker_log
+from tests.helpers import ROOT, TMP, shakespeare_rows, spawn, stop, worker_log
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import Select  # noqa: E402
 
 IMG = ROOT / "docs" / "img"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -36,6 +38,19 @@ def browser() -> Iterator[Any]:
     driver.set_script_timeout(30)
     yield driver
     driver.quit()
+
+
+@pytest.fixture(scope="module")
+def inference_worker(live_worker: Any) -> Iterator[Any]:
+    """`tuneforge worker --queue inference` for the chat panel, started after `live_worker` (which empties
+    the queue when it starts) so it loads torch while the first job trains."""
+    log = TMP / "ui-inference-worker.log"
+    proc = spawn(["worker", "--queue", "inference", "--hostname", f"ui-infer-{os.getpid()}@%h"], log=log)
+    time.sleep(1)
+    if proc.poll() is not None:
+        raise RuntimeError(log.read_text())
+    yield proc
+    stop(proc, timeout=30)
 
 
 def wait_for(check: Callable[[], Any], what: str, timeout: float = 30) -> Any:
@@ -65,13 +80,19 @@ def status_of(driver: Any) -> str:
     return str(driver.find_element(By.ID, "job-status").text)
 
 
-def points(driver: Any) -> int:
-    path = driver.find_elements(By.CSS_SELECTOR, "figure[data-metric='Loss'] path[data-points]")
+def points(driver: Any, metric: str = "Loss") -> int:
+    path = driver.find_elements(By.CSS_SELECTOR, f"figure[data-metric='{metric}'] path[data-points]")
     return int(path[0].get_attribute("data-points")) if path else 0
 
 
 def test_dashboard_end_to_end(
-    browser: Any, live_api: str, live_worker: Any, api_key: str, tiny_model: str, tmp_path: Path
+    browser: Any,
+    live_api: str,
+    live_worker: Any,
+    inference_worker: Any,
+    api_key: str,
+    tiny_model: str,
+    tmp_path: Path,
 ) -> None:
     d, api = browser, httpx.Client(base_url=live_api, headers={"Authorization": f"Bearer {api_key}"}, timeout=30)
     started = time.monotonic()
@@ -120,17 +141,36 @@ def test_dashboard_end_to_end(
     seen = {points(d)}
     wait_for(lambda: seen.add(points(d)) or status_of(d) == "succeeded", "the job to succeed", timeout=180)
     assert len(seen) >= 2 and max(seen) > min(seen), seen  # the curve grew over the stream, no reload
-    assert points(d) == len(api.get(f"/v1/fine_tuning/jobs/{first}/metrics").json()["data"])
+    series = api.get(f"/v1/fine_tuning/jobs/{first}/metrics").json()["data"]
+    assert points(d) == len([p for p in series if p["loss"] is not None])
+    # The step-0 baseline is on the eval loss chart, and token accuracy (extra.train_mean_token_accuracy) renders.
+    assert series[0]["step"] == 0 and series[0]["eval_loss"] is not None
+    assert points(d, "Eval loss") == len([p for p in series if p["eval_loss"] is not None]) >= 1
+    assert (
+        "at step 0"
+        in d.find_element(By.CSS_SELECTOR, "figure[data-metric='Eval loss'] svg").get_attribute("aria-label")
+        or points(d, "Eval loss") >= 2
+    )
+    acc = [p for p in series if (p.get("extra") or {}).get("train_mean_token_accuracy") is not None]
+    assert acc and points(d, "Token accuracy") == len(acc)
     d.find_element(By.ID, "logscale").click()
     shot(d, "job")
 
-    # A second job is cancelled from the UI.
+    # A second job is paused, resumed and cancelled from the UI.
     r = api.post("/v1/fine_tuning/jobs", json={**body, "training": {"max_steps": 5000, "learning_rate": 0.001}})
     second = r.json()["id"]
     d.get(f"{live_api}/ui/index.html#/jobs/{second}")  # a full page load, so the stream starts afresh
     wait_for(lambda: second in d.find_element(By.TAG_NAME, "h1").text, "the second job's page")
-    d.find_element(By.ID, "job-cancel").click()
-    wait_for(lambda: status_of(d) == "cancelled", f"the cancel to land ({status_of(d)!r})", timeout=90)
+    wait_for(lambda: status_of(d) == "running", "the second job running", timeout=120)
+    assert not d.find_element(By.ID, "job-resume").is_enabled()
+    d.find_element(By.ID, "job-pause").click()
+    wait_for(lambda: status_of(d) == "paused", f"the pause to land ({status_of(d)!r})", timeout=90)
+    assert api.get(f"/v1/fine_tuning/jobs/{second}").json()["status"] == "paused"
+    wait_for(lambda: d.find_element(By.ID, "job-resume").is_enabled(), "resume enabled")
+    d.find_element(By.ID, "job-resume").click()
+    wait_for(lambda: status_of(d) == "running", "the resumed job running again", timeout=120)
+    wait_for(lambda: d.find_element(By.ID, "job-cancel").click() or True, "the cancel button")
+    wait_for(lambda: status_of(d) == "cancelled", "the cancel to land", timeout=90)
     assert api.get(f"/v1/fine_tuning/jobs/{second}").json()["status"] == "cancelled"
 
     # Compare: pick both on the Jobs page; curves overlaid, differing spec fields marked.
@@ -144,6 +184,27 @@ def test_dashboard_end_to_end(
     assert any("training.learning_rate" in row.text for row in differs)
     assert not any("training.seed" in row.text or row.text.startswith("model ") for row in differs)
     shot(d, "compare")
+
+    # Models: the base model and the first job's fine-tuned model are listed; chat with the latter, streamed.
+    ft = api.get(f"/v1/fine_tuning/jobs/{first}").json()["fine_tuned_model"]
+    d.find_element(By.LINK_TEXT, "Models").click()
+    wait_for(lambda: d.find_elements(By.CSS_SELECTOR, f"tr[data-model='{ft}']"), "the fine-tuned model listed")
+    assert "LlamaForCausalLM" in d.find_element(By.CSS_SELECTOR, f"tr[data-model='{tiny_model}']").text
+    Select(d.find_element(By.ID, "chat-model")).select_by_value(ft)
+    d.find_element(By.ID, "chat-input").send_keys("Speak, friend.")
+    d.find_element(By.ID, "chat-send").click()
+    wait_for(lambda: "tokens" in d.find_element(By.ID, "chat-status").text, "the streamed reply", timeout=180)
+    reply = d.find_element(By.CSS_SELECTOR, "#chat-log li.assistant .content").text
+    assert reply and not reply.startswith("Error"), reply
+    shot(d, "models")
+    # A bad request shows the API's error envelope message, and the panel keeps working.
+    d.execute_script(
+        "const m = document.getElementById('chat-max-tokens'); m.removeAttribute('max'); m.value = '1000000';"
+    )
+    d.find_element(By.ID, "chat-input").send_keys("Again.")
+    d.find_element(By.ID, "chat-send").click()
+    wait_for(lambda: "max_tokens" in d.find_element(By.ID, "alert").text, "the max_tokens error")
+    assert "Error:" in d.find_elements(By.CSS_SELECTOR, "#chat-log li.failed")[-1].text
 
     # Nothing was fetched from another origin on any page; sign out forgets the key.
     assert off_origin(d, live_api) == []

@@ -72,8 +72,9 @@ function chart(title, series, { log = false } = {}) {
   if (series.length > 1) fig.append(h("div", { class: "legend" }, series.map((s, i) => h("span", { style: `color:${COLORS[i % COLORS.length]}`, text: `■ ${s.label}` }))));
   return fig;
 }
-const METRICS = [["loss", "Loss"], ["eval_loss", "Eval loss"], ["learning_rate", "Learning rate"], ["grad_norm", "Grad norm"], ["tokens_per_second", "Tokens/s"], ["mean_token_accuracy", "Token accuracy"]];
-const metricValue = (p, key) => (key in p ? p[key] : p.extra && key in p.extra ? p.extra[key] : null);
+const METRICS = [["loss", "Loss"], ["eval_loss", "Eval loss"], ["learning_rate", "Learning rate"], ["grad_norm", "Grad norm"], ["tokens_per_second", "Tokens/s"], ["train_mean_token_accuracy", "Token accuracy"], ["valid_mean_token_accuracy", "Eval token accuracy"]];
+// token accuracy is logged as extra.train_mean_token_accuracy (and extra.valid_mean_token_accuracy at evaluations)
+const metricValue = (p, key) => (key in p && p[key] !== null ? p[key] : p.extra && key in p.extra ? p.extra[key] : null);
 
 /* ------------------------------------------------------------------ sign in */
 function signIn() {
@@ -99,7 +100,7 @@ async function jobsPage(params) {
   if (params.get("after")) q.set("after", params.get("after"));
   if (meta.includes("=")) { const [k, v] = meta.split("="); q.set(`metadata[${k.trim()}]`, v.trim()); }
   const page = await getJSON(`/v1/fine_tuning/jobs?${q}`);
-  const statuses = ["", "validating_files", "queued", "running", "paused", "succeeded", "failed", "cancelled"];
+  const statuses = ["", "validating_files", "queued", "running", "pause_requested", "paused", "succeeded", "failed", "cancelled"];
   const form = h("form", { class: "filters", "aria-label": "Filter jobs", onsubmit: (e) => {
     e.preventDefault(); const f = new FormData(e.target); const p = new URLSearchParams();
     for (const [k, v] of f) if (v) p.set(k, v);
@@ -147,8 +148,11 @@ async function jobPage(id) {
     h("p", {}, h("span", { class: `status status-${job.status}`, id: "job-status", text: job.status }), ` · ${job.model} · step ${job.progress.step}/${job.progress.total_steps ?? "?"} · ETA ${fmtDur(job.progress.remaining_s)}`),
     job.error ? h("p", { class: "status-failed", id: "job-error", text: `${job.error.code}: ${job.error.message}` }) : null,
     h("div", { class: "row" }, ["cancel", "pause", "resume"].map((act) => h("button", { type: "button", class: "secondary", id: `job-${act}`,
-      disabled: ["succeeded", "failed", "cancelled"].includes(job.status), onclick: async () => {
-        try { job = await (await api(`/v1/fine_tuning/jobs/${id}/${act}`, { method: "POST" })).json(); showError(""); drawHead(); } catch (_) { /* shown */ }
+      disabled: !actionAllowed(act, job.status), onclick: async () => {
+        try {
+          job = await (await api(`/v1/fine_tuning/jobs/${id}/${act}`, { method: "POST" })).json(); showError(""); drawHead();
+          if (act === "resume") route(true); // a paused job's stream has ended: follow the resumed run afresh
+        } catch (_) { /* shown */ }
       }, text: act[0].toUpperCase() + act.slice(1) }))),
   );
   const drawCharts = () => charts.replaceChildren(...METRICS.map(([key, title]) => chart(title, [{ label: key, points: points.map((p) => [p.step, metricValue(p, key)]) }], { log })));
@@ -169,8 +173,31 @@ async function jobPage(id) {
     h("h2", { text: "Spec" }), h("pre", { id: "spec", text: JSON.stringify(job.spec, null, 2) }));
   if (["succeeded", "failed", "cancelled"].includes(job.status)) return;
   follow(id, { status: (d) => { job = { ...job, status: d.status, progress: d.progress }; drawHead(); }, event: addEvent,
-    metrics: (d) => { points = points.concat(d.points); drawCharts(); },
-    done: async () => { job = await getJSON(`/v1/fine_tuning/jobs/${id}`); drawHead(); } });
+    metrics: (d) => { points = mergePoints(points, d.points); drawCharts(); },
+    done: async () => {
+      job = await getJSON(`/v1/fine_tuning/jobs/${id}`); drawHead();
+      points = (await getJSON(`/v1/fine_tuning/jobs/${id}/metrics?max_points=1000`)).data; drawCharts(); // the final evaluation lands on a step already drawn
+    } });
+}
+
+function actionAllowed(act, status) {
+  if (["succeeded", "failed", "cancelled"].includes(status)) return false;
+  if (act === "pause") return ["queued", "running", "validating_files"].includes(status);
+  if (act === "resume") return ["paused", "pause_requested"].includes(status);
+  return true;
+}
+
+/* A streamed point for a step already drawn (an evaluation after the train step) fills in its nulls. */
+function mergePoints(old, fresh) {
+  const byStep = new Map(old.map((p) => [p.step, p]));
+  for (const p of fresh) {
+    const prev = byStep.get(p.step);
+    if (!prev) { byStep.set(p.step, p); continue; }
+    const merged = { ...prev, extra: { ...(prev.extra || {}), ...(p.extra || {}) } };
+    for (const [k, v] of Object.entries(p)) if (k !== "extra" && v !== null && v !== undefined) merged[k] = v;
+    byStep.set(p.step, merged);
+  }
+  return [...byStep.values()].sort((a, b) => a.step - b.step);
 }
 
 /* SSE over fetch (EventSource cannot send the Authorization header). */
@@ -250,6 +277,184 @@ async function filesPage(params) {
     page.has_more && page.data.length ? h("a", { href: `#/files?after=${page.data.at(-1).id}`, text: "Next page →" }) : null);
 }
 
+
+/* ------------------------------------------------------------------ models + chat */
+const fmtParams = (n) => (n === null || n === undefined ? "—" : n >= 1e9 ? `${(n / 1e9).toFixed(1)}B` : n >= 1e6 ? `${(n / 1e6).toFixed(1)}M` : n >= 1e3 ? `${(n / 1e3).toFixed(1)}K` : String(n));
+async function modelsPage(params) {
+  const page = await getJSON("/v1/models");
+  const models = page.data;
+  const chosen = params.get("model") || (models.find((m) => m.kind === "fine_tuned") || models.find((m) => m.chat_template) || models[0] || {}).id || "";
+  const rows = models.map((m) => h("tr", { "data-model": m.id },
+    h("td", {}, h("a", { href: `#/models?model=${encodeURIComponent(m.id)}`, text: m.id, "aria-label": `Chat with ${m.id}` })),
+    h("td", { text: m.kind }),
+    h("td", { text: m.architecture ?? (m.base_model ? `on ${m.base_model}` : "—") }),
+    h("td", { text: fmtParams(m.parameters) }),
+    h("td", { text: m.context_length ?? "—" }),
+    h("td", { text: m.chat_template === undefined ? "—" : m.chat_template ? "yes" : "no" }),
+    h("td", {}, m.fine_tuning_job_id ? h("a", { href: `#/jobs/${m.fine_tuning_job_id}`, text: m.fine_tuning_job_id }) : "—"),
+    h("td", { text: fmtTime(m.created) })));
+  const table = h("table", { id: "models" }, h("caption", { class: "muted", text: `${models.length} models` }),
+    h("thead", {}, h("tr", {}, ["Model", "Kind", "Architecture", "Parameters", "Context", "Chat template", "Job", "Created"].map((t) => h("th", { scope: "col", text: t })))),
+    h("tbody", {}, rows));
+  show(main, h("h1", { text: "Models" }), table, chatPanel(models, chosen));
+}
+
+function chatPanel(models, chosen) {
+  const history = [];
+  const select = h("select", { id: "chat-model", name: "model" }, models.map((m) => h("option", { value: m.id, selected: m.id === chosen, text: m.id })));
+  const maxTokens = h("input", { id: "chat-max-tokens", type: "number", min: 1, max: 4096, value: 64, size: 5 });
+  const temp = h("input", { id: "chat-temperature", type: "number", min: 0, max: 2, step: 0.1, value: 0.7, size: 4 });
+  const prompt = h("textarea", { id: "chat-input", rows: 3, cols: 70, required: true, placeholder: "Say something…" });
+  const log = h("ol", { id: "chat-log", class: "chat", "aria-live": "polite", "aria-label": "Conversation" });
+  const send = h("button", { type: "submit", id: "chat-send", text: "Send" });
+  const stop = h("button", { type: "button", class: "secondary", id: "chat-stop", text: "Stop", disabled: true });
+  const clear = h("button", { type: "button", class: "secondary", id: "chat-clear", text: "Clear", onclick: () => { history.length = 0; log.replaceChildren(); } });
+  const status = h("p", { id: "chat-status", class: "muted", role: "status" });
+  const bubble = (role, text) => { const body = h("div", { class: "content", text }); log.append(h("li", { class: `msg ${role}` }, h("span", { class: "who", text: role === "user" ? "You" : "Model" }), body)); return body; };
+  select.addEventListener("change", () => { history.length = 0; log.replaceChildren(); });
+  const form = h("form", { id: "chat", "aria-label": "Chat with a model", onsubmit: async (e) => {
+    e.preventDefault();
+    const text = prompt.value.trim(); if (!text) return;
+    history.push({ role: "user", content: text }); bubble("user", text); prompt.value = "";
+    const out = bubble("assistant", ""); out.setAttribute("aria-busy", "true");
+    const ctl = new AbortController(); live = ctl;
+    send.disabled = true; stop.disabled = false; status.textContent = "Generating…";
+    stop.onclick = () => ctl.abort();
+    const started = performance.now(); let reply = "", finish = null, usage = null;
+    try {
+      const r = await api("/v1/chat/completions", { method: "POST", signal: ctl.signal, headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ model: select.value, messages: history, stream: true, max_tokens: Number(maxTokens.value) || 64,
+          temperature: Number(temp.value), stream_options: { include_usage: true } }) });
+      const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buf = "";
+      for (;;) {
+        const { value, done } = await reader.read(); if (done) break;
+        buf += value; let cut;
+        while ((cut = buf.indexOf("\n")) >= 0) {
+          const line = buf.slice(0, cut).trim(); buf = buf.slice(cut + 1);
+          if (!line.startsWith("data:")) continue;
+          const data = line.slice(5).trim(); if (data === "[DONE]") continue;
+          const chunk = JSON.parse(data);
+          if (chunk.error) throw new Error(chunk.error.message);
+          if (chunk.usage) usage = chunk.usage;
+          for (const c of chunk.choices || []) { if (c.delta && c.delta.content) { reply += c.delta.content; out.textContent = reply; } if (c.finish_reason) finish = c.finish_reason; }
+        }
+      }
+      history.push({ role: "assistant", content: reply });
+      status.textContent = `${finish || "done"} · ${usage ? usage.completion_tokens + " tokens · " : ""}${((performance.now() - started) / 1000).toFixed(1)} s`;
+      if (!reply) out.textContent = "(empty reply)";
+    } catch (err) {
+      history.pop(); // the user's turn got no answer; it is not sent again
+      out.closest("li").classList.add("failed");
+      out.textContent = ctl.signal.aborted ? "(stopped)" : `Error: ${err.message}`;
+      if (!ctl.signal.aborted) showError(err.message);
+      status.textContent = "";
+    } finally { out.removeAttribute("aria-busy"); send.disabled = false; stop.disabled = true; if (live === ctl) live = null; }
+  } },
+    h("div", { class: "row" }, h("label", { for: "chat-model" }, "Model", select), h("label", { for: "chat-max-tokens" }, "Max tokens", maxTokens),
+      h("label", { for: "chat-temperature" }, "Temperature", temp)),
+    log, h("label", { for: "chat-input" }, "Message", prompt), h("div", { class: "row" }, send, stop, clear), status);
+  prompt.addEventListener("keydown", (e) => { if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) form.requestSubmit(); });
+  return h("section", { "aria-labelledby": "chat-h" }, h("h2", { id: "chat-h", text: "Chat" }),
+    h("p", { class: "muted", text: "Streams from POST /v1/chat/completions (needs a `tuneforge worker --queue inference`). Ctrl+Enter sends." }), form);
+}
+
+/* ------------------------------------------------------------------ sweeps */
+async function sweepsPage(params) {
+  const q = new URLSearchParams({ limit: "20" }); if (params.get("after")) q.set("after", params.get("after"));
+  const page = await getJSON(`/v1/fine_tuning/sweeps?${q}`);
+  const rows = page.data.map((s) => h("tr", { "data-sweep": s.id },
+    h("td", {}, h("a", { href: `#/sweeps/${s.id}`, text: s.id })),
+    h("td", { class: `status status-${s.status}`, text: s.status }),
+    h("td", { text: s.model }), h("td", { text: s.strategy }),
+    h("td", { text: `${s.objective.metric} (${s.objective.direction})` }),
+    h("td", { text: `${s.trials_created}/${s.max_trials}` }),
+    h("td", { text: s.best_trial ? `#${s.best_trial.number}: ${fmtNum(s.best_trial.value)}` : "—" }),
+    h("td", { text: fmtTime(s.created_at) })));
+  show(main, h("h1", { text: "Sweeps" }),
+    h("table", { id: "sweeps" }, h("caption", { class: "muted", text: `${page.data.length} sweeps on this page` }),
+      h("thead", {}, h("tr", {}, ["Sweep", "Status", "Model", "Strategy", "Objective", "Trials", "Best", "Created"].map((t) => h("th", { scope: "col", text: t })))),
+      h("tbody", {}, rows)),
+    page.has_more && page.data.length ? h("a", { href: `#/sweeps?after=${page.data.at(-1).id}`, text: "Next page →" }) : null);
+  live = setTimeout(() => route(true), 5000);
+}
+const fmtNum = (v) => (v === null || v === undefined ? "—" : typeof v === "number" ? (Number.isInteger(v) ? String(v) : v.toPrecision(4)) : String(v));
+
+function scatter(title, xs, ys, { best = -1, labels = [] } = {}) {
+  // objective vs one parameter; categorical parameters are spread evenly by their distinct values
+  const W = 400, H = 180, P = 46, ns = "http://www.w3.org/2000/svg";
+  const fig = h("figure", { "data-param": title }, h("figcaption", { text: title }));
+  const pts = xs.map((x, i) => [x, ys[i], i]).filter((p) => p[1] !== null && p[1] !== undefined);
+  if (!pts.length) { fig.append(h("p", { class: "muted", text: "no finished trials yet" })); return fig; }
+  const numeric = pts.every((p) => typeof p[0] === "number");
+  const cats = numeric ? [] : [...new Set(pts.map((p) => JSON.stringify(p[0])))];
+  const xv = (x) => (numeric ? x : cats.indexOf(JSON.stringify(x)));
+  const logx = numeric && pts.every((p) => p[0] > 0) && Math.max(...pts.map((p) => p[0])) / Math.min(...pts.map((p) => p[0])) > 50;
+  const tx = (x) => (logx ? Math.log10(xv(x)) : xv(x));
+  let [x0, x1] = [Math.min(...pts.map((p) => tx(p[0]))), Math.max(...pts.map((p) => tx(p[0])))];
+  let [y0, y1] = [Math.min(...pts.map((p) => p[1])), Math.max(...pts.map((p) => p[1]))];
+  if (x0 === x1) { x0 -= 0.5; x1 += 0.5; } if (y0 === y1) { y0 -= 0.5; y1 += 0.5; }
+  const sx = (x) => P + ((tx(x) - x0) / (x1 - x0)) * (W - P - 14) + 3, sy = (y) => H - 20 - ((y - y0) / (y1 - y0)) * (H - 32);
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`); svg.setAttribute("class", "chart"); svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", `objective against ${title}: ${pts.map((p) => `trial ${labels[p[2]] ?? p[2]} ${JSON.stringify(p[0])} → ${fmtNum(p[1])}`).join("; ")}`);
+  const text = (x, y, t, anchor) => { const e = document.createElementNS(ns, "text"); e.setAttribute("x", x); e.setAttribute("y", y); e.setAttribute("font-size", "10"); e.setAttribute("text-anchor", anchor); e.textContent = t; svg.append(e); };
+  const fx = (v) => (logx ? (10 ** v).toExponential(1) : numeric ? fmtNum(v) : "");
+  text(P - 3, 12, fmtNum(y1), "end"); text(P - 3, H - 20, fmtNum(y0), "end");
+  if (numeric) { text(P, H - 4, fx(x0), "start"); text(W - 8, H - 4, fx(x1), "end"); }
+  else cats.forEach((c, i) => text(P + ((i - x0) / (x1 - x0)) * (W - P - 14) + 3, H - 4, c, "middle"));
+  const frame = document.createElementNS(ns, "path"); frame.setAttribute("d", `M${P} 6V${H - 20}H${W - 8}`); frame.setAttribute("stroke", "#aaa"); frame.setAttribute("fill", "none"); svg.append(frame);
+  for (const [x, y, i] of pts) {
+    const c = document.createElementNS(ns, "circle");
+    c.setAttribute("cx", sx(x).toFixed(1)); c.setAttribute("cy", sy(y).toFixed(1)); c.setAttribute("r", i === best ? 5 : 3.5);
+    c.setAttribute("fill", i === best ? COLORS[1] : COLORS[0]); c.setAttribute("data-trial", labels[i] ?? i);
+    const tip = document.createElementNS(ns, "title"); tip.textContent = `trial ${labels[i] ?? i}: ${JSON.stringify(x)} → ${fmtNum(y)}`; c.append(tip);
+    svg.append(c);
+  }
+  fig.append(svg);
+  return fig;
+}
+
+async function sweepPage(id) {
+  const sweep = await getJSON(`/v1/fine_tuning/sweeps/${id}`);
+  const trials = (await getJSON(`/v1/fine_tuning/sweeps/${id}/trials`)).data;
+  const finished = ["succeeded", "failed", "cancelled"].includes(sweep.status);
+  const names = Object.keys(sweep.search_space || {});
+  const best = sweep.best_trial;
+  const cancel = h("button", { type: "button", class: "secondary", id: "sweep-cancel", text: "Cancel sweep", disabled: finished, onclick: async () => {
+    try { await api(`/v1/fine_tuning/sweeps/${id}/cancel`, { method: "POST" }); showError(""); route(true); } catch (_) { /* shown */ }
+  } });
+  const counts = Object.entries(sweep.trial_counts || {}).filter(([, n]) => n).map(([k, n]) => `${n} ${k}`).join(", ");
+  const table = h("table", { id: "trials" },
+    h("thead", {}, h("tr", {}, ["#", "Job", ...names, "Status", "Pruned", "Value", "Last reported", "Step"].map((t) => h("th", { scope: "col", text: t })))),
+    h("tbody", {}, trials.map((t) => h("tr", { "data-trial": t.number, class: best && best.number === t.number ? "best" : null },
+      h("td", { text: t.number + (best && best.number === t.number ? " ★" : "") }),
+      h("td", {}, h("a", { href: `#/jobs/${t.job_id}`, text: t.job_id })),
+      names.map((n) => h("td", { text: fmtNum(t.params[n]) })),
+      h("td", { class: `status status-${t.status}`, text: t.status }),
+      h("td", { text: t.pruned ? "pruned" : "" }),
+      h("td", { text: fmtNum(t.value) }), h("td", { text: fmtNum(t.last_reported) }),
+      h("td", { text: `${t.step ?? 0}/${t.total_steps ?? "?"}` })))));
+  const value = (t) => (t.value ?? t.last_reported ?? null);
+  const bestIdx = best ? trials.findIndex((t) => t.number === best.number) : -1;
+  const plots = h("div", { class: "grid", id: "sweep-plots" }, names.map((n) => scatter(n, trials.map((t) => t.params[n]), trials.map(value), { best: bestIdx, labels: trials.map((t) => t.number) })));
+  show(main, h("h1", { text: `Sweep ${sweep.id}` }),
+    h("p", {}, h("span", { class: `status status-${sweep.status}`, id: "sweep-status", text: sweep.status }),
+      ` · ${sweep.model} · ${sweep.strategy} · ${sweep.objective.direction} ${sweep.objective.metric} · ${sweep.trials_created}/${sweep.max_trials} trials${counts ? ` (${counts})` : ""}`),
+    sweep.error ? h("p", { class: "status-failed", text: `${sweep.error.code}: ${sweep.error.message}` }) : null,
+    h("div", { class: "row" }, cancel),
+    h("h2", { text: "Best trial" }),
+    best ? h("div", { class: "report", id: "best-trial" },
+      h("p", {}, `Trial ${best.number} · ${sweep.objective.metric} ${fmtNum(best.value)} · `, h("a", { href: `#/jobs/${best.job_id}`, text: best.job_id })),
+      h("p", { text: Object.entries(best.params).map(([k, v]) => `${k} = ${fmtNum(v)}`).join(", ") }),
+      best.fine_tuned_model ? h("p", {}, h("a", { href: `#/models?model=${encodeURIComponent(best.fine_tuned_model)}`, text: `Chat with ${best.fine_tuned_model}` })) : null)
+      : h("p", { class: "muted", id: "best-trial", text: "no trial has a value yet" }),
+    h("h2", { text: "Objective vs parameter" }), plots,
+    h("h2", { text: "Trials" }), table,
+    h("h2", { text: "Search space" }), h("pre", { text: JSON.stringify(sweep.search_space, null, 2) }));
+  if (!finished) live = setTimeout(() => route(true), 3000);
+}
+
 /* ------------------------------------------------------------------ router */
 async function route(refresh = false) {
   if (live) { if (live.abort) live.abort(); else clearTimeout(live); live = null; }
@@ -264,6 +469,9 @@ async function route(refresh = false) {
     if (path.startsWith("/jobs/")) await jobPage(decodeURIComponent(path.slice(6)));
     else if (path === "/compare") await comparePage(params);
     else if (path === "/files") await filesPage(params);
+    else if (path === "/models") await modelsPage(params);
+    else if (path.startsWith("/sweeps/")) await sweepPage(decodeURIComponent(path.slice(8)));
+    else if (path === "/sweeps") await sweepsPage(params);
     else await jobsPage(params);
     document.title = `${main.querySelector("h1")?.textContent || "Tuneforge"} · Tuneforge`;
     if (!refresh) main.focus({ preventScroll: true });
