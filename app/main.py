@@ -21,8 +21,8 @@ from app.inference.endpoints import router as inference_router
 from app.jobs.endpoints import router as jobs_router
 from app.models.endpoints import router as models_router
 from app.sweeps.endpoints import router as sweeps_router
-from app.webhooks.endpoints import router as webhooks_router
 from app.ui import install_dashboard
+from app.webhooks.endpoints import router as webhooks_router
 
 log = logging.getLogger("tuneforge.api")
 
