@@ -162,12 +162,12 @@ def test_dashboard_end_to_end(
     d.get(f"{live_api}/ui/index.html#/jobs/{second}")  # a full page load, so the stream starts afresh
     wait_for(lambda: second in d.find_element(By.TAG_NAME, "h1").text, "the second job's page")
     wait_for(lambda: status_of(d) == "running", "the second job running", timeout=120)
-    assert not d.find_element(By.ID, "job-resume").is_enabled()
-    d.find_element(By.ID, "job-pause").click()
-    wait_for(lambda: status_of(d) == "paused", f"the pause to land ({status_of(d)!r})", timeout=90)
+    wait_for(lambda: not d.find_element(By.ID, "job-resume").is_enabled(), "resume disabled while running")
+    wait_for(lambda: d.find_element(By.ID, "job-pause").click() or True, "the pause button")  # the head re-renders
+    wait_for(lambda: status_of(d) == "paused", "the pause to land", timeout=90)
     assert api.get(f"/v1/fine_tuning/jobs/{second}").json()["status"] == "paused"
     wait_for(lambda: d.find_element(By.ID, "job-resume").is_enabled(), "resume enabled")
-    d.find_element(By.ID, "job-resume").click()
+    wait_for(lambda: d.find_element(By.ID, "job-resume").click() or True, "the resume button")
     wait_for(lambda: status_of(d) == "running", "the resumed job running again", timeout=120)
     wait_for(lambda: d.find_element(By.ID, "job-cancel").click() or True, "the cancel button")
     wait_for(lambda: status_of(d) == "cancelled", "the cancel to land", timeout=90)
@@ -184,6 +184,20 @@ def test_dashboard_end_to_end(
     assert any("training.learning_rate" in row.text for row in differs)
     assert not any("training.seed" in row.text or row.text.startswith("model ") for row in differs)
     shot(d, "compare")
+
+    # A two-trial sweep trains while the chat below runs.
+    sweep_body = {
+        "model": tiny_model,
+        "training_file": file_id,
+        "seed": 1,
+        "training": {"max_steps": 4, "batch_size": 8},
+        "search_space": {"training.learning_rate": {"values": [0.002, 0.0005]}},
+        "strategy": "grid",
+        "objective": {"metric": "eval_loss", "direction": "minimize"},
+    }
+    r = api.post("/v1/fine_tuning/sweeps", json=sweep_body)
+    assert r.status_code == 200, r.text
+    sweep = r.json()["id"]
 
     # Models: the base model and the first job's fine-tuned model are listed; chat with the latter, streamed.
     ft = api.get(f"/v1/fine_tuning/jobs/{first}").json()["fine_tuned_model"]
@@ -205,6 +219,19 @@ def test_dashboard_end_to_end(
     d.find_element(By.ID, "chat-send").click()
     wait_for(lambda: "max_tokens" in d.find_element(By.ID, "alert").text, "the max_tokens error")
     assert "Error:" in d.find_elements(By.CSS_SELECTOR, "#chat-log li.failed")[-1].text
+
+    # Sweeps: listed; its page shows both trials, the best one, and a point per trial on the plot.
+    d.find_element(By.LINK_TEXT, "Sweeps").click()
+    wait_for(
+        lambda: d.find_element(By.LINK_TEXT, sweep).click() or True, "the sweep in the list"
+    )  # re-rendered every 5 s
+    wait_for(lambda: d.find_element(By.ID, "sweep-status").text == "succeeded", "the sweep to finish", timeout=300)
+    assert len(d.find_elements(By.CSS_SELECTOR, "#trials tbody tr")) == 2
+    best = api.get(f"/v1/fine_tuning/sweeps/{sweep}").json()["best_trial"]
+    assert f"Trial {best['number']}" in d.find_element(By.ID, "best-trial").text
+    assert len(d.find_elements(By.CSS_SELECTOR, "#sweep-plots circle[data-trial]")) == 2
+    assert not d.find_element(By.ID, "sweep-cancel").is_enabled()
+    shot(d, "sweep")
 
     # Nothing was fetched from another origin on any page; sign out forgets the key.
     assert off_origin(d, live_api) == []
