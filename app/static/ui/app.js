@@ -290,7 +290,7 @@ async function modelsPage(params) {
     h("td", { text: m.architecture ?? (m.base_model ? `on ${m.base_model}` : "—") }),
     h("td", { text: fmtParams(m.parameters) }),
     h("td", { text: m.context_length ?? "—" }),
-    h("td", { text: m.chat_template === undefined ? "—" : m.chat_template ? "yes" : "no" }),
+    h("td", { text: m.chat_template === undefined || m.chat_template === null ? (m.base_model ? "from base" : "—") : m.chat_template ? "yes" : "no" }),
     h("td", {}, m.fine_tuning_job_id ? h("a", { href: `#/jobs/${m.fine_tuning_job_id}`, text: m.fine_tuning_job_id }) : "—"),
     h("td", { text: fmtTime(m.created) })));
   const table = h("table", { id: "models" }, h("caption", { class: "muted", text: `${models.length} models` }),
@@ -378,7 +378,7 @@ async function sweepsPage(params) {
     page.has_more && page.data.length ? h("a", { href: `#/sweeps?after=${page.data.at(-1).id}`, text: "Next page →" }) : null);
   live = setTimeout(() => route(true), 5000);
 }
-const fmtNum = (v) => (v === null || v === undefined ? "—" : typeof v === "number" ? (Number.isInteger(v) ? String(v) : v.toPrecision(4)) : String(v));
+const fmtNum = (v) => (v === null || v === undefined ? "—" : typeof v === "number" ? (Number.isInteger(v) ? String(v) : String(Number(v.toPrecision(4)))) : String(v));
 
 function scatter(title, xs, ys, { best = -1, labels = [] } = {}) {
   // objective vs one parameter; categorical parameters are spread evenly by their distinct values
