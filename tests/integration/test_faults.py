@@ -79,13 +79,19 @@ class Cluster:
         return [e["message"] for e in reversed(data)]
 
     def wait(self, job_id: str, pred, timeout: float = 120) -> dict:  # type: ignore[no-untyped-def, type-arg]
+        """Until `pred(job)`. The deadline follows progress: it restarts whenever the job's status,
+        attempt or step changes, so a busy machine slows the test down instead of failing it."""
         deadline = time.monotonic() + timeout
         job: dict = {}  # type: ignore[type-arg]
+        seen: tuple[object, ...] = ()
         while time.monotonic() < deadline:
             try:
                 job = self.job(job_id)
                 if pred(job):
                     return job
+                now = (job.get("status"), job.get("attempt"), (job.get("progress") or {}).get("step"))
+                if now != seen:
+                    seen, deadline = now, time.monotonic() + timeout
             except (httpx.HTTPError, ValueError):
                 pass
             time.sleep(0.2)
