@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from contract.spec import SpecError
-from tests.helpers import make_spec, sharegpt_row, shakespeare_rows
+from tests.helpers import make_spec, shakespeare_rows, sharegpt_row
 from worker.training.model import load_tokenizer
 from worker.training.reporter import MemoryReporter
 from worker.training.run import run
@@ -27,7 +27,7 @@ def test_samples_at_step_zero_each_eval_and_the_end(model_dir: Path, tmp_path: P
 
     assert [step for step, _ in rep.samples_by_step] == [0, 2, 4, 5]
     for _, items in rep.samples_by_step:
-        assert [i["prompt"] for i in items][0] == "First Citizen:"
+        assert items[0]["prompt"] == "First Citizen:"
         assert len(items) == 2 and all(0 < i["tokens"] <= 6 and isinstance(i["output"], str) for i in items)
     # The text row's prompt is its first part, and training changed what the model says.
     assert items[1]["prompt"] and len(items[1]["prompt"]) <= 200
@@ -38,7 +38,9 @@ def test_sampling_leaves_training_and_resume_bit_for_bit(model_dir: Path, tmp_pa
     """The same run with and without samples trains the same adapter; samples resume after a stop."""
     t = {"batch_size": 8, "learning_rate": 1e-2, "max_steps": 4, "save_every": 2, "eval_every": 2}
     rows = shakespeare_rows(40)
-    plain = run(make_spec(training=t, samples={"from_validation": 0}), model_dir, rows, None, tmp_path / "a", MemoryReporter())
+    plain = run(
+        make_spec(training=t, samples={"from_validation": 0}), model_dir, rows, None, tmp_path / "a", MemoryReporter()
+    )
     spec = make_spec(training=t, samples={"from_validation": 2, "max_new_tokens": 4})
     first = MemoryReporter(stop_at_step=2)
     with pytest.raises(Exception):  # noqa: B017 - StopTraining
