@@ -27,4 +27,4 @@ class SamplesSpec(Strict):
         "its last assistant turn (chat template, with a generation prompt), a prompt/completion row's prompt, "
         "or the first half of a text row. 0 turns this off.",
     )
-    max_new_tokens: int = Field(32, ge=1, le=256, description="Greedy tokens generated per prompt.")
+    max_new_tokens: int = Field(16, ge=1, le=256, description="Greedy tokens generated per prompt.")
