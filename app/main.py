@@ -21,6 +21,7 @@ from app.inference.endpoints import router as inference_router
 from app.jobs.endpoints import router as jobs_router
 from app.models.endpoints import router as models_router
 from app.sweeps.endpoints import router as sweeps_router
+from app.ui import install_dashboard
 from app.webhooks.endpoints import router as webhooks_router
 
 log = logging.getLogger("tuneforge.api")
@@ -84,4 +85,5 @@ def create_app(*, run_reconciler: bool = False) -> FastAPI:
     app.include_router(webhooks_router)
     app.include_router(sweeps_router)
     app.include_router(models_router)
+    install_dashboard(app)
     return app

@@ -42,3 +42,9 @@ if ! redis_up; then
 fi
 redis_up || { echo "services: Redis is not answering on 127.0.0.1:6379" >&2; exit 1; }
 echo "services: PostgreSQL and Redis are up"
+
+# The dashboard's browser tests (tests/app/test_ui.py) drive Debian's Chromium through Selenium, offline.
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  echo "services: installing chromium + chromium-driver for the browser tests"
+  apt_install chromium chromium-driver
+fi

@@ -51,7 +51,8 @@ def test_up_runs_a_job_to_a_downloaded_adapter(tmp_path: Path, tiny_model: str) 
         assert r.status_code == 200
         with tarfile.open(fileobj=io.BytesIO(r.content)) as tar:
             assert f"{job['id']}-adapter/adapter_model.safetensors" in tar.getnames()
-        assert c.get(f"/fine_tuning/jobs/{job['id']}/metrics").json()["total_points"] == 4
+        # Steps 1-4, and the step-0 baseline evaluation of the held-out split.
+        assert c.get(f"/fine_tuning/jobs/{job['id']}/metrics").json()["total_points"] == 5
         assert (data_dir / "broker.db").is_file()  # the message went through the SQLite broker
 
         # Chat with the result: the embedded inference worker answers through the file reply channel.
