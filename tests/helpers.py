@@ -67,10 +67,6 @@ def make_spec(**over: object) -> JobSpec:
     from app.jobs.request import JobCreate
 
     body = {"model": "tiny-llama", "training_file": "file-x", "seed": 3, **over}
-    if body.get("task", "causal_lm") == "causal_lm" and "samples" not in over:
-        # Sample generations cost seconds per evaluation on the tiny 4-bit model; tests/worker/training/
-        # test_samples.py turns them on.
-        body["samples"] = {"from_validation": 0}
     return JobCreate.model_validate(body).resolve()
 
 

@@ -73,4 +73,4 @@ def sharegpt_as_messages() -> list[dict[str, str]]:
 def test_samples_block_is_causal_lm_only() -> None:
     with pytest.raises((SpecError, ValueError), match="causal_lm only"):
         make_spec(task="regression", samples={"from_validation": 3})
-    assert make_spec(task="regression").samples.from_validation == 2  # the default is harmless there
+    assert make_spec(task="regression").samples.from_validation == 0  # the default is off, so harmless there
