@@ -91,6 +91,7 @@ class ErrorCode(StrEnum):
     INTERNAL = "internal"
 
 
-# A job event's severity and kind, as OpenAI's job events carry them (`metrics` events carry `data`).
+# A job event's severity and kind, as OpenAI's job events carry them (`metrics` events carry `data`;
+# `samples` events announce sample generations, read with GET /v1/fine_tuning/jobs/{id}/samples).
 EventLevel = Literal["info", "warn", "error"]
-EventType = Literal["message", "metrics"]
+EventType = Literal["message", "metrics", "samples"]

@@ -96,6 +96,19 @@ class DBReporter:
 
         retry("recording a checkpoint", write)
 
+    def samples(self, step: int, items: list[dict[str, Any]]) -> None:
+        """Stores the step's generations and announces them with a `samples` event, in one transaction."""
+        message = f"Sample generations at step {step}: {len(items)} prompt{'s' if len(items) != 1 else ''}"
+        if items:
+            message += f'; the first says "{_preview(items[0]["output"])}"'
+
+        def write() -> None:
+            with session_scope() as s:
+                repository.replace_samples(s, self.job_id, step, items)
+                repository.add_event(s, self.job_id, message, type_="samples", data={"step": step, "count": len(items)})
+
+        retry("recording sample generations", write)
+
     def stop_requested(self) -> StopReason | None:
         if self._stop_reason is None and SHUTDOWN.is_set():
             return StopReason.SHUTDOWN
@@ -155,3 +168,8 @@ class DBReporter:
         except Exception:  # noqa: BLE001 - a cancel is a cancel; the reason is only recorded
             return StopReason.CANCELLED
         return StopReason.PRUNED if reason == StopReason.PRUNED else StopReason.CANCELLED
+
+
+def _preview(text: str, limit: int = 80) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -12,7 +12,14 @@ from app.core.storage import get_store
 from app.deps import PrincipalDep, SessionDep, SettingsDep
 from app.jobs import artifacts, merged, service
 from app.jobs.request import JobCreate
-from app.jobs.schemas import CheckpointObject, FineTuningJob, JobEventObject, MetricPoint, MetricsSeries
+from app.jobs.schemas import (
+    CheckpointObject,
+    FineTuningJob,
+    JobEventObject,
+    MetricPoint,
+    MetricsSeries,
+    SampleObject,
+)
 from app.jobs.stream import job_stream
 from contract.status import JobStatus
 
@@ -127,6 +134,19 @@ def list_checkpoints(
 ) -> ListResponse[CheckpointObject]:
     job, rows = service.list_checkpoints(session, principal, job_id, after=after, limit=limit)
     return ListResponse[CheckpointObject].page([CheckpointObject.of(c, job) for c in rows], limit)
+
+
+@router.get("/{job_id}/samples", response_model=ListResponse[SampleObject])
+def list_samples(
+    job_id: str,
+    session: SessionDep,
+    principal: PrincipalDep,
+    since_step: Annotated[int | None, Query(ge=0, le=MAX_INT)] = None,
+) -> ListResponse[SampleObject]:
+    """Sample generations by step, then prompt: step 0 is the base model, later steps the adapter at
+    each evaluation and at the end. Only those with step > since_step."""
+    _, rows = service.list_samples(session, principal, job_id, since_step=since_step)
+    return ListResponse[SampleObject](data=[SampleObject.of(s) for s in rows], has_more=False)
 
 
 @router.get("/{job_id}/metrics", response_model=MetricsSeries)

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, aliased
 
 from app.core.ids import new_id
 from app.db import paging
-from app.db.models import Checkpoint, Job, JobEvent, JobMetric
+from app.db.models import Checkpoint, Job, JobEvent, JobMetric, JobSample
 from app.db.types import utcnow
 from contract.status import LIVE, TRAINING, EventLevel, EventType, JobStatus
 
@@ -361,6 +361,30 @@ def upsert_metrics(session: Session, job_id: str, points: Iterable[dict[str, Any
                     value = {**row.extra, **value}
                 setattr(row, key, value)
     session.flush()
+
+
+def replace_samples(session: Session, job_id: str, step: int, items: Sequence[dict[str, Any]]) -> None:
+    """A step's sample generations; a resumed attempt that samples the step again replaces them."""
+    session.execute(delete(JobSample).where(JobSample.job_id == job_id, JobSample.step == step))
+    for i, item in enumerate(items):
+        session.add(
+            JobSample(
+                job_id=job_id,
+                step=step,
+                index=i,
+                prompt=str(item["prompt"]),
+                output=str(item["output"]),
+                tokens=int(item.get("tokens", 0)),
+            )
+        )
+    session.flush()
+
+
+def samples(session: Session, job_id: str, *, since_step: int | None) -> Sequence[JobSample]:
+    stmt = select(JobSample).where(JobSample.job_id == job_id)
+    if since_step is not None:
+        stmt = stmt.where(JobSample.step > since_step)
+    return session.scalars(stmt.order_by(JobSample.step, JobSample.index)).all()
 
 
 def add_checkpoint(

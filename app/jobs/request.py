@@ -192,6 +192,7 @@ class JobCreate(SpecBlocks):
             optimizer=self.optimizer,
             scheduler=self.scheduler,
             data=data,
+            samples=self.samples,
         )
 
 

@@ -5,7 +5,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from app.db.models import Checkpoint, Job, JobEvent, JobMetric
+from app.db.models import Checkpoint, Job, JobEvent, JobMetric, JobSample
 from app.db.types import unix, utcnow
 from app.jobs.request import openai_hyperparameters, openai_method
 from contract.spec import JobSpec
@@ -194,6 +194,29 @@ class MetricPoint(BaseModel):
             tokens_per_second=m.tokens_per_second,
             num_tokens=m.num_tokens,
             extra=m.extra,
+        )
+
+
+class SampleObject(BaseModel):
+    """One sample generation: what the adapter at `step` (0: the base model) said to `prompt`."""
+
+    object: Literal["fine_tuning.job.sample"] = "fine_tuning.job.sample"
+    step: int = Field(description="Optimizer step of the adapter; 0 is the base model, before training.")
+    index: int = Field(description="The prompt's position in the job's sample prompts (same prompt, same index).")
+    prompt: str
+    output: str = Field(description="The greedy completion, special tokens removed.")
+    tokens: int = Field(description="Tokens generated.")
+    created_at: int
+
+    @classmethod
+    def of(cls, s: JobSample) -> SampleObject:
+        return cls(
+            step=s.step,
+            index=s.index,
+            prompt=s.prompt,
+            output=s.output,
+            tokens=s.tokens,
+            created_at=unix(s.created_at) or 0,
         )
 
 

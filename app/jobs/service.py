@@ -12,7 +12,7 @@ from app.auth.service import Principal
 from app.core.config import Settings
 from app.core.errors import Conflict, InvalidRequest, NotFound, PermissionDenied, describe_validation
 from app.core.ids import new_id
-from app.db.models import Checkpoint, File, Job, JobEvent, JobMetric
+from app.db.models import Checkpoint, File, Job, JobEvent, JobMetric, JobSample
 from app.files import repository as files_repo
 from app.fleet import routing
 from app.jobs import continuation, dispatch, repository
@@ -187,6 +187,14 @@ def list_checkpoints(
 ) -> tuple[Job, list[Checkpoint]]:
     job = get(session, principal, job_id)
     return job, repository.checkpoints_page(session, job.id, after=after, limit=limit)
+
+
+def list_samples(
+    session: Session, principal: Principal, job_id: str, *, since_step: int | None
+) -> tuple[Job, Sequence[JobSample]]:
+    """The job's sample generations, by step then prompt."""
+    job = get(session, principal, job_id)
+    return job, repository.samples(session, job.id, since_step=since_step)
 
 
 def metric_series(

@@ -38,6 +38,14 @@ BLOCKS: list[tuple[str, type[BaseModel], str]] = [
         "reports the held-out `preference_accuracy` and `reward_margin` beside `eval_loss`.",
     ),
     (
+        "samples",
+        s.SamplesSpec,
+        "causal_lm only. Greedy generations with the adapter before the first step (step 0: the base model), "
+        "at each evaluation and at the end, stored by step and read with "
+        '`GET /v1/fine_tuning/jobs/{id}/samples`; each set is announced by a `type: "samples"` job event. '
+        "Generation draws no random numbers, so a job trains exactly the same with or without samples.",
+    ),
+    (
         "data.augmentation",
         s.AugmentationSpec,
         "Optional; off when null. More training rows made from the ones given, on the training split only: "
@@ -66,6 +74,7 @@ EXAMPLES: list[dict[str, Any]] = [
         "quantization": {"bits": 4, "quant_type": "nf4", "double_quant": True},
         "lora": {"r": 16, "alpha": 32, "target_modules": "all-linear"},
         "training": {"epochs": 2, "batch_size": 8, "max_seq_length": 1024, "save_every": 200},
+        "samples": {"prompts": ["Write a haiku about the sea."], "from_validation": 2, "max_new_tokens": 48},
         "optimizer": {"name": "paged_adamw_8bit"},
         "scheduler": {"name": "cosine", "warmup_ratio": 0.03},
     },

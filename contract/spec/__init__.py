@@ -32,6 +32,7 @@ from contract.spec.optim import (
     SGDSpec,
 )
 from contract.spec.preference import MethodName, PreferenceLossName, PreferenceSpec
+from contract.spec.samples import SamplesSpec
 
 __all__ = [
     "DEFAULT_LEARNING_RATE",
@@ -58,6 +59,7 @@ __all__ = [
     "QuantizationSpec",
     "RMSpropSpec",
     "SGDSpec",
+    "SamplesSpec",
     "SchedulerName",
     "SchedulerSpec",
     "SpecBlocks",

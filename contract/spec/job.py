@@ -12,6 +12,7 @@ from contract.spec.blocks import LoraSpec, QuantizationSpec, TrainingSpec
 from contract.spec.data import DataSpec
 from contract.spec.optim import AdamWSpec, OptimizerSpec, SchedulerSpec
 from contract.spec.preference import MethodName, PreferenceSpec
+from contract.spec.samples import SamplesSpec
 
 TaskName = Literal["causal_lm", "sequence_classification", "regression"]
 
@@ -45,10 +46,16 @@ class SpecBlocks(Strict):
     preference: PreferenceSpec = Field(
         default_factory=PreferenceSpec, description="Preference tuning options, for method.type=dpo."
     )
+    samples: SamplesSpec = Field(
+        default_factory=SamplesSpec,
+        description="causal_lm: prompts generated from greedily before training, at each evaluation and at the end.",
+    )
 
     @model_validator(mode="after")
     def _check_task(self) -> Self:
         _check_task_options(self.task, self.training, self.data)
+        if self.task != "causal_lm" and "samples" in self.model_fields_set and self.samples != SamplesSpec():
+            raise SpecError("samples", "sample generations apply to causal_lm only")
         return self
 
 

@@ -120,5 +120,8 @@ class SilentReporter:
     def checkpoint(self, step: int, path: Path, manifest: dict[str, str], metrics: dict[str, Any]) -> None:
         pass
 
+    def samples(self, step: int, items: list[dict[str, Any]]) -> None:
+        pass
+
     def stop_requested(self) -> StopReason | None:
         return None

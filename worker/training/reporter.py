@@ -20,6 +20,10 @@ class Reporter(Protocol):
     def checkpoint(self, step: int, path: Path, manifest: dict[str, str], metrics: dict[str, Any]) -> None:
         """Called after a checkpoint directory is complete and renamed into place."""
 
+    def samples(self, step: int, items: list[dict[str, Any]]) -> None:
+        """Sample generations (`prompt`, `output`, `tokens`) made with the adapter as it is at `step`
+        (0: the base model, before training)."""
+
     def stop_requested(self) -> StopReason | None:
         """A reason to stop, or None. Called every step: keep it cheap."""
 
@@ -32,6 +36,7 @@ class MemoryReporter:
     points: list[dict[str, Any]] = field(default_factory=list)
     checkpoints: list[tuple[int, Path]] = field(default_factory=list)
     checkpoint_metrics: list[dict[str, Any]] = field(default_factory=list)
+    samples_by_step: list[tuple[int, list[dict[str, Any]]]] = field(default_factory=list)
     stop_reason: StopReason | None = None
     stop_at_step: int | None = None
     last_step: int = 0
@@ -48,6 +53,9 @@ class MemoryReporter:
     def checkpoint(self, step: int, path: Path, manifest: dict[str, str], metrics: dict[str, Any]) -> None:
         self.checkpoints.append((step, path))
         self.checkpoint_metrics.append(metrics)
+
+    def samples(self, step: int, items: list[dict[str, Any]]) -> None:
+        self.samples_by_step.append((step, items))
 
     def stop_requested(self) -> StopReason | None:
         if self.stop_at_step is not None and self.last_step >= self.stop_at_step:

@@ -38,6 +38,7 @@ from worker.training.optim import (
 )
 from worker.training.publish import publish_adapter
 from worker.training.reporter import Reporter
+from worker.training.samples import generate_samples
 from worker.training.setup import PreparedData, StepPlan, plan_steps, prepare_data, prepare_model
 from worker.training.state import TrainState
 from worker.training.throughput import MetricWindow
@@ -69,6 +70,7 @@ class Run:
     early: EarlyStopping
     watchdog: LossWatchdog
     loss: Loss
+    sampled_at: int | None = None
 
     @property
     def checkpoints(self) -> Path:
@@ -77,6 +79,21 @@ class Run:
     def evaluate(self, split: str = "validation") -> dict[str, Any]:
         data = self.data.validation if split == "validation" else self.data.test
         return evaluate(self.model, data, self.spec, self.data.pad_id, self.device, self.data.norm)
+
+    def sample(self, step: int) -> None:
+        """Greedy generations from the sample prompts with the adapter as it is now (rank 0 alone)."""
+        if not self.data.sample_prompts or not ddp.is_main() or self.sampled_at == step:
+            return
+        items = generate_samples(
+            self.model,
+            self.data.sample_prompts,
+            self.data.tokenizer,
+            self.spec.samples.max_new_tokens,
+            self.spec.training.max_seq_length,
+            self.device,
+        )
+        self.sampled_at = step
+        self.reporter.samples(step, items)
 
     def save(self, state: TrainState) -> None:
         if not ddp.is_main():
@@ -158,6 +175,8 @@ def run(
         ddp.sync_params(model)
     if state.step == 0 and data.validation.examples:
         _baseline(r, state)
+    if state.step == 0:
+        r.sample(0)  # the base model's answers: the "before"
     t = spec.training
     reporter.event(
         f"Training started: {plan.total_steps} steps ({plan.steps_per_epoch} per epoch), batch {t.batch_size} x "
@@ -342,6 +361,7 @@ def _evaluate_and_save(r: Run, state: TrainState, epoch: float) -> None:
             message, data = r.early.stop_event(step)
             r.reporter.event(message, data=data)
             state.stopped_early = True
+        r.sample(step)
         r.model.train()
     if _is_save_step(r, step) and step < r.plan.total_steps:
         r.save(state)
@@ -361,6 +381,8 @@ def _finish(r: Run, state: TrainState) -> RunResult:
             data={"best_step": r.early.best_step, "best_eval_loss": r.early.best_metric},
         )
         state.last_eval = r.evaluate() if r.data.validation.examples else {}
+        r.sampled_at = None  # the kept adapter is not the one sampled at this step
+    r.sample(state.step)
     r.save(state)
     final_metrics: dict[str, Any] = {"train_loss": state.last_loss, "steps": state.step}
     if state.last_train_accuracy is not None:

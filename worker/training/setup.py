@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from worker.training.errors import TrainingError
 from worker.training.model import check_target_modules, load_model, load_tokenizer, prepare_quantized
 from worker.training.preference import encode_preference
 from worker.training.reporter import Reporter
+from worker.training.samples import SamplePrompt, sample_prompts
 
 
 @dataclass
@@ -39,6 +40,8 @@ class PreparedData:
     labels: list[str] | None
     # Regression targets are trained normalized: (mean, std) of the training split.
     norm: tuple[float, float] | None
+    # Prompts for sample generations (causal_lm): the spec's, then a few from the validation split.
+    sample_prompts: list[SamplePrompt] = field(default_factory=list)
 
     @property
     def pad_id(self) -> int:
@@ -98,7 +101,8 @@ def prepare_data(
             "augmented": augmented,
         },
     )
-    return PreparedData(tokenizer, train, val, test, labels, norm)
+    prompts = sample_prompts(spec, tokenizer, splits.validation)
+    return PreparedData(tokenizer, train, val, test, labels, norm, prompts)
 
 
 def prepare_model(

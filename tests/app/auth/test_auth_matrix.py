@@ -121,6 +121,7 @@ def routes(w: World) -> dict[tuple[str, str], tuple[str, bool]]:
         ("get", "/v1/fine_tuning/jobs/{job_id}/events"): (f"/v1/fine_tuning/jobs/{j}/events", True),
         ("get", "/v1/fine_tuning/jobs/{job_id}/checkpoints"): (f"/v1/fine_tuning/jobs/{j}/checkpoints", True),
         ("get", "/v1/fine_tuning/jobs/{job_id}/metrics"): (f"/v1/fine_tuning/jobs/{j}/metrics", True),
+        ("get", "/v1/fine_tuning/jobs/{job_id}/samples"): (f"/v1/fine_tuning/jobs/{j}/samples", True),
         ("get", "/v1/fine_tuning/jobs/{job_id}/adapter"): (f"/v1/fine_tuning/jobs/{j}/adapter", True),
         ("get", "/v1/fine_tuning/jobs/{job_id}/stream"): (f"/v1/fine_tuning/jobs/{j}/stream", True),
         ("post", "/v1/fine_tuning/jobs/{job_id}/pause"): (f"/v1/fine_tuning/jobs/{j}/pause", False),
