@@ -92,7 +92,7 @@ class Cluster:
                 now = (job.get("status"), job.get("attempt"), (job.get("progress") or {}).get("step"))
                 if now != seen:
                     seen, deadline = now, time.monotonic() + timeout
-            except (httpx.HTTPError, ValueError):
+            except (httpx.HTTPError, ValueError, KeyError):  # KeyError: an error envelope (503 while PG restarts)
                 pass
             time.sleep(0.2)
         logs = "\n".join(p.read_text()[-2500:] for p in self.logs.glob("*.log"))
