@@ -40,7 +40,7 @@ def chat_completions(
         id=gen.id,
         created=gen.created,
         model=gen.model,
-        choices=[ChatChoice(message=AssistantMessage(content=text), finish_reason=finish)],  # type: ignore[arg-type]
+        choices=[ChatChoice(message=AssistantMessage(content=text), finish_reason=finish)],
         usage=Usage(**usage),
     )
 
@@ -60,6 +60,6 @@ def completions(
         id=gen.id,
         created=gen.created,
         model=gen.model,
-        choices=[CompletionChoice(text=text, finish_reason=finish)],  # type: ignore[arg-type]
+        choices=[CompletionChoice(text=text, finish_reason=finish)],
         usage=Usage(**usage),
     )

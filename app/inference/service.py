@@ -15,7 +15,7 @@ from app.core.errors import GatewayTimeout, InvalidRequest, Unavailable, Upstrea
 from app.core.ids import new_id
 from app.inference import resolver
 from app.inference.replies import Event, ReplyChannel, reply_channel
-from app.inference.schemas import ChatCompletionRequest, CompletionRequest
+from app.inference.schemas import ChatCompletionRequest, CompletionRequest, FinishReason
 from app.jobs.dispatch import producer
 from contract.queue import send_infer
 
@@ -146,12 +146,19 @@ def _role(role: str) -> str:
     return "system" if role == "developer" else role
 
 
-def collect(gen: Generation) -> tuple[str, str, dict[str, int]]:
+def _finish_reason(value: object) -> FinishReason:
+    """A worker's finish reason, checked against the values the response may carry."""
+    if value == "stop" or value == "length":
+        return value
+    raise UpstreamError(500, f"The inference worker reported an unknown finish reason {value!r}.", code="internal")
+
+
+def collect(gen: Generation) -> tuple[str, FinishReason, dict[str, int]]:
     """The whole text, the finish reason and the usage of a non-streamed request."""
     parts: list[str] = []
     for event in gen.events():
         if event["type"] == "delta":
             parts.append(event["text"])
         elif event["type"] == "done":
-            return "".join(parts), str(event["finish_reason"]), dict(event["usage"])
+            return "".join(parts), _finish_reason(event["finish_reason"]), dict(event["usage"])
     raise _timeout(gen.settings)  # unreachable: events() ends with `done` or raises
