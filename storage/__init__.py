@@ -7,15 +7,17 @@ boto3 only when an `s3://` store is opened.
 
 from storage.base import ArtifactStore, StoreError, StoreMissing
 from storage.local import LocalStore
-from storage.manifest import MANIFEST, read_manifest, sha256_file
+from storage.manifest import MANIFEST, ManifestMismatch, fetch_folder, read_manifest, sha256_file
 from storage.open import open_store
 
 __all__ = [
     "MANIFEST",
     "ArtifactStore",
     "LocalStore",
+    "ManifestMismatch",
     "StoreError",
     "StoreMissing",
+    "fetch_folder",
     "open_store",
     "read_manifest",
     "sha256_file",

@@ -27,7 +27,7 @@ from typing import TypeVar
 from app.core.config import Settings
 from app.core.storage import get_store, job_prefix
 from contract.status import ErrorCode
-from storage import MANIFEST, StoreError, StoreMissing, read_manifest, sha256_file
+from storage import MANIFEST, ManifestMismatch, StoreError, StoreMissing, fetch_folder, read_manifest, sha256_file
 from storage.manifest import write_manifest
 from worker.training.checkpoints import MARKER
 from worker.training.errors import TrainingError
@@ -93,15 +93,19 @@ class ArtifactSync:
         manifest = self._retry(f"reading {owner}", partial(read_manifest, self.store, owner))
         if manifest is None:
             raise StoreMissing(owner)
-        dest = self.settings.cache_dir / "folders" / owner
-        for rel, digest in manifest.items():
-            target = dest / rel
-            if target.is_file() and sha256_file(target) == digest:
-                continue
-            self._retry(f"downloading {owner}/{rel}", partial(self.store.get_file, f"{owner}/{rel}", target))
-            if sha256_file(target) != digest:
-                raise TrainingError(ErrorCode.INTERNAL, f"{owner}/{rel} does not match its manifest.")
+        dest = self._fetch(owner, manifest, self.settings.cache_dir / "folders" / owner)
         return dest / sub if sub else dest
+
+    def _fetch(self, prefix: str, manifest: dict[str, str], dest: Path) -> Path:
+        """`storage.fetch_folder` with this worker's retries; a corrupt file fails the job."""
+
+        def get(key: str, path: Path) -> None:
+            self._retry(f"downloading {key}", partial(self.store.get_file, key, path))
+
+        try:
+            return fetch_folder(self.store, prefix, manifest, dest, get)
+        except ManifestMismatch as exc:
+            raise TrainingError(ErrorCode.INTERNAL, f"{exc}.") from exc
 
     # ---- checkpoints
 
@@ -146,12 +150,7 @@ class ArtifactSync:
             manifest = self._retry("reading a manifest", partial(read_manifest, self.store, f"{prefix}/{name}"))
             if manifest is None:
                 continue
-            tmp = local / f".tmp-restore-{name}"
-            for rel, digest in manifest.items():
-                dest = tmp / rel
-                self._retry(f"downloading {name}/{rel}", partial(self.store.get_file, f"{prefix}/{name}/{rel}", dest))
-                if sha256_file(dest) != digest:
-                    raise TrainingError(ErrorCode.INTERNAL, f"Checkpoint {name}/{rel} does not match its manifest.")
+            tmp = self._fetch(f"{prefix}/{name}", manifest, local / f".tmp-restore-{name}")
             adapter = {r.removeprefix("adapter/"): h for r, h in manifest.items() if r.startswith("adapter/")}
             (tmp / MARKER).write_text(json.dumps(adapter, sort_keys=True))
             tmp.rename(local / name)

@@ -18,7 +18,7 @@ from pathlib import Path
 from app.core.config import Settings
 from app.core.errors import APIError, InvalidRequest
 from app.db.models import Job
-from storage import ArtifactStore, LocalStore, sha256_file
+from storage import ArtifactStore, LocalStore, fetch_folder
 
 MERGE_TIMEOUT_S = 1800
 
@@ -100,12 +100,8 @@ def export_from_store(
 
     The adapter is read from the artifact store (downloaded into the cache by its manifest when the
     store is remote); the merged folder is made on this API host and served from its local disk."""
-    adapter_dir = store.local_path(source)
-    if adapter_dir is None:
-        adapter_dir = settings.cache_dir / "folders" / source
-        for rel, digest in manifest.items():
-            target = adapter_dir / rel
-            if not (target.is_file() and sha256_file(target) == digest):
-                store.get_file(f"{source}/{rel}", target)
+    adapter_dir = store.local_path(source) or fetch_folder(
+        store, source, manifest, settings.cache_dir / "folders" / source
+    )
     folder, merged_manifest, merged_name = export(settings, job, adapter_dir, checkpoint, name)
     return LocalStore(folder.parent), folder.name, merged_manifest, merged_name
