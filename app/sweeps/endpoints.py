@@ -23,12 +23,18 @@ def create_sweep(body: SweepCreate, session: SessionDep, settings: SettingsDep, 
     return SweepObject.of(*service.view(session, service.get(session, principal, sweep.id)))
 
 
-@router.get("", response_model=ListResponse[SweepObject])
+@router.get("", response_model=ListResponse[SweepObject], responses=error_responses(403))
 def list_sweeps(
-    session: SessionDep, principal: PrincipalDep, after: str | None = None, limit: Limit = 20
+    session: SessionDep,
+    principal: PrincipalDep,
+    after: str | None = None,
+    limit: Limit = 20,
+    all_organizations: Annotated[
+        bool, Query(description="Admin keys only: list every organization's sweeps (an ops view).")
+    ] = False,
 ) -> ListResponse[SweepObject]:
-    """Newest first."""
-    rows = service.list_sweeps(session, principal, after=after, limit=limit)
+    """Newest first: the key's organization's sweeps, as for jobs."""
+    rows = service.list_sweeps(session, principal, after=after, limit=limit, all_organizations=all_organizations)
     return ListResponse[SweepObject].page([SweepObject.of(*service.view(session, s)) for s in rows], limit)
 
 

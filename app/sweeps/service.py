@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from app.auth.service import Principal
 from app.core.config import Settings
-from app.core.errors import APIError, Conflict, InvalidRequest, NotFound, describe_validation
+from app.core.errors import APIError, Conflict, InvalidRequest, NotFound, PermissionDenied, describe_validation
 from app.core.ids import new_id
 from app.db.models import File, Sweep
 from app.files import repository as files_repo
@@ -197,5 +197,16 @@ def view(session: Session, sweep: Sweep) -> tuple[Sweep, list[trials.TrialView],
     return sweep, views, trials.best(sweep, views)
 
 
-def list_sweeps(session: Session, principal: Principal, *, after: str | None, limit: int) -> list[Sweep]:
-    return repository.list_page(session, principal.scope(), after=after, limit=limit)
+def list_sweeps(
+    session: Session, principal: Principal, *, after: str | None, limit: int, all_organizations: bool
+) -> list[Sweep]:
+    """Newest first, limit+1 rows: the key's organization's sweeps. As with jobs, an admin key lists
+    every organization's only when it asks (`all_organizations=true`); it still reads any sweep by id."""
+    if all_organizations and not principal.is_admin:
+        raise PermissionDenied(
+            "all_organizations=true needs an admin key (tuneforge keys create --admin).",
+            param="all_organizations",
+            code="admin_required",
+        )
+    org = None if all_organizations else principal.organization_id
+    return repository.list_page(session, org, after=after, limit=limit)

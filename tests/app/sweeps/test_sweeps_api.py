@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import shakespeare_rows, upload_jsonl
+from tests.helpers import make_key, shakespeare_rows, upload_jsonl
 
 
 @pytest.fixture
@@ -146,3 +146,23 @@ def test_random_sweeps_with_one_seed_propose_the_same_first_trials(
     a, b, c = first_params(7), first_params(7), first_params(8)
     assert len(a) == 3 and a == b and a != c
     assert all(1e-5 <= p["training.learning_rate"] <= 1e-2 and p["lora.r"] % 2 == 0 for p in a)
+
+
+def test_an_admin_key_lists_every_organizations_sweeps_only_when_asked(
+    client: httpx.Client, tiny_model: str, training_file: str
+) -> None:
+    """As for jobs: an admin key lists its own organization's sweeps, every organization's with
+    `all_organizations=true`, and reads any sweep by id; a non-admin asking is 403."""
+    sweep = client.post("/v1/fine_tuning/sweeps", json=sweep_body(tiny_model, training_file)).json()
+    client.post(f"/v1/fine_tuning/sweeps/{sweep['id']}/cancel")
+    admin = {"Authorization": f"Bearer {make_key('sweep-ops', admin=True)}"}
+    own = client.get("/v1/fine_tuning/sweeps", headers=admin, params={"limit": 1000}).json()["data"]
+    assert sweep["id"] not in {s["id"] for s in own}
+    every = client.get("/v1/fine_tuning/sweeps", headers=admin, params={"limit": 1000, "all_organizations": True})
+    assert every.status_code == 200, every.text
+    assert sweep["id"] in {s["id"] for s in every.json()["data"]}
+    assert client.get(f"/v1/fine_tuning/sweeps/{sweep['id']}", headers=admin).status_code == 200
+
+    r = client.get("/v1/fine_tuning/sweeps", params={"all_organizations": True})
+    assert r.status_code == 403
+    assert r.json()["error"]["code"] == "admin_required" and r.json()["error"]["param"] == "all_organizations"
