@@ -210,13 +210,21 @@ def download_adapter(
     response_class=StreamingResponse,
     responses={200: {"content": {"text/event-stream": {}}, "description": "status, event, metrics, done"}},
 )
-def stream_job(job_id: str, request: Request, session: SessionDep, principal: PrincipalDep) -> StreamingResponse:
+def stream_job(
+    job_id: str,
+    request: Request,
+    session: SessionDep,
+    principal: PrincipalDep,
+    since_step: Annotated[int | None, Query(ge=0, le=MAX_INT)] = None,
+    after: str | None = None,
+) -> StreamingResponse:
     """Live progress as Server-Sent Events: `status` (on change), `event` (each new job event),
-    `metrics` (new step points), then `done` when the job is finished."""
-    job = service.get(session, principal, job_id)
+    `metrics` (new step points), then `done` when the job is finished. `since_step` sends only
+    points after that step, `after` (an event id) only the events after that one."""
+    job, after_seq = service.stream_start(session, principal, job_id, after=after)
     session.close()  # the stream opens its own short sessions
     return StreamingResponse(
-        job_stream(request, job.id),
+        job_stream(request, job.id, since_step=-1 if since_step is None else since_step, after_seq=after_seq),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

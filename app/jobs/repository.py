@@ -96,6 +96,12 @@ def events_after_seq(session: Session, job_id: str, seq: int, limit: int = 500) 
     return list(session.scalars(stmt))
 
 
+def event_seq(session: Session, job_id: str, event_id: str) -> int:
+    """The position of one of the job's events (0 for an id that is not one: the stream starts from the first)."""
+    stmt = select(JobEvent.seq).where(JobEvent.job_id == job_id, JobEvent.id == event_id)
+    return int(session.scalar(stmt) or 0)
+
+
 def checkpoints_page(session: Session, job_id: str, *, after: str | None, limit: int) -> list[Checkpoint]:
     stmt = select(Checkpoint).where(Checkpoint.job_id == job_id)
     return paging.page(session, stmt, Checkpoint, after=after, limit=limit, cursor_scope=[Checkpoint.job_id == job_id])

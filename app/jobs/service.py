@@ -182,6 +182,12 @@ def list_events(
     return repository.events_page(session, job.id, after=after, limit=limit)
 
 
+def stream_start(session: Session, principal: Principal, job_id: str, *, after: str | None) -> tuple[Job, int]:
+    """The job to stream, and the position of the event `after` (0: from the first event)."""
+    job = get(session, principal, job_id)
+    return job, repository.event_seq(session, job.id, after) if after else 0
+
+
 def list_checkpoints(
     session: Session, principal: Principal, job_id: str, *, after: str | None, limit: int
 ) -> tuple[Job, list[Checkpoint]]:

@@ -39,9 +39,17 @@ def _poll(job_id: str, last_seq: int, last_step: int) -> tuple[dict[str, Any], l
 
 
 async def job_stream(
-    request: Request, job_id: str, *, interval: float = 1.0, max_seconds: float = 3600.0
+    request: Request,
+    job_id: str,
+    *,
+    since_step: int = -1,
+    after_seq: int = 0,
+    interval: float = 1.0,
+    max_seconds: float = 3600.0,
 ) -> AsyncIterator[str]:
-    last_seq, last_step, last_status = 0, -1, None
+    """`since_step` and `after_seq` skip the history a client already read (the dashboard reads a
+    downsampled series and the last events first, so that a 100k-point job does not stream every point)."""
+    last_seq, last_step, last_status = after_seq, since_step, None
     deadline = time.monotonic() + max_seconds
     yield "retry: 2000\n\n"
     while True:

@@ -1,5 +1,11 @@
-"""The dashboard at /ui/ in real headless Chromium (Selenium), against real `tuneforge api` and
-`tuneforge worker` processes training the tiny Llama. Screenshots of each page go to docs/img/."""
+"""The dashboard at /ui/ in real headless Chromium (Selenium), against real `tuneforge api`,
+`tuneforge worker` and `tuneforge worker --queue inference` processes training the tiny Llama.
+Screenshots of each page go to docs/img/.
+
+Every wait follows what it waits for, never the machine's speed: a job is looked at while it is
+still training (it is far too long to finish, and is cancelled from the page once seen), and a wait
+on a job restarts its deadline whenever the job moves (status or step), so a loaded machine only
+makes the test slower and an idle one cannot race past a state the test expected to see."""
 
 from __future__ import annotations
 
@@ -17,7 +23,9 @@ import pytest
 from tests.helpers import ROOT, TMP, shakespeare_rows, spawn, stop, worker_log
 
 webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import Select  # noqa: E402
 
 IMG = ROOT / "docs" / "img"
@@ -26,6 +34,7 @@ CHROMEDRIVER = shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(
     not (CHROMIUM and CHROMEDRIVER), reason="needs Debian's chromium + chromium-driver (scripts/services.sh)"
 )
+TERMINAL = ("succeeded", "failed", "cancelled")
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +52,7 @@ def browser() -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def inference_worker(live_worker: Any) -> Iterator[Any]:
     """`tuneforge worker --queue inference` for the chat panel, started after `live_worker` (which empties
-    the queue when it starts) so it loads torch while the first job trains."""
+    the queue when it starts) so that it loads torch while the first job trains."""
     log = TMP / "ui-inference-worker.log"
     proc = spawn(["worker", "--queue", "inference", "--hostname", f"ui-infer-{os.getpid()}@%h"], log=log)
     time.sleep(1)
@@ -53,15 +62,22 @@ def inference_worker(live_worker: Any) -> Iterator[Any]:
     stop(proc, timeout=30)
 
 
-def wait_for(check: Callable[[], Any], what: str, timeout: float = 30) -> Any:
+def wait_for(
+    check: Callable[[], Any], what: str, timeout: float = 30, progress: Callable[[], Any] | None = None
+) -> Any:
+    """Until `check()` is truthy. With `progress`, the deadline restarts whenever its value changes
+    (a job's status and step), so a slow machine gets more time and a stuck job still fails."""
     end = time.monotonic() + timeout
+    last = None
     while time.monotonic() < end:
         try:
             if value := check():
                 return value
         except Exception:  # noqa: BLE001 - elements come and go while the page re-renders
             pass
-        time.sleep(0.2)
+        if progress is not None and (now := progress()) != last:
+            last, end = now, time.monotonic() + timeout
+        time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}\n{worker_log()[-1500:]}")
 
 
@@ -72,8 +88,39 @@ def off_origin(driver: Any, origin: str) -> list[str]:
 
 
 def shot(driver: Any, name: str) -> None:
+    """The whole page (up to 2400 px tall), not just the window."""
     IMG.mkdir(parents=True, exist_ok=True)
-    driver.save_screenshot(str(IMG / f"ui-{name}.png"))
+    height = int(driver.execute_script("return document.documentElement.scrollHeight"))
+    driver.set_window_size(1280, max(900, min(height, 2400)))
+    try:
+        driver.save_screenshot(str(IMG / f"ui-{name}.png"))
+    finally:
+        driver.set_window_size(1280, 900)
+
+
+# What a keyboard or screen reader user needs from every page: each control labelled, each table
+# with a caption and header cells, each chart an image with a text alternative, no nameless button
+# or link, one h1.
+AUDIT = """
+const problems = [];
+for (const el of document.querySelectorAll('input, select, textarea'))
+  if (!(el.labels && el.labels.length) && !el.getAttribute('aria-label') && !el.getAttribute('aria-labelledby'))
+    problems.push('unlabelled ' + el.outerHTML.slice(0, 80));
+for (const t of document.querySelectorAll('main table')) {
+  if (!t.caption || !t.caption.textContent.trim()) problems.push('no caption: ' + t.outerHTML.slice(0, 60));
+  if (!t.querySelector('thead th')) problems.push('table without header cells: ' + t.id);
+}
+for (const svg of document.querySelectorAll('main svg'))
+  if (svg.getAttribute('role') !== 'img' || !svg.getAttribute('aria-label')) problems.push('chart without a text');
+for (const el of document.querySelectorAll('button, a[href]'))
+  if (!el.textContent.trim() && !el.getAttribute('aria-label')) problems.push('nameless ' + el.outerHTML.slice(0, 80));
+if (document.querySelectorAll('main h1').length !== 1) problems.push('not one h1');
+return problems;
+"""
+
+
+def audit(driver: Any) -> None:
+    assert driver.execute_script(AUDIT) == [], driver.current_url
 
 
 def status_of(driver: Any) -> str:
@@ -83,6 +130,12 @@ def status_of(driver: Any) -> str:
 def points(driver: Any, metric: str = "Loss") -> int:
     path = driver.find_elements(By.CSS_SELECTOR, f"figure[data-metric='{metric}'] path[data-points]")
     return int(path[0].get_attribute("data-points")) if path else 0
+
+
+def sample_steps(driver: Any) -> list[int]:
+    """The steps of the samples table's columns (the first sampled step, then the one beside it)."""
+    cells = driver.find_elements(By.CSS_SELECTOR, "#samples-table thead th[data-step]")
+    return [int(c.get_attribute("data-step")) for c in cells]
 
 
 def test_dashboard_end_to_end(
@@ -96,21 +149,45 @@ def test_dashboard_end_to_end(
 ) -> None:
     d, api = browser, httpx.Client(base_url=live_api, headers={"Authorization": f"Bearer {api_key}"}, timeout=30)
     started = time.monotonic()
+    phases: list[str] = []
+
+    def phase(name: str, t: list[float] = [started]) -> None:  # noqa: B006 - the previous phase's end
+        phases.append(f"{name} {time.monotonic() - t[0]:.1f} s")
+        print(phases[-1], flush=True)
+        t[0] = time.monotonic()
+
+    def job_moves(job_id: str) -> Callable[[], Any]:
+        def now() -> Any:
+            job = api.get(f"/v1/fine_tuning/jobs/{job_id}").json()
+            return job["status"], job["attempt"], job["progress"]["step"]
+
+        return now
 
     # `/` redirects to the dashboard, which asks for a key; a wrong one shows the API's message.
     d.get(live_api + "/")
     assert d.current_url.startswith(live_api + "/ui/")
     key_box = wait_for(lambda: d.find_element(By.ID, "key"), "the sign-in form")
+    audit(d)
     shot(d, "signin")
     key_box.send_keys("tf-not-a-key")
-    d.find_element(By.CSS_SELECTOR, "#signin button").click()
-    wait_for(lambda: d.find_element(By.ID, "alert").text, "the error message")
+    key_box.send_keys(Keys.ENTER)  # the form submits from the keyboard
+    message = wait_for(lambda: d.find_element(By.ID, "alert").text, "the error message")
+    assert message == "Invalid or revoked API key.", message  # the API's error envelope
+    assert d.find_element(By.ID, "key").get_attribute("aria-invalid") == "true"
     key_box = d.find_element(By.ID, "key")
     key_box.clear()
     key_box.send_keys(api_key)
     d.find_element(By.CSS_SELECTOR, "#signin button").click()
     wait_for(lambda: d.find_element(By.ID, "jobs"), "the jobs table")
     assert d.execute_script("return localStorage.getItem('tuneforge.apiKey')") == api_key
+    # Keyboard and screen reader: the page's heading has the focus, the skip link comes first.
+    assert d.switch_to.active_element.tag_name == "h1"
+    ActionChains(d).send_keys(Keys.TAB).perform()  # from the heading, on into the filter form
+    assert d.switch_to.active_element.get_attribute("name") == "status"
+    audit(d)
+    first_link = d.execute_script("return document.querySelector('a, button, input, select, textarea')")
+    assert first_link.get_attribute("class") == "skip" and first_link.get_attribute("href").endswith("#main")
+    phase("sign in")
 
     # Files: upload with the validation report, then see it listed; a broken file gets the line number.
     data = tmp_path / "shakespeare.jsonl"
@@ -122,94 +199,117 @@ def test_dashboard_end_to_end(
     assert "jsonl, 48 rows" in report and "text" in report
     file_id = report.split("Uploaded ")[1].split()[0]
     wait_for(lambda: d.find_elements(By.CSS_SELECTOR, f"tr[data-file='{file_id}']"), "the file in the list")
+    audit(d)
     shot(d, "files")
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "ok"}\n{"text": \n')
     d.find_element(By.ID, "upload-file").send_keys(str(bad))
     d.find_element(By.CSS_SELECTOR, "#upload button").click()
     wait_for(lambda: "line 2" in d.find_element(By.ID, "alert").text, "the line-numbered error")
+    phase("files")
 
-    # A job started from the API appears on the Jobs page, and its curve grows live on the Job page.
+    # A job started from the API appears on the Jobs page. It is far too long to finish (it is
+    # cancelled below), so the page sees it training however fast the machine is; it evaluates and
+    # samples every 2 steps.
     body = {"model": tiny_model, "training_file": file_id, "seed": 1, "metadata": {"suite": "ui"}}
-    r = api.post("/v1/fine_tuning/jobs", json={**body, "training": {"max_steps": 12, "learning_rate": 0.002}})
+    training = {"max_steps": 100_000, "learning_rate": 0.001, "eval_every": 2, "batch_size": 2, "max_seq_length": 64}
+    samples = {"prompts": ["To be, or not", "Now is the"], "max_new_tokens": 4}
+    r = api.post("/v1/fine_tuning/jobs", json={**body, "training": training, "samples": samples})
     assert r.status_code == 200, r.text
-    first = r.json()["id"]
+    job = r.json()["id"]
     d.find_element(By.LINK_TEXT, "Jobs").click()
-    wait_for(lambda: d.find_elements(By.CSS_SELECTOR, f"tr[data-job='{first}']"), "the new job in the list")
-    wait_for(lambda: d.find_element(By.LINK_TEXT, first), "the job's link").click()
-    wait_for(lambda: status_of(d) == "running" and points(d) >= 1, "the job running with a point", timeout=120)
-    seen = {points(d)}
-    wait_for(lambda: seen.add(points(d)) or status_of(d) == "succeeded", "the job to succeed", timeout=180)
-    assert len(seen) >= 2 and max(seen) > min(seen), seen  # the curve grew over the stream, no reload
-    series = api.get(f"/v1/fine_tuning/jobs/{first}/metrics").json()["data"]
-    assert points(d) == len([p for p in series if p["loss"] is not None])
-    # The step-0 baseline is on the eval loss chart, and token accuracy (extra.train_mean_token_accuracy) renders.
-    assert series[0]["step"] == 0 and series[0]["eval_loss"] is not None
-    assert points(d, "Eval loss") == len([p for p in series if p["eval_loss"] is not None]) >= 1
-    assert (
-        "at step 0"
-        in d.find_element(By.CSS_SELECTOR, "figure[data-metric='Eval loss'] svg").get_attribute("aria-label")
-        or points(d, "Eval loss") >= 2
-    )
-    acc = [p for p in series if (p.get("extra") or {}).get("train_mean_token_accuracy") is not None]
-    assert acc and points(d, "Token accuracy") == len(acc)
+    wait_for(lambda: d.find_element(By.LINK_TEXT, job), "the new job in the list").click()
+    moves = job_moves(job)
+
+    # Its curves grow and its samples arrive over the stream: the chart grid and the samples box are
+    # marked, and the marks must survive (the page is not reloaded or re-rendered, only fed).
+    wait_for(lambda: status_of(d) == "running" and points(d) >= 1, "the job training, with a point", 60, moves)
+    d.execute_script("for (const id of ['charts', 'samples']) document.getElementById(id).dataset.probe = 'kept'")
+    kept = "return ['charts', 'samples'].every(id => document.getElementById(id).dataset.probe === 'kept')"
+    grown_from = points(d)
+    wait_for(lambda: points(d) > grown_from, "the loss curve to grow", 60, moves)
+    base_then = sample_steps(d)
+    later = max(base_then, default=0)
+    wait_for(lambda: len(s := sample_steps(d)) == 2 and s[0] == 0 and s[1] > later, "new samples", 60, moves)
+    assert d.execute_script(kept), "the page was re-rendered instead of fed by the stream"
+    shown = sample_steps(d)
+    listed = api.get(f"/v1/fine_tuning/jobs/{job}/samples").json()["data"]
+    by = {(s["step"], s["index"]): s for s in listed}
+    for row in d.find_elements(By.CSS_SELECTOR, "#samples-table tbody tr"):
+        i = int(row.get_attribute("data-index"))
+        assert row.find_element(By.CSS_SELECTOR, "th").get_attribute("textContent") == by[(0, i)]["prompt"]
+        cells = row.find_elements(By.CSS_SELECTOR, "td")
+        assert [c.get_attribute("textContent") for c in cells] == [by[(st, i)]["output"] for st in shown]
+    assert "base model" in d.find_element(By.CSS_SELECTOR, "#samples-table caption").text
+    series = api.get(f"/v1/fine_tuning/jobs/{job}/metrics").json()["data"]
+    assert series[0]["step"] == 0 and series[0]["eval_loss"] is not None  # the step-0 baseline
+    assert points(d, "Eval loss") >= 1 and points(d, "Token accuracy") >= 1
+    audit(d)
+    d.find_element(By.ID, "logscale").click()  # the toggle is remembered: turned off again for the screenshot
+    loss_chart = d.find_element(By.CSS_SELECTOR, "figure[data-metric='Loss'] svg")
+    assert "(log scale)" in loss_chart.get_attribute("aria-label")
     d.find_element(By.ID, "logscale").click()
-    shot(d, "job")
+    phase("job: curve and samples live")
 
-    # A second job is paused, resumed and cancelled from the UI.
-    r = api.post("/v1/fine_tuning/jobs", json={**body, "training": {"max_steps": 5000, "learning_rate": 0.001}})
-    second = r.json()["id"]
-    d.get(f"{live_api}/ui/index.html#/jobs/{second}")  # a full page load, so the stream starts afresh
-    wait_for(lambda: second in d.find_element(By.TAG_NAME, "h1").text, "the second job's page")
-    wait_for(lambda: status_of(d) == "running", "the second job running", timeout=120)
-    wait_for(lambda: not d.find_element(By.ID, "job-resume").is_enabled(), "resume disabled while running")
-    wait_for(lambda: d.find_element(By.ID, "job-pause").click() or True, "the pause button")  # the head re-renders
-    wait_for(lambda: status_of(d) == "paused", "the pause to land", timeout=90)
-    assert api.get(f"/v1/fine_tuning/jobs/{second}").json()["status"] == "paused"
-    wait_for(lambda: d.find_element(By.ID, "job-resume").is_enabled(), "resume enabled")
-    wait_for(lambda: d.find_element(By.ID, "job-resume").click() or True, "the resume button")
-    wait_for(lambda: status_of(d) == "running", "the resumed job running again", timeout=120)
-    wait_for(lambda: d.find_element(By.ID, "job-cancel").click() or True, "the cancel button")
-    wait_for(lambda: status_of(d) == "cancelled", "the cancel to land", timeout=90)
-    assert api.get(f"/v1/fine_tuning/jobs/{second}").json()["status"] == "cancelled"
-
-    # Compare: pick both on the Jobs page; curves overlaid, differing spec fields marked.
-    d.get(f"{live_api}/ui/#/jobs?metadata=suite%3Dui")
-    wait_for(lambda: d.find_element(By.TAG_NAME, "h1").text == "Jobs", "the jobs page")
-    for job in (first, second):
-        wait_for(lambda j=job: d.find_element(By.CSS_SELECTOR, f"input[value='{j}']"), job).click()  # type: ignore[misc]
-    shot(d, "jobs")
-    d.find_element(By.ID, "compare-selected").click()
-    differs = wait_for(lambda: d.find_elements(By.CSS_SELECTOR, "#spec-diff tr[data-differs]"), "the spec diff")
-    assert any("training.learning_rate" in row.text for row in differs)
-    assert not any("training.seed" in row.text or row.text.startswith("model ") for row in differs)
-    shot(d, "compare")
-
-    # A two-trial sweep trains while the chat below runs.
+    # Pause it with the page's buttons (real <button>s, updated in place). While it is paused a
+    # two-trial sweep is posted, then the job is resumed: the trials train first, and the job's
+    # resumed run loads while the chat below runs on the inference worker.
+    assert not d.find_element(By.ID, "job-resume").is_enabled()
+    d.find_element(By.ID, "job-pause").click()
+    wait_for(lambda: status_of(d) == "paused", "the pause to land", 60, moves)
+    assert api.get(f"/v1/fine_tuning/jobs/{job}").json()["status"] == "paused"
     sweep_body = {
-        "model": tiny_model,
-        "training_file": file_id,
-        "seed": 1,
-        "training": {"max_steps": 4, "batch_size": 8},
+        **body,
+        "training": {"max_steps": 2, "batch_size": 2, "max_seq_length": 64},
         "search_space": {"training.learning_rate": {"values": [0.002, 0.0005]}},
         "strategy": "grid",
+        "max_parallel": 2,
         "objective": {"metric": "eval_loss", "direction": "minimize"},
     }
     r = api.post("/v1/fine_tuning/sweeps", json=sweep_body)
     assert r.status_code == 200, r.text
     sweep = r.json()["id"]
+    wait_for(lambda: d.find_element(By.ID, "job-resume").is_enabled(), "resume enabled")
+    d.find_element(By.ID, "job-resume").click()
+    wait_for(
+        lambda: (
+            status_of(d) in ("queued", "running")
+            and d.find_element(By.ID, "job-pause").is_enabled()
+            and not d.find_element(By.ID, "job-resume").is_enabled()
+        ),
+        "the job resumed, Pause enabled again",
+    )
+    phase("job: pause, resume")
 
-    # Models: the base model and the first job's fine-tuned model are listed; chat with the latter, streamed.
-    ft = api.get(f"/v1/fine_tuning/jobs/{first}").json()["fine_tuned_model"]
-    d.find_element(By.LINK_TEXT, "Models").click()
+    # Sweeps: listed; its page shows both trials, the best one and a point per trial.
+    d.find_element(By.LINK_TEXT, "Sweeps").click()
+    wait_for(lambda: d.find_element(By.LINK_TEXT, sweep), "the sweep in the list").click()
+
+    def sweep_moves() -> Any:
+        return [(t["status"], t["step"]) for t in api.get(f"/v1/fine_tuning/sweeps/{sweep}/trials").json()["data"]]
+
+    wait_for(lambda: d.find_element(By.ID, "sweep-status").text == "succeeded", "the sweep to finish", 60, sweep_moves)
+    assert len(d.find_elements(By.CSS_SELECTOR, "#trials tbody tr")) == 2
+    best = api.get(f"/v1/fine_tuning/sweeps/{sweep}").json()["best_trial"]
+    assert f"Trial {best['number']}" in d.find_element(By.ID, "best-trial").text
+    assert len(d.find_elements(By.CSS_SELECTOR, "#sweep-plots circle[data-trial]")) == 2
+    assert not d.find_element(By.ID, "sweep-cancel").is_enabled()
+    audit(d)
+    shot(d, "sweep")
+    phase("sweep")
+
+    # Models: from the best trial, chat with its fine-tuned model; the reply streams in.
+    ft = best["fine_tuned_model"]
+    d.find_element(By.PARTIAL_LINK_TEXT, f"Chat with {ft}").click()
     wait_for(lambda: d.find_elements(By.CSS_SELECTOR, f"tr[data-model='{ft}']"), "the fine-tuned model listed")
     assert "LlamaForCausalLM" in d.find_element(By.CSS_SELECTOR, f"tr[data-model='{tiny_model}']").text
-    Select(d.find_element(By.ID, "chat-model")).select_by_value(ft)
+    assert Select(d.find_element(By.ID, "chat-model")).first_selected_option.get_attribute("value") == ft
     d.find_element(By.ID, "chat-input").send_keys("Speak, friend.")
     d.find_element(By.ID, "chat-send").click()
-    wait_for(lambda: "tokens" in d.find_element(By.ID, "chat-status").text, "the streamed reply", timeout=180)
+    wait_for(lambda: "tokens" in d.find_element(By.ID, "chat-status").text, "the streamed reply", 120)
     reply = d.find_element(By.CSS_SELECTOR, "#chat-log li.assistant .content").text
     assert reply and not reply.startswith("Error"), reply
+    audit(d)
     shot(d, "models")
     # A bad request shows the API's error envelope message, and the panel keeps working.
     d.execute_script(
@@ -219,23 +319,41 @@ def test_dashboard_end_to_end(
     d.find_element(By.ID, "chat-send").click()
     wait_for(lambda: "max_tokens" in d.find_element(By.ID, "alert").text, "the max_tokens error")
     assert "Error:" in d.find_elements(By.CSS_SELECTOR, "#chat-log li.failed")[-1].text
+    phase("chat")
 
-    # Sweeps: listed; its page shows both trials, the best one, and a point per trial on the plot.
-    d.find_element(By.LINK_TEXT, "Sweeps").click()
-    wait_for(
-        lambda: d.find_element(By.LINK_TEXT, sweep).click() or True, "the sweep in the list"
-    )  # re-rendered every 5 s
-    wait_for(lambda: d.find_element(By.ID, "sweep-status").text == "succeeded", "the sweep to finish", timeout=300)
-    assert len(d.find_elements(By.CSS_SELECTOR, "#trials tbody tr")) == 2
-    best = api.get(f"/v1/fine_tuning/sweeps/{sweep}").json()["best_trial"]
-    assert f"Trial {best['number']}" in d.find_element(By.ID, "best-trial").text
-    assert len(d.find_elements(By.CSS_SELECTOR, "#sweep-plots circle[data-trial]")) == 2
-    assert not d.find_element(By.ID, "sweep-cancel").is_enabled()
-    shot(d, "sweep")
+    # Back on the job's page (a fresh load) once the resumed run trains: cancel it from the keyboard.
+    d.get(f"{live_api}/ui/#/jobs/{job}")
+    wait_for(lambda: status_of(d) == "running", "the resumed job running again", 60, moves)
+    d.find_element(By.ID, "job-cancel").send_keys(Keys.ENTER)
+    wait_for(lambda: status_of(d) == "cancelled", "the cancel to land", 60, moves)
+    assert api.get(f"/v1/fine_tuning/jobs/{job}").json()["status"] == "cancelled"
+    assert "cancelled" in d.find_element(By.ID, "announce").get_attribute("textContent")  # said to a screen reader
+    wait_for(lambda: len(sample_steps(d)) == 2, "the samples after a fresh load")
+    shot(d, "job")
+    phase("job: cancel")
+
+    # Compare: tick the cancelled job and both trials on the (filtered) Jobs page; the ticks survive
+    # the list's refresh; curves overlaid, the differing spec fields marked.
+    trials = [t["job_id"] for t in api.get(f"/v1/fine_tuning/sweeps/{sweep}/trials").json()["data"]]
+    d.get(f"{live_api}/ui/#/jobs?metadata=suite%3Dui")
+    for j in (job, *trials):
+        wait_for(lambda j=j: d.find_element(By.CSS_SELECTOR, f"input[value='{j}']"), j).click()  # type: ignore[misc]
+    d.execute_script("document.querySelector('#jobs tbody').dataset.old = 'yes'")
+    wait_for(lambda: d.execute_script("return !document.querySelector('#jobs tbody').dataset.old"), "a refresh", 10)
+    assert len(d.find_elements(By.CSS_SELECTOR, "input[name=pick]:checked")) == 3
+    shot(d, "jobs")
+    d.find_element(By.ID, "compare-selected").click()
+    differs = wait_for(lambda: d.find_elements(By.CSS_SELECTOR, "#spec-diff tr[data-differs]"), "the spec diff")
+    assert any("training.learning_rate" in row.text for row in differs)
+    assert not any("training.seed" in row.text or row.text.startswith("model ") for row in differs)
+    assert len(d.find_elements(By.CSS_SELECTOR, "figure[data-metric='Loss'] path[data-points]")) == 3
+    audit(d)
+    shot(d, "compare")
+    phase("compare")
 
     # Nothing was fetched from another origin on any page; sign out forgets the key.
     assert off_origin(d, live_api) == []
     d.find_element(By.ID, "signout").click()
     wait_for(lambda: d.find_element(By.ID, "key"), "the sign-in form again")
     assert d.execute_script("return localStorage.getItem('tuneforge.apiKey')") is None
-    print(f"browser test took {time.monotonic() - started:.1f} s")
+    print(f"browser test took {time.monotonic() - started:.1f} s: " + ", ".join(phases))

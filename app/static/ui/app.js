@@ -21,10 +21,30 @@ function h(tag, attrs = {}, ...kids) {
 const fmtTime = (t) => (t ? new Date(t * 1000).toLocaleString() : "—");
 const fmtDur = (s) => (s === null || s === undefined ? "—" : s < 90 ? `${Math.round(s)} s` : s < 5400 ? `${Math.round(s / 60)} min` : `${(s / 3600).toFixed(1)} h`);
 const showError = (msg) => { alertBox.textContent = msg || ""; };
+const MAX_POINTS = 1000; // points per series read for a chart; the API downsamples (max_points)
+// Status changes for screen readers: a polite live region that is only written when something happened.
+const announce = (msg) => { const el = $("#announce"); el.textContent = ""; setTimeout(() => { el.textContent = msg; }, 50); };
+/* A selector that finds the focused control again after its part of the page was re-rendered. */
+function focusKey(el) {
+  if (!el || el === document.body || el === main || !main.contains(el)) return null;
+  if (el.id) return `#${CSS.escape(el.id)}`;
+  if (el.name && el.value) return `${el.tagName.toLowerCase()}[name="${CSS.escape(el.name)}"][value="${CSS.escape(el.value)}"]`;
+  const href = el.getAttribute("href");
+  return href ? `a[href="${CSS.escape(href)}"]` : null;
+}
+function keepFocus(render) {
+  const key = focusKey(document.activeElement);
+  render();
+  const el = key && main.querySelector(key);
+  if (el && el !== document.activeElement) el.focus({ preventScroll: true });
+}
 
+let routeGen = 0;
 async function api(path, opts = {}) {
   const headers = { Authorization: `Bearer ${localStorage.getItem(KEY)}`, ...(opts.headers || {}) };
+  const gen = routeGen;
   const r = await fetch(path, { ...opts, headers });
+  if (gen !== routeGen) throw new Error("stale"); // the user moved on while this was in flight
   if (!r.ok) {
     let msg = `${r.status} ${r.statusText}`;
     try { const body = await r.json(); if (body.error && body.error.message) msg = body.error.message; } catch (_) { /* not JSON */ }
@@ -55,7 +75,7 @@ function chart(title, series, { log = false } = {}) {
   const last = series.map((s) => { const p = s.points.filter((q) => q[1] !== null).at(-1); return p ? `${s.label} ${p[1].toPrecision(4)} at step ${p[0]}` : ""; });
   svg.setAttribute("aria-label", `${title}${log ? " (log scale)" : ""}: ${last.filter(Boolean).join("; ")}`);
   const axis = (x, y, t, anchor) => { const e = document.createElementNS(ns, "text"); e.setAttribute("x", x); e.setAttribute("y", y); e.setAttribute("font-size", "10"); e.setAttribute("text-anchor", anchor); e.textContent = t; svg.append(e); };
-  const fmt = (v) => (log ? (10 ** v).toPrecision(2) : Math.abs(v) >= 1000 || (Math.abs(v) < 0.01 && v !== 0) ? v.toExponential(1) : v.toPrecision(3));
+  const fmt = (t) => { const v = log ? 10 ** t : t; return Math.abs(v) >= 1000 || (Math.abs(v) < 0.01 && v !== 0) ? v.toExponential(1) : v.toPrecision(log ? 2 : 3); };
   axis(P - 3, 12, fmt(y1), "end"); axis(P - 3, H - 18, fmt(y0), "end"); axis(P, H - 4, x0, "start"); axis(W - 8, H - 4, `step ${x1}`, "end");
   const frame = document.createElementNS(ns, "path"); frame.setAttribute("d", `M${P} 6V${H - 18}H${W - 8}`); frame.setAttribute("stroke", "#aaa"); frame.setAttribute("fill", "none"); svg.append(frame);
   series.forEach((s, i) => {
@@ -79,27 +99,54 @@ const metricValue = (p, key) => (key in p && p[key] !== null ? p[key] : p.extra 
 /* ------------------------------------------------------------------ sign in */
 function signIn() {
   $("#nav").hidden = true;
-  const input = h("input", { id: "key", type: "password", autocomplete: "off", required: true, size: 48 });
+  const input = h("input", { id: "key", type: "password", autocomplete: "off", required: true, size: 48, "aria-describedby": "key-help alert" });
   show(main, 
     h("h1", { text: "Sign in" }),
-    h("p", { text: "Paste an API key (tuneforge keys create). It stays in this browser's local storage until you sign out." }),
+    h("p", { id: "key-help", text: "Paste an API key (tuneforge keys create). It stays in this browser's local storage until you sign out." }),
     h("form", { id: "signin", onsubmit: async (e) => {
       e.preventDefault();
       localStorage.setItem(KEY, input.value.trim());
-      try { await getJSON("/v1/files?limit=1"); showError(""); location.hash = "#/jobs"; route(); } catch (_) { localStorage.removeItem(KEY); }
+      try { await getJSON("/v1/files?limit=1"); showError(""); location.hash = "#/jobs"; route(); }
+      catch (_) { localStorage.removeItem(KEY); input.setAttribute("aria-invalid", "true"); input.focus(); }
     } }, h("label", { for: "key", text: "API key" }, input), h("button", { type: "submit", text: "Sign in" })),
   );
   input.focus();
 }
 
 /* ------------------------------------------------------------------ jobs */
-async function jobsPage(params) {
+const picked = new Set(); // jobs ticked for Compare: kept while the list refreshes and across pages
+async function jobsPage(params, refresh) {
   const status = params.get("status") || "", model = params.get("model") || "", meta = params.get("metadata") || "";
   const q = new URLSearchParams({ limit: "20" });
   if (status) q.set("status", status); if (model) q.set("model", model);
   if (params.get("after")) q.set("after", params.get("after"));
   if (meta.includes("=")) { const [k, v] = meta.split("="); q.set(`metadata[${k.trim()}]`, v.trim()); }
   const page = await getJSON(`/v1/fine_tuning/jobs?${q}`);
+  live = setTimeout(() => route(true), 3000);
+  const compareBtn = h("button", { type: "button", class: "secondary", id: "compare-selected", onclick: () => { location.hash = `#/compare?ids=${[...picked].join(",")}`; } });
+  const updatePicked = () => {
+    const btn = $("#compare-selected") || compareBtn;
+    btn.textContent = `Compare selected (${picked.size})`; btn.disabled = picked.size < 2 || picked.size > 6;
+  };
+  const rows = page.data.map((j) => h("tr", { "data-job": j.id },
+    h("td", {}, h("input", { type: "checkbox", name: "pick", value: j.id, checked: picked.has(j.id), "aria-label": `Select ${j.id} to compare`,
+      onchange: (e) => { if (e.target.checked) picked.add(j.id); else picked.delete(j.id); updatePicked(); } })),
+    h("td", {}, h("a", { href: `#/jobs/${j.id}`, text: j.id })),
+    h("td", { class: `status status-${j.status}`, text: j.status }),
+    h("td", { text: j.model }),
+    h("td", { text: (j.spec && j.spec.task && (j.spec.task.type || j.spec.task)) || "—" }),
+    h("td", {}, h("progress", { max: 100, value: j.progress.percentage ?? 0, "aria-label": `${j.id} progress` }),
+      h("span", { class: "muted", text: ` ${j.progress.percentage === null ? "" : Math.round(j.progress.percentage) + "%"} ${j.progress.remaining_s ? "ETA " + fmtDur(j.progress.remaining_s) : ""}` })),
+    h("td", { text: fmtTime(j.created_at) }), h("td", { text: fmtTime(j.finished_at) }),
+    h("td", { text: j.trained_tokens ?? "—" })));
+  const tbody = h("tbody", {}, rows);
+  const caption = `${page.data.length} jobs on this page${status || model || meta ? " (filtered)" : ""}`;
+  const next = page.has_more && page.data.length ? (() => { const p = new URLSearchParams(params); p.set("after", page.data.at(-1).id); return h("a", { href: `#/jobs?${p}`, id: "next-page", text: "Next page →" }); })() : null;
+  const table = $("#jobs", main);
+  if (refresh && table) { // only the rows change: the filter form, the ticks and the focus stay as they are
+    keepFocus(() => { table.tBodies[0].replaceWith(tbody); table.caption.textContent = caption; $("#pager", main).replaceChildren(...[next].filter(Boolean)); });
+    return;
+  }
   const statuses = ["", "validating_files", "queued", "running", "pause_requested", "paused", "succeeded", "failed", "cancelled"];
   const form = h("form", { class: "filters", "aria-label": "Filter jobs", onsubmit: (e) => {
     e.preventDefault(); const f = new FormData(e.target); const p = new URLSearchParams();
@@ -110,78 +157,126 @@ async function jobsPage(params) {
     h("label", {}, "Model", h("input", { name: "model", value: model })),
     h("label", {}, "Metadata key=value", h("input", { name: "metadata", value: meta, placeholder: "team=search" })),
     h("button", { type: "submit", text: "Filter" }));
-  const compareBtn = h("button", { type: "button", class: "secondary", id: "compare-selected", text: "Compare selected", onclick: () => {
-    const ids = [...main.querySelectorAll("input[name=pick]:checked")].map((c) => c.value);
-    location.hash = `#/compare?ids=${ids.join(",")}`;
-  } });
-  const rows = page.data.map((j) => h("tr", { "data-job": j.id },
-    h("td", {}, h("input", { type: "checkbox", name: "pick", value: j.id, "aria-label": `Select ${j.id} to compare` })),
-    h("td", {}, h("a", { href: `#/jobs/${j.id}`, text: j.id })),
-    h("td", { class: `status status-${j.status}`, text: j.status }),
-    h("td", { text: j.model }),
-    h("td", { text: (j.spec && j.spec.task && (j.spec.task.type || j.spec.task)) || "—" }),
-    h("td", {}, h("progress", { max: 100, value: j.progress.percentage ?? 0, "aria-label": `${j.id} progress` }),
-      h("span", { class: "muted", text: ` ${j.progress.percentage === null ? "" : Math.round(j.progress.percentage) + "%"} ${j.progress.remaining_s ? "ETA " + fmtDur(j.progress.remaining_s) : ""}` })),
-    h("td", { text: fmtTime(j.created_at) }), h("td", { text: fmtTime(j.finished_at) }),
-    h("td", { text: j.trained_tokens ?? "—" })));
-  const next = page.has_more && page.data.length ? (() => { const p = new URLSearchParams(params); p.set("after", page.data.at(-1).id); return h("a", { href: `#/jobs?${p}`, text: "Next page →" }); })() : null;
   show(main, h("h1", { text: "Jobs" }), form,
-    h("table", { id: "jobs" }, h("caption", { class: "muted", text: `${page.data.length} jobs on this page` }),
-      h("thead", {}, h("tr", {}, ["", "Job", "Status", "Model", "Task", "Progress", "Created", "Finished", "Trained tokens"].map((t) => h("th", { scope: "col", text: t })))),
-      h("tbody", {}, rows)),
-    h("div", { class: "row" }, compareBtn, next));
-  live = setTimeout(() => route(true), 3000);
+    h("table", { id: "jobs" }, h("caption", { class: "muted", text: caption }),
+      h("thead", {}, h("tr", {}, h("th", { scope: "col" }, h("span", { class: "sr-only", text: "Compare" })),
+        ["Job", "Status", "Model", "Task", "Progress", "Created", "Finished", "Trained tokens"].map((t) => h("th", { scope: "col", text: t })))),
+      tbody),
+    h("div", { class: "row" }, compareBtn, h("span", { id: "pager" }, next)));
+  updatePicked();
 }
 
 /* ------------------------------------------------------------------ one job */
 async function jobPage(id) {
   let job = await getJSON(`/v1/fine_tuning/jobs/${id}`);
-  let points = (await getJSON(`/v1/fine_tuning/jobs/${id}/metrics?max_points=1000`)).data;
-  const events = (await getJSON(`/v1/fine_tuning/jobs/${id}/events?limit=50`)).data.reverse();
+  // The series downsampled to MAX_POINTS, the last events and the samples; then the stream sends only what is newer.
+  let points = (await getJSON(`/v1/fine_tuning/jobs/${id}/metrics?max_points=${MAX_POINTS}`)).data;
+  const events = (await getJSON(`/v1/fine_tuning/jobs/${id}/events?limit=50`)).data; // newest first
   const cps = (await getJSON(`/v1/fine_tuning/jobs/${id}/checkpoints?limit=50`)).data;
+  let samples = (await getJSON(`/v1/fine_tuning/jobs/${id}/samples`)).data;
   let log = localStorage.getItem("tuneforge.log") === "1";
-  const head = h("div");
+
+  // The head is built once and updated in place, so a focused button keeps its focus while the job trains.
+  const statusEl = h("span", { class: "status", id: "job-status" });
+  const detail = h("span", { id: "job-detail" });
+  const errorEl = h("p", { class: "status-failed", id: "job-error", hidden: true });
+  const buttons = Object.fromEntries(["cancel", "pause", "resume"].map((act) => [act, h("button", { type: "button", class: "secondary", id: `job-${act}`,
+    text: act[0].toUpperCase() + act.slice(1), onclick: async () => {
+      try {
+        job = await (await api(`/v1/fine_tuning/jobs/${id}/${act}`, { method: "POST" })).json(); showError(""); drawHead();
+        if (act === "resume") route(true); // a paused job's stream has ended: follow the resumed run afresh
+      } catch (_) { /* shown */ }
+    } })]));
+  let shownStatus = job.status;
+  const drawHead = () => {
+    if (job.status !== shownStatus) { announce(`Job ${job.id} is ${job.status}`); shownStatus = job.status; }
+    statusEl.textContent = job.status; statusEl.className = `status status-${job.status}`;
+    detail.textContent = ` · ${job.model} · step ${job.progress.step}/${job.progress.total_steps ?? "?"} · ETA ${fmtDur(job.progress.remaining_s)}`;
+    errorEl.hidden = !job.error; errorEl.textContent = job.error ? `${job.error.code}: ${job.error.message}` : "";
+    for (const [act, b] of Object.entries(buttons)) b.disabled = !actionAllowed(act, job.status);
+  };
+  const head = h("div", {}, h("h1", { text: `Job ${job.id}` }), h("p", {}, statusEl, detail), errorEl, h("div", { class: "row" }, Object.values(buttons)));
+
   const charts = h("div", { class: "grid", id: "charts" });
-  const eventsBox = h("ol", { class: "events", id: "events", "aria-live": "polite", "aria-label": "Events" });
-  const drawHead = () => show(head, 
-    h("h1", { text: `Job ${job.id}` }),
-    h("p", {}, h("span", { class: `status status-${job.status}`, id: "job-status", text: job.status }), ` · ${job.model} · step ${job.progress.step}/${job.progress.total_steps ?? "?"} · ETA ${fmtDur(job.progress.remaining_s)}`),
-    job.error ? h("p", { class: "status-failed", id: "job-error", text: `${job.error.code}: ${job.error.message}` }) : null,
-    h("div", { class: "row" }, ["cancel", "pause", "resume"].map((act) => h("button", { type: "button", class: "secondary", id: `job-${act}`,
-      disabled: !actionAllowed(act, job.status), onclick: async () => {
-        try {
-          job = await (await api(`/v1/fine_tuning/jobs/${id}/${act}`, { method: "POST" })).json(); showError(""); drawHead();
-          if (act === "resume") route(true); // a paused job's stream has ended: follow the resumed run afresh
-        } catch (_) { /* shown */ }
-      }, text: act[0].toUpperCase() + act.slice(1) }))),
-  );
   const drawCharts = () => charts.replaceChildren(...METRICS.map(([key, title]) => chart(title, [{ label: key, points: points.map((p) => [p.step, metricValue(p, key)]) }], { log })));
-  const addEvent = (e) => eventsBox.append(h("li", {}, h("span", { class: "muted", text: `${fmtTime(e.created_at)} ${e.level} ` }), e.message));
-  drawHead(); drawCharts(); events.forEach(addEvent);
+  const eventsBox = h("ol", { class: "events", id: "events", "aria-live": "polite", "aria-label": "Events" });
+  const addEvent = (e) => {
+    eventsBox.append(h("li", {}, h("span", { class: "muted", text: `${fmtTime(e.created_at)} ${e.level} ` }), e.message));
+    while (eventsBox.childElementCount > 200) eventsBox.firstElementChild.remove();
+  };
+  drawHead(); drawCharts(); events.slice().reverse().forEach(addEvent);
+
+  // Sample generations: the first step sampled (0: the base model) beside a chosen one (the latest by default).
+  const samplesBox = h("div", { id: "samples" });
+  let sampleStep = "latest";
+  const wanted = job.spec && job.spec.samples && ((job.spec.samples.prompts || []).length || job.spec.samples.from_validation);
+  const stepName = (st) => (st === 0 ? "step 0 (base model)" : `step ${st}`);
+  const drawSamples = () => keepFocus(() => {
+    const steps = [...new Set(samples.map((s) => s.step))].sort((a, b) => a - b);
+    if (!steps.length) {
+      show(samplesBox, h("p", { class: "muted", text: wanted ? "None yet: the base model's are generated before the first step, then one set at each evaluation and at the end."
+        : "None: this job's spec asks for no sample generations (the spec's samples block)." }));
+      return;
+    }
+    const first = steps[0], last = steps.at(-1);
+    const other = sampleStep !== "latest" && steps.includes(Number(sampleStep)) ? Number(sampleStep) : last;
+    const cols = other === first ? [first] : [first, other];
+    const byKey = new Map(samples.map((s) => [`${s.step}:${s.index}`, s]));
+    const prompts = new Map(); for (const s of samples) if (!prompts.has(s.index)) prompts.set(s.index, s.prompt);
+    const select = h("select", { id: "samples-step", onchange: (e) => { sampleStep = e.target.value; drawSamples(); } },
+      h("option", { value: "latest", selected: sampleStep === "latest", text: `the latest (${stepName(last)})` }),
+      steps.slice().reverse().map((st) => h("option", { value: String(st), selected: String(st) === sampleStep, text: stepName(st) })));
+    show(samplesBox,
+      h("div", { class: "row" }, h("label", { for: "samples-step" }, `Show ${stepName(first)} beside`, select)),
+      h("table", { id: "samples-table", class: "samples" },
+        h("caption", { text: `Sample generations (greedy): ${stepName(first)} beside ${stepName(other)}; ${prompts.size} prompts, ${steps.length} steps sampled.` }),
+        h("thead", {}, h("tr", {}, h("th", { scope: "col", text: "Prompt" }), cols.map((st) => h("th", { scope: "col", "data-step": st, text: `${stepName(st)[0].toUpperCase()}${stepName(st).slice(1)} said` })))),
+        h("tbody", {}, [...prompts].sort((a, b) => a[0] - b[0]).map(([i, prompt]) => h("tr", { "data-index": i }, h("th", { scope: "row", class: "prompt", text: prompt }),
+          cols.map((st) => { const s = byKey.get(`${st}:${i}`); return h("td", { "data-step": st, class: "sample", text: s ? s.output : "—" }); }))))));
+  });
+  let samplesQ = Promise.resolve();
+  const refreshSamples = (step) => { // a `samples` event announced `step`: read that step and any later (or all), and merge
+    samplesQ = samplesQ.then(async () => {
+      const after = Number.isInteger(step) && step > 0 ? step - 1 : null;
+      const fresh = (await getJSON(`/v1/fine_tuning/jobs/${id}/samples${after === null ? "" : `?since_step=${after}`}`)).data;
+      samples = [...(after === null ? [] : samples.filter((s) => s.step <= after)), ...fresh]; // the API orders by step, then prompt
+      drawSamples();
+    }).catch(() => { /* shown */ });
+  };
+  drawSamples();
+
   const toggle = h("label", { class: "inline" }, h("input", { type: "checkbox", id: "logscale", checked: log, onchange: (e) => { log = e.target.checked; localStorage.setItem("tuneforge.log", log ? "1" : "0"); drawCharts(); } }), "Log scale");
   const download = async (fmt, step) => {
     const q = new URLSearchParams(); if (step !== undefined) q.set("checkpoint", step); if (fmt === "merged") q.set("format", "merged");
     const blob = await (await api(`/v1/fine_tuning/jobs/${id}/adapter?${q}`)).blob();
     const a = h("a", { href: URL.createObjectURL(blob), download: `${id}-${step ?? "final"}-${fmt}.tar.gz` }); a.click(); URL.revokeObjectURL(a.href);
   };
-  const cpTable = h("table", { id: "checkpoints" }, h("thead", {}, h("tr", {}, ["Step", "Metrics", "Download"].map((t) => h("th", { scope: "col", text: t })))),
+  const cpTable = h("table", { id: "checkpoints" }, h("caption", { class: "sr-only", text: "Checkpoints" }), h("thead", {}, h("tr", {}, ["Step", "Metrics", "Download"].map((t) => h("th", { scope: "col", text: t })))),
     h("tbody", {}, cps.map((c) => h("tr", {}, h("td", { text: c.step_number }), h("td", { text: Object.entries(c.metrics).filter(([, v]) => v !== null).map(([k, v]) => `${k} ${typeof v === "number" ? v.toPrecision(4) : v}`).join(", ") }),
-      h("td", {}, h("button", { type: "button", class: "secondary", text: "PEFT", onclick: () => download("peft", c.step_number) }), " ", h("button", { type: "button", class: "secondary", text: "Merged", onclick: () => download("merged", c.step_number) }))))));
-  show(main, head, h("h2", { text: "Curves" }), toggle, charts, h("h2", { text: "Events" }), eventsBox,
+      h("td", {}, h("button", { type: "button", class: "secondary", text: "PEFT", "aria-label": `Download the PEFT adapter at step ${c.step_number}`, onclick: () => download("peft", c.step_number) }), " ",
+        h("button", { type: "button", class: "secondary", text: "Merged", "aria-label": `Download the merged model at step ${c.step_number}`, onclick: () => download("merged", c.step_number) }))))));
+  show(main, head, h("h2", { text: "Curves" }), toggle, charts, h("h2", { text: "Samples" }), samplesBox, h("h2", { text: "Events" }), eventsBox,
     h("h2", { text: "Checkpoints" }), cps.length ? cpTable : h("p", { class: "muted", text: "none yet" }),
     job.status === "succeeded" ? h("p", {}, h("button", { type: "button", text: "Download final adapter", onclick: () => download("peft") })) : null,
     h("h2", { text: "Spec" }), h("pre", { id: "spec", text: JSON.stringify(job.spec, null, 2) }));
-  if (["succeeded", "failed", "cancelled"].includes(job.status)) return;
-  follow(id, { status: (d) => { job = { ...job, status: d.status, progress: d.progress }; drawHead(); }, event: addEvent,
-    metrics: (d) => { points = mergePoints(points, d.points); drawCharts(); },
+  if (TERMINAL.includes(job.status)) return;
+  const from = new URLSearchParams();
+  if (points.length) from.set("since_step", points.at(-1).step);
+  if (events.length) from.set("after", events[0].id);
+  follow(`/v1/fine_tuning/jobs/${id}/stream?${from}`, {
+    status: (d) => { job = { ...job, status: d.status, progress: d.progress }; drawHead(); },
+    event: (e) => { addEvent(e); if (e.type === "samples") refreshSamples(e.data && e.data.step); },
+    metrics: (d) => { points = thin(mergePoints(points, d.points)); drawCharts(); },
     done: async () => {
       job = await getJSON(`/v1/fine_tuning/jobs/${id}`); drawHead();
-      points = (await getJSON(`/v1/fine_tuning/jobs/${id}/metrics?max_points=1000`)).data; drawCharts(); // the final evaluation lands on a step already drawn
+      points = (await getJSON(`/v1/fine_tuning/jobs/${id}/metrics?max_points=${MAX_POINTS}`)).data; drawCharts(); // the final evaluation lands on a step already drawn
+      refreshSamples();
     } });
 }
 
+const TERMINAL = ["succeeded", "failed", "cancelled"];
 function actionAllowed(act, status) {
-  if (["succeeded", "failed", "cancelled"].includes(status)) return false;
+  if (TERMINAL.includes(status)) return false;
   if (act === "pause") return ["queued", "running", "validating_files"].includes(status);
   if (act === "resume") return ["paused", "pause_requested"].includes(status);
   return true;
@@ -199,12 +294,14 @@ function mergePoints(old, fresh) {
   }
   return [...byStep.values()].sort((a, b) => a.step - b.step);
 }
+/* A page left open on a long job keeps at most 2 * MAX_POINTS: every other point goes (never the last, nor an evaluation). */
+const thin = (pts) => (pts.length <= 2 * MAX_POINTS ? pts : pts.filter((p, i) => i % 2 === 0 || i === pts.length - 1 || (p.eval_loss !== null && p.eval_loss !== undefined)));
 
 /* SSE over fetch (EventSource cannot send the Authorization header). */
-async function follow(id, handlers) {
+async function follow(url, handlers) {
   const ctl = new AbortController(); live = ctl;
   try {
-    const r = await api(`/v1/fine_tuning/jobs/${id}/stream`, { signal: ctl.signal });
+    const r = await api(url, { signal: ctl.signal });
     const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
     let buf = "";
     for (;;) {
@@ -214,7 +311,7 @@ async function follow(id, handlers) {
         const block = buf.slice(0, cut); buf = buf.slice(cut + 2);
         let type = "message", data = "";
         for (const line of block.split("\n")) { if (line.startsWith("event:")) type = line.slice(6).trim(); else if (line.startsWith("data:")) data += line.slice(5).trim(); }
-        if (data && handlers[type]) handlers[type](JSON.parse(data));
+        if (data && handlers[type]) Promise.resolve(handlers[type](JSON.parse(data))).catch(() => { /* shown, or stale */ });
       }
     }
   } catch (_) { /* aborted on navigation */ }
@@ -234,12 +331,13 @@ async function comparePage(params) {
     h("label", { for: "compare-ids" }, "Job ids (2 to 6, comma-separated)", input), h("button", { type: "submit", text: "Compare" }));
   show(main, h("h1", { text: "Compare" }), form);
   if (ids.length < 2) { main.append(h("p", { class: "muted", text: "Pick 2 to 6 jobs on the Jobs page or type their ids." })); return; }
-  const jobs = await Promise.all(ids.map((id) => getJSON(`/v1/fine_tuning/jobs/${id}`)));
-  const series = await Promise.all(ids.map((id) => getJSON(`/v1/fine_tuning/jobs/${id}/metrics?max_points=1000`)));
+  const [jobs, series] = await Promise.all([ // 2 x up to 6 requests at once
+    Promise.all(ids.map((id) => getJSON(`/v1/fine_tuning/jobs/${id}`))),
+    Promise.all(ids.map((id) => getJSON(`/v1/fine_tuning/jobs/${id}/metrics?max_points=${MAX_POINTS}`)))]);
   main.append(h("div", { class: "grid", id: "charts" }, METRICS.map(([key, title]) => chart(title, series.map((s, i) => ({ label: ids[i], points: s.data.map((p) => [p.step, metricValue(p, key)]) }))))));
   const flat = jobs.map((j) => flatten(j.spec));
   const keys = [...new Set(flat.flatMap(Object.keys))].sort();
-  main.append(h("h2", { text: "Specs" }), h("table", { id: "spec-diff" },
+  main.append(h("h2", { text: "Specs" }), h("table", { id: "spec-diff" }, h("caption", { class: "muted", text: "Each job's resolved spec, one field a row; the fields that differ are marked (differs)." }),
     h("thead", {}, h("tr", {}, h("th", { scope: "col", text: "field" }), ids.map((id) => h("th", { scope: "col", text: id })))),
     h("tbody", {}, keys.map((k) => { const vals = flat.map((f) => f[k] ?? "—"); const differs = new Set(vals).size > 1;
       return h("tr", { class: differs ? "diff" : null, "data-differs": differs ? "true" : null }, h("th", { scope: "row", text: k + (differs ? " (differs)" : "") }), vals.map((v) => h("td", { text: v }))); }))));
@@ -264,13 +362,13 @@ async function filesPage(params) {
       showError(""); bar.value = 100;
       report.replaceChildren(h("div", { class: "report" }, h("h2", { text: `Uploaded ${data.id}` }),
         h("p", { text: `${data.filename}: ${data.format}, ${data.n_rows} rows, ${data.bytes} bytes, status ${data.status}` }),
-        h("table", {}, h("thead", {}, h("tr", {}, ["Column", "Types", "Non-null"].map((t) => h("th", { scope: "col", text: t })))),
+        h("table", {}, h("caption", { class: "sr-only", text: "Columns found" }), h("thead", {}, h("tr", {}, ["Column", "Types", "Non-null"].map((t) => h("th", { scope: "col", text: t })))),
           h("tbody", {}, Object.entries(data.columns || {}).map(([c, info]) => h("tr", {}, h("td", { text: c }), h("td", { text: JSON.stringify(info.types ?? info.type ?? "") }), h("td", { text: info.non_null ?? "" })))))));
       setTimeout(() => route(true), 50);
     };
     xhr.send(body);
   } }, h("label", { for: "upload-file" }, "Training file (JSONL or CSV)", fileInput), bar, h("button", { type: "submit", text: "Upload" }));
-  const list = h("table", { id: "files" }, h("thead", {}, h("tr", {}, ["File", "Name", "Format", "Rows", "Bytes", "Status", "Created"].map((t) => h("th", { scope: "col", text: t })))),
+  const list = h("table", { id: "files" }, h("caption", { class: "sr-only", text: "Your files" }), h("thead", {}, h("tr", {}, ["File", "Name", "Format", "Rows", "Bytes", "Status", "Created"].map((t) => h("th", { scope: "col", text: t })))),
     h("tbody", {}, page.data.map((f) => h("tr", { "data-file": f.id }, h("td", { text: f.id }), h("td", { text: f.filename }), h("td", { text: f.format }), h("td", { text: f.n_rows }), h("td", { text: f.bytes }), h("td", { text: f.status }), h("td", { text: fmtTime(f.created_at) })))));
   const old = $("#upload-report");
   show(main, h("h1", { text: "Files" }), form, old || report, h("h2", { text: "Your files" }), list,
@@ -425,7 +523,7 @@ async function sweepPage(id) {
     try { await api(`/v1/fine_tuning/sweeps/${id}/cancel`, { method: "POST" }); showError(""); route(true); } catch (_) { /* shown */ }
   } });
   const counts = Object.entries(sweep.trial_counts || {}).filter(([, n]) => n).map(([k, n]) => `${n} ${k}`).join(", ");
-  const table = h("table", { id: "trials" },
+  const table = h("table", { id: "trials" }, h("caption", { class: "sr-only", text: "Trials" }),
     h("thead", {}, h("tr", {}, ["#", "Job", ...names, "Status", "Pruned", "Value", "Last reported", "Step"].map((t) => h("th", { scope: "col", text: t })))),
     h("tbody", {}, trials.map((t) => h("tr", { "data-trial": t.number, class: best && best.number === t.number ? "best" : null },
       h("td", { text: t.number + (best && best.number === t.number ? " ★" : "") }),
@@ -458,6 +556,7 @@ async function sweepPage(id) {
 /* ------------------------------------------------------------------ router */
 async function route(refresh = false) {
   if (live) { if (live.abort) live.abort(); else clearTimeout(live); live = null; }
+  routeGen += 1; // answers to the previous page's requests are dropped (api() throws "stale")
   if (!localStorage.getItem(KEY)) { signIn(); return; }
   $("#nav").hidden = false;
   const [path, query = ""] = (location.hash.slice(1) || "/jobs").split("?");
@@ -465,6 +564,8 @@ async function route(refresh = false) {
   for (const a of document.querySelectorAll("nav a")) a.toggleAttribute("aria-current", path.startsWith(a.getAttribute("href").slice(1)) && a.getAttribute("href").startsWith("#"));
   for (const a of document.querySelectorAll("nav a[aria-current]")) a.setAttribute("aria-current", "page");
   if (!refresh) showError("");
+  const t0 = performance.now();
+  const focused = refresh ? focusKey(document.activeElement) : null; // a refresh keeps the keyboard focus where it was
   try {
     if (path.startsWith("/jobs/")) await jobPage(decodeURIComponent(path.slice(6)));
     else if (path === "/compare") await comparePage(params);
@@ -472,9 +573,15 @@ async function route(refresh = false) {
     else if (path === "/models") await modelsPage(params);
     else if (path.startsWith("/sweeps/")) await sweepPage(decodeURIComponent(path.slice(8)));
     else if (path === "/sweeps") await sweepsPage(params);
-    else await jobsPage(params);
+    else await jobsPage(params, refresh);
     document.title = `${main.querySelector("h1")?.textContent || "Tuneforge"} · Tuneforge`;
-    if (!refresh) main.focus({ preventScroll: true });
+    performance.measure(`tuneforge ${path}`, { start: t0 }); // read by bench/ui_scale.py
+    const again = focused && main.querySelector(focused);
+    if (again && again !== document.activeElement) again.focus({ preventScroll: true });
+    if (!refresh) { // focus goes to the page's heading, so a screen reader announces the new page
+      const h1 = main.querySelector("h1");
+      if (h1) { h1.tabIndex = -1; h1.focus({ preventScroll: true }); } else main.focus({ preventScroll: true });
+    }
   } catch (e) { if (!localStorage.getItem(KEY)) signIn(); }
 }
 $("#signout").addEventListener("click", () => { localStorage.removeItem(KEY); location.hash = ""; signIn(); });
