@@ -103,6 +103,11 @@ def generate_samples(
                     top_k=None,
                     pad_token_id=pad,
                     eos_token_id=eos,
+                    # Training sets `config.use_cache = False`; generation must not inherit it. transformers 5
+                    # already ignores the model config here (its generation config says True), but a model
+                    # whose generation_config.json says False would pay for a full forward pass over the
+                    # prompt at every token: on SmolLM2 4-bit, 0.51 s instead of 0.13 s of CPU per token.
+                    use_cache=True,
                 )
                 new = out[0, input_ids.shape[1] :].tolist()
                 items.append(

@@ -14,7 +14,8 @@ from tests.helpers import make_spec, shakespeare_rows, sharegpt_row
 from worker.training.model import load_tokenizer
 from worker.training.reporter import MemoryReporter
 from worker.training.run import run
-from worker.training.samples import sample_prompts
+from worker.training.samples import SamplePrompt, generate_samples, sample_prompts
+from worker.training.setup import prepare_model
 
 
 def test_samples_at_step_zero_each_eval_and_the_end(model_dir: Path, tmp_path: Path) -> None:
@@ -70,7 +71,32 @@ def sharegpt_as_messages() -> list[dict[str, str]]:
     return [{"role": roles[m["from"]], "content": m["value"]} for m in row]
 
 
-def test_samples_block_is_causal_lm_only() -> None:
+def test_two_validation_prompts_by_default_for_causal_lm_only(model_dir: Path) -> None:
+    from app.jobs.request import JobCreate
+
+    body = {"model": "tiny-llama", "training_file": "file-x", "seed": 3}
+    assert JobCreate.model_validate(body).resolve().samples.from_validation == 2  # (make_spec turns it off)
+    tok = load_tokenizer(model_dir)
+    rows = shakespeare_rows(5)
+    assert [p.text for p in sample_prompts(JobCreate.model_validate(body).resolve(), tok, rows)] == [
+        r["text"][: min(200, len(r["text"]) // 2)] for r in rows[:2]
+    ]
     with pytest.raises((SpecError, ValueError), match="causal_lm only"):
         make_spec(task="regression", samples={"from_validation": 3})
-    assert make_spec(task="regression").samples.from_validation == 0  # the default is off, so harmless there
+    # The default reaches other tasks too, and takes nothing there.
+    regression = JobCreate.model_validate({**body, "task": "regression"}).resolve()
+    assert regression.samples.from_validation == 2 and sample_prompts(regression, tok, rows) == []
+
+
+def test_generation_reuses_keys_and_values_although_training_turns_the_cache_off(model_dir: Path) -> None:
+    """Each new token is one position through the model, not the whole sequence again."""
+    spec = make_spec()
+    model = prepare_model(spec, model_dir, None, torch.device("cpu"), MemoryReporter())
+    assert model.config.use_cache is False  # as training leaves it
+    seen: list[int] = []
+    embed = model.get_input_embeddings()
+    embed.register_forward_pre_hook(lambda _m, args: seen.append(args[0].shape[1]) and None)
+    prompt = SamplePrompt("x", list(range(5, 17)))
+    [item] = generate_samples(model, [prompt], load_tokenizer(model_dir), 4, 64, torch.device("cpu"))
+    assert seen[0] == 12 and seen[1:] == [1] * (len(seen) - 1) and len(seen) == item["tokens"]
+    assert model.training  # left in train mode for the next step
