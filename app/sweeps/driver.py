@@ -57,10 +57,9 @@ def _prune(session: Session, sweep: Sweep, views: list[trials.TrialView]) -> Non
     if sweep.pruner.get("type", "none") == "none":
         return
     records = [v.record() for v in views]
+    verdicts = study.to_prune(sweep.id, sweep.direction, sweep.search_space, sweep.pruner, records)
     for v in views:
-        if v.job.status != JobStatus.RUNNING or not v.intermediate:
-            continue
-        if not study.should_prune(sweep.id, sweep.direction, sweep.search_space, sweep.pruner, records, v.trial.number):
+        if v.job.status != JobStatus.RUNNING or v.trial.number not in verdicts:
             continue
         if repository.request_prune(session, v.job.id):
             step = max(v.intermediate)

@@ -4,6 +4,7 @@ sweep twice, or prune a trial that already stopped)."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -54,18 +55,20 @@ def trials(session: Session, sweep_id: str) -> list[tuple[SweepTrial, Job]]:
     return [(t, j) for t, j in session.execute(stmt).tuples()]
 
 
-def eval_points(session: Session, job_ids: Sequence[str]) -> dict[str, list[tuple[int, float | None, Any]]]:
-    """Each job's evaluation points: (step, eval_loss, the evaluation's other metrics)."""
-    out: dict[str, list[tuple[int, float | None, Any]]] = {j: [] for j in job_ids}
+def eval_points(
+    session: Session, job_ids: Sequence[str]
+) -> dict[str, list[tuple[int, float | None, Any, dt.datetime]]]:
+    """Each job's evaluation points: (step, eval_loss, the evaluation's other metrics, when written)."""
+    out: dict[str, list[tuple[int, float | None, Any, dt.datetime]]] = {j: [] for j in job_ids}
     if not job_ids:
         return out
     stmt = (
-        select(JobMetric.job_id, JobMetric.step, JobMetric.eval_loss, JobMetric.extra)
+        select(JobMetric.job_id, JobMetric.step, JobMetric.eval_loss, JobMetric.extra, JobMetric.created_at)
         .where(JobMetric.job_id.in_(tuple(job_ids)), JobMetric.eval_loss.is_not(None))
         .order_by(JobMetric.step)
     )
-    for job_id, step, eval_loss, extra in session.execute(stmt).tuples():
-        out[job_id].append((step, eval_loss, extra))
+    for job_id, step, eval_loss, extra, created_at in session.execute(stmt).tuples():
+        out[job_id].append((step, eval_loss, extra, created_at))
     return out
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from optuna.trial import TrialState
@@ -21,10 +21,20 @@ class TrialView:
     value: float | None
     pruned: bool
     intermediate: dict[int, float]
+    reported_at: dict[int, float] = field(default_factory=dict)
 
     def record(self) -> TrialRecord:
         state = TrialState.PRUNED if self.pruned else trial_state(self.job.status, self.value)
-        return TrialRecord(self.trial.number, dict(self.trial.params), state, self.value, self.intermediate)
+        finished = self.job.finished_at.timestamp() if self.job.finished_at is not None else None
+        return TrialRecord(
+            self.trial.number,
+            dict(self.trial.params),
+            state,
+            self.value,
+            self.intermediate,
+            reported_at=self.reported_at,
+            finished_at=finished if state != TrialState.RUNNING else None,
+        )
 
 
 def final_value(job: Job, metric: str) -> float | None:
@@ -48,13 +58,13 @@ def load(session: Session, sweep: Sweep, *, with_evals: bool = True) -> list[Tri
     points = repository.eval_points(session, [j.id for _, j in rows]) if with_evals else {}
     views = []
     for trial, job in rows:
-        inter = {}
-        for step, eval_loss, extra in points.get(job.id, []):
+        inter, reported_at = {}, {}
+        for step, eval_loss, extra, written in points.get(job.id, []):
             v = _metric_at(eval_loss, extra, sweep.objective_metric)
             if v is not None:
-                inter[step] = v
+                inter[step], reported_at[step] = v, written.timestamp()
         pruned = job.status == JobStatus.CANCELLED and job.stop_reason == StopReason.PRUNED
-        views.append(TrialView(trial, job, final_value(job, sweep.objective_metric), pruned, inter))
+        views.append(TrialView(trial, job, final_value(job, sweep.objective_metric), pruned, inter, reported_at))
     return views
 
 

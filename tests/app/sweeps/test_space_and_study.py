@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import copy
+import random
+from typing import Any
+
+import optuna
 import pytest
 from optuna.trial import TrialState
 
@@ -81,3 +86,67 @@ def test_median_pruner_prunes_a_trial_worse_than_the_completed_ones_at_that_step
     assert not study.should_prune("s", "maximize", raw, median, [done, bad], 1)  # higher is better there
     assert not study.should_prune("s", "minimize", raw, {"type": "none"}, [done, bad], 1)
     assert not study.should_prune("s", "minimize", raw, median | {"n_startup_trials": 2}, [done, bad], 1)
+
+
+def _live_hyperband(name: str, n_trials: int, parallel: int, last_step: int, seed: int) -> list[tuple[Any, ...]]:
+    """Trials run through a *live* Optuna study with the HyperbandPruner, `parallel` at a time, each
+    reporting an evaluation per step in turn and asking `should_prune` after each, as a driver that
+    judged every evaluation at once would. Returns, for every evaluation, the history as our tables
+    would hold it at that moment (TrialRecords with their write times) and the live verdict."""
+    rng = random.Random(seed)
+    live = optuna.create_study(
+        study_name=name, pruner=optuna.pruners.HyperbandPruner(min_resource=1), sampler=optuna.samplers.RandomSampler(0)
+    )
+    records: dict[int, study.TrialRecord] = {}
+    handles: dict[int, optuna.Trial] = {}
+    quality: dict[int, float] = {}
+    checks: list[tuple[Any, ...]] = []
+    clock, started = 0.0, 0
+    while started < n_trials or handles:
+        while len(handles) < parallel and started < n_trials:
+            handles[started] = live.ask()
+            quality[started] = rng.uniform(1.0, 2.0)
+            records[started] = study.TrialRecord(started, {"training.learning_rate": 0.5}, TrialState.RUNNING, None)
+            started += 1
+        for number in sorted(handles):
+            rec, trial = records[number], handles[number]
+            step = len(rec.intermediate)
+            value = quality[number] * (1 + 1 / (1 + step)) + rng.gauss(0, 0.02)
+            clock += 1
+            rec.intermediate[step], rec.reported_at[step] = value, clock
+            trial.report(value, step)
+            verdict = trial.should_prune()
+            snapshot = [copy.deepcopy(r) for r in records.values()]
+            checks.append((number, step, verdict, snapshot))
+            if verdict or step == last_step:
+                clock += 1
+                rec.finished_at = clock
+                if verdict:
+                    rec.state = TrialState.PRUNED
+                    live.tell(trial, state=TrialState.PRUNED)
+                else:
+                    rec.state, rec.value = TrialState.COMPLETE, value
+                    live.tell(trial, value)
+                del handles[number]
+    return checks
+
+
+@pytest.mark.parametrize(("parallel", "seed"), [(1, 0), (3, 1)])
+def test_hyperband_rebuilt_from_our_rows_decides_as_a_live_study(parallel: int, seed: int) -> None:
+    """Hyperband (successive halving in 4 brackets here: steps 0..27, min_resource 1, factor 3) keeps
+    state in its study: each trial's value at each rung it reached, compared only with those recorded
+    at that rung before it. Our rows replayed give the verdict a live study gave, at every evaluation
+    of every trial, one trial at a time or three interleaved. A study rebuilt from the trials' final
+    states (as for the median pruner) holds no rung values and never prunes."""
+    name, raw = "ftsweep-hb", {"training.learning_rate": {"uniform": [0.0, 1.0]}}
+    hyperband = {"type": "hyperband", "min_resource": 1}
+    checks = _live_hyperband(name, n_trials=14, parallel=parallel, last_step=27, seed=seed)
+    pruned = [c for c in checks if c[2]]
+    assert len(pruned) >= 3 and len({c[1] for c in pruned}) >= 2  # pruned at more than one rung
+    for number, step, verdict, snapshot in checks:
+        assert study.should_prune(name, "minimize", raw, hyperband, snapshot, number) == verdict, (number, step)
+
+    number, step, _, snapshot = pruned[0]
+    rebuilt = study.build(name, "minimize", space.parse_space(raw), snapshot, pruner=hyperband)
+    target = next(t for t in rebuilt.trials if t.number == number)
+    assert not rebuilt.pruner.prune(rebuilt, target)
