@@ -6,6 +6,7 @@ Celery app built from them) are read once per process.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -53,6 +54,12 @@ os.environ.update(
         "TOKENIZERS_PARALLELISM": "false",
     }
 )
+
+
+def pytest_sessionfinish() -> None:
+    """xdist's controller imports this module too but runs no fixture: remove its unused, empty TMP."""
+    with contextlib.suppress(OSError):
+        _TMP.rmdir()
 
 
 def _admin(sql: str) -> None:
@@ -142,6 +149,15 @@ def live_api(api_key: str) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         stop(proc)
+
+
+@pytest.fixture(scope="session")
+def sdk(live_api: str, api_key: str):  # type: ignore[no-untyped-def]
+    """The official openai SDK pointed at `live_api`, with the suite's key; no retries, so a test
+    sees every status the API answers."""
+    from openai import OpenAI
+
+    return OpenAI(base_url=f"{live_api}/v1", api_key=api_key, max_retries=0, timeout=120)
 
 
 @pytest.fixture(scope="module")

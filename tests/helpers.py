@@ -16,22 +16,31 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
 if TYPE_CHECKING:
     from contract.spec import JobSpec
 
+# Under pytest-xdist (scripts/test.sh runs two workers) each worker process is a test session of its
+# own: its own database (the pid is in its name), data dir, and Redis database, so that no worker
+# ever sees another's jobs or queues.
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+_WORKER_INDEX = int(XDIST_WORKER[2:]) if XDIST_WORKER.startswith("gw") else 0
 PG_ADMIN_URL = os.environ.get("TUNEFORGE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-REDIS_URL = os.environ.get("TUNEFORGE_TEST_REDIS", "redis://127.0.0.1:6379/11")
+REDIS_URL = os.environ.get("TUNEFORGE_TEST_REDIS", f"redis://127.0.0.1:6379/{11 + _WORKER_INDEX}")
 TEST_DB = f"tuneforge_test_{os.getpid()}"
 ROOT = Path(__file__).resolve().parents[1]
-# One temporary directory per test session: the data dir, the models root and process logs.
-TMP = Path(os.environ.get("TUNEFORGE_TESTTMP") or tempfile.mkdtemp(prefix="tuneforge-tests-"))
-os.environ["TUNEFORGE_TESTTMP"] = str(TMP)
+# One temporary directory per test session: the data dir, the models root and process logs. Kept in
+# the environment (per xdist worker: workers inherit the controller's environment) so that a second
+# import of this module finds the same one.
+_TMP_VAR = "TUNEFORGE_TESTTMP" + (f"_{XDIST_WORKER}" if XDIST_WORKER else "")
+TMP = Path(os.environ.get(_TMP_VAR) or tempfile.mkdtemp(prefix="tuneforge-tests-"))
+os.environ[_TMP_VAR] = str(TMP)
 
 
 def make_key(org: str, *, admin: bool = False) -> str:
@@ -128,6 +137,63 @@ def worker_log() -> str:
     return p.read_text()[-5000:] if p.exists() else ""
 
 
+TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+J = TypeVar("J")
+
+
+def job_progress(job: Any) -> tuple[object, object, object]:
+    """A job's status, attempt and step, from the API's JSON or the openai SDK's object."""
+    data = job if isinstance(job, dict) else {**(job.model_extra or {}), "status": job.status}
+    return data.get("status"), data.get("attempt"), (data.get("progress") or {}).get("step")
+
+
+def finished(job: Any) -> bool:
+    return job_progress(job)[0] in TERMINAL
+
+
+def wait_job(
+    fetch: Callable[[], J],
+    until: Callable[[J], bool] = finished,
+    *,
+    idle: float = 120,
+    log: Callable[[], str] = worker_log,
+    every: float = 0.3,
+    retry_on: tuple[type[Exception], ...] = (),
+) -> J:
+    """Poll `fetch()` (a job, as JSON or an SDK object) until `until(job)`.
+
+    The deadline follows progress: it restarts whenever the job's status, attempt or step changes,
+    so a busy machine slows a test down instead of failing it. A job that does not move for `idle`
+    seconds fails the test, with `log()` in the message. `retry_on`: errors that mean "ask again"
+    (say, the API answering 503 while PostgreSQL restarts)."""
+    deadline = time.monotonic() + idle
+    seen: tuple[object, ...] | None = None
+    job: Any = None
+    while True:
+        try:
+            job = fetch()
+        except retry_on:
+            pass
+        else:
+            if until(job):
+                return job
+            if (now := job_progress(job)) != seen:
+                seen, deadline = now, time.monotonic() + idle
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no progress for {idle:.0f}s; job={job}\n{log()}")
+        time.sleep(every)
+
+
+def wait_sdk_job(sdk: Any, job_id: str, until: Callable[[Any], bool] = finished, **kw: Any) -> Any:
+    """`wait_job` over the openai SDK's `fine_tuning.jobs.retrieve`."""
+    return wait_job(lambda: sdk.fine_tuning.jobs.retrieve(job_id), until, **kw)
+
+
+def wait_http_job(http: httpx.Client, job_id: str, until: Callable[[Any], bool] = finished, **kw: Any) -> Any:
+    """`wait_job` over `GET /v1/fine_tuning/jobs/{id}` with a client whose base URL is the API's."""
+    return wait_job(lambda: http.get(f"/v1/fine_tuning/jobs/{job_id}").json(), until, **kw)
+
+
 class WebhookReceiver:
     """A real HTTP server on 127.0.0.1 that records each POST (body bytes, headers) and answers
     with the next status of `statuses` (then 200)."""
@@ -160,9 +226,12 @@ class WebhookReceiver:
         self.server.shutdown()
         self.server.server_close()
 
-    def wait(self, n: int, timeout: float = 30) -> list[tuple[bytes, dict[str, str]]]:
-        deadline = time.monotonic() + timeout
+    def wait(self, n: int, timeout: float = 60) -> list[tuple[bytes, dict[str, str]]]:
+        """Until `n` deliveries arrived, or none for `timeout` seconds (each one restarts the wait)."""
+        deadline, count = time.monotonic() + timeout, 0
         while len(self.received) < n and time.monotonic() < deadline:
+            if len(self.received) > count:
+                count, deadline = len(self.received), time.monotonic() + timeout
             time.sleep(0.05)
         return list(self.received)
 

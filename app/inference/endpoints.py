@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
@@ -16,6 +19,7 @@ from app.inference.schemas import (
     Completion,
     CompletionChoice,
     CompletionRequest,
+    FinishReason,
     Usage,
 )
 from app.inference.stream import sse_events
@@ -23,6 +27,7 @@ from app.inference.stream import sse_events
 router = APIRouter(prefix="/v1", tags=["inference"], responses=error_responses(404, 503, 504))
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+R = TypeVar("R", ChatCompletion, Completion)
 
 
 @router.post("/chat/completions", response_model=ChatCompletion)
@@ -31,17 +36,16 @@ def chat_completions(
 ) -> ChatCompletion | StreamingResponse:
     """Chat with a base model, a fine-tuned model (`ft:...`) or one of its checkpoints."""
     gen = service.start(session, settings, principal.organization_id, body)
-    if body.stream:
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        events = sse_events(gen, chat=True, include_usage=include_usage)
-        return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
-    text, finish, usage = service.collect(gen)
-    return ChatCompletion(
-        id=gen.id,
-        created=gen.created,
-        model=gen.model,
-        choices=[ChatChoice(message=AssistantMessage(content=text), finish_reason=finish)],
-        usage=Usage(**usage),
+    return _stream_or_collect(
+        gen,
+        body,
+        lambda text, finish, usage: ChatCompletion(
+            id=gen.id,
+            created=gen.created,
+            model=gen.model,
+            choices=[ChatChoice(message=AssistantMessage(content=text), finish_reason=finish)],
+            usage=usage,
+        ),
     )
 
 
@@ -51,15 +55,28 @@ def completions(
 ) -> Completion | StreamingResponse:
     """Continue a prompt (no chat template)."""
     gen = service.start(session, settings, principal.organization_id, body)
+    return _stream_or_collect(
+        gen,
+        body,
+        lambda text, finish, usage: Completion(
+            id=gen.id,
+            created=gen.created,
+            model=gen.model,
+            choices=[CompletionChoice(text=text, finish_reason=finish)],
+            usage=usage,
+        ),
+    )
+
+
+def _stream_or_collect(
+    gen: service.Generation,
+    body: ChatCompletionRequest | CompletionRequest,
+    reply: Callable[[str, FinishReason, Usage], R],
+) -> R | StreamingResponse:
+    """Server-sent chunks when the request streams; otherwise the whole text, built into `reply`."""
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        events = sse_events(gen, chat=False, include_usage=include_usage)
+        events = sse_events(gen, chat=isinstance(body, ChatCompletionRequest), include_usage=include_usage)
         return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
     text, finish, usage = service.collect(gen)
-    return Completion(
-        id=gen.id,
-        created=gen.created,
-        model=gen.model,
-        choices=[CompletionChoice(text=text, finish_reason=finish)],
-        usage=Usage(**usage),
-    )
+    return reply(text, finish, Usage(**usage))

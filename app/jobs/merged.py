@@ -8,11 +8,14 @@ download is only an archive of files already there.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from app.core.config import Settings
@@ -45,6 +48,26 @@ def merged_dir(settings: Settings, job: Job, base_dir: Path, adapter_dir: Path, 
     if (dest / "config.json").is_file():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
+    # One merge per folder: simultaneous first requests (threads of one API process, or API
+    # processes on this host) wait for the first merge instead of running their own, which would
+    # then fail to rename its result onto the folder the first one wrote.
+    with _exclusive(dest.parent / f".{dest.name}.lock"):
+        if not (dest / "config.json").is_file():
+            _merge(job, base_dir, adapter_dir, dest)
+    return dest
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    with lock_path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _merge(job: Job, base_dir: Path, adapter_dir: Path, dest: Path) -> None:
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
         json.dump(job.spec, fh)
         spec_path = Path(fh.name)
@@ -62,7 +85,6 @@ def merged_dir(settings: Settings, job: Job, base_dir: Path, adapter_dir: Path, 
     if proc.returncode != 0 or not (dest / "config.json").is_file():
         tail = (proc.stderr or "").strip().splitlines()[-1:] or ["no output"]
         raise MergeFailed(f"Merging job {job.id}'s adapter failed: {tail[0][:300]}", code="merge_failed")
-    return dest
 
 
 def manifest_of(folder: Path) -> dict[str, str]:

@@ -22,11 +22,6 @@ TERMINAL = {"succeeded", "failed", "cancelled"}
 STEPS = {"max_steps": 2, "batch_size": 4, "learning_rate": 1e-2}
 
 
-@pytest.fixture
-def sdk(live_api: str, api_key: str) -> OpenAI:
-    return OpenAI(base_url=f"{live_api}/v1", api_key=api_key, max_retries=0)
-
-
 def upload(sdk: OpenAI, rows: list[dict[str, Any]]) -> Any:
     body = "\n".join(json.dumps(r) for r in rows).encode()
     return sdk.files.create(file=("data.jsonl", io.BytesIO(body)), purpose="fine-tune")

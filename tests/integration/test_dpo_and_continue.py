@@ -6,16 +6,10 @@ import json
 import subprocess
 from pathlib import Path
 
-import pytest
 from openai import OpenAI
 
-from tests.integration.test_pause_resume import TERMINAL, wait_for
+from tests.helpers import wait_sdk_job
 from tests.worker.training.test_preference import pairs
-
-
-@pytest.fixture
-def sdk(live_api: str, api_key: str) -> OpenAI:
-    return OpenAI(base_url=f"{live_api}/v1", api_key=api_key, max_retries=0)
 
 
 def test_sdk_dpo_job_then_continue_from_its_adapter(
@@ -37,7 +31,7 @@ def test_sdk_dpo_job_then_continue_from_its_adapter(
     assert job.method is not None and job.method.type == "dpo"
     assert job.method.dpo is not None and job.method.dpo.hyperparameters is not None
     assert job.method.dpo.hyperparameters.beta == 0.5
-    done = wait_for(sdk, job.id, TERMINAL)
+    done = wait_sdk_job(sdk, job.id)
     assert done.status == "succeeded", done.error
     assert "preference_accuracy" in (done.model_extra or {})["final_metrics"]["validation"]
 
@@ -47,7 +41,7 @@ def test_sdk_dpo_job_then_continue_from_its_adapter(
         method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.5, "batch_size": 8}}},
         extra_body={"training": {"max_steps": 2, "learning_rate": 5e-2}, "from_checkpoint": done.fine_tuned_model},
     )
-    finished = wait_for(sdk, more.id, TERMINAL)
+    finished = wait_sdk_job(sdk, more.id)
     assert finished.status == "succeeded", finished.error
     messages = [e.message for e in sdk.fine_tuning.jobs.list_events(more.id, limit=100).data]
     assert f"Starting from the adapter of {done.fine_tuned_model}" in messages

@@ -19,7 +19,7 @@ import httpx
 import pytest
 from sqlalchemy import update
 
-from tests.helpers import free_port, shakespeare_rows, spawn, stop, upload_jsonl, wait_http
+from tests.helpers import free_port, shakespeare_rows, spawn, stop, upload_jsonl, wait_http, wait_job
 
 LONG = {"max_steps": 200, "batch_size": 2, "save_every": 10, "learning_rate": 1e-3}
 
@@ -79,24 +79,20 @@ class Cluster:
         return [e["message"] for e in reversed(data)]
 
     def wait(self, job_id: str, pred, timeout: float = 120) -> dict:  # type: ignore[no-untyped-def, type-arg]
-        """Until `pred(job)`. The deadline follows progress: it restarts whenever the job's status,
-        attempt or step changes, so a busy machine slows the test down instead of failing it."""
-        deadline = time.monotonic() + timeout
-        job: dict = {}  # type: ignore[type-arg]
-        seen: tuple[object, ...] = ()
-        while time.monotonic() < deadline:
-            try:
-                job = self.job(job_id)
-                if pred(job):
-                    return job
-                now = (job.get("status"), job.get("attempt"), (job.get("progress") or {}).get("step"))
-                if now != seen:
-                    seen, deadline = now, time.monotonic() + timeout
-            except (httpx.HTTPError, ValueError, KeyError):  # KeyError: an error envelope (503 while PG restarts)
-                pass
-            time.sleep(0.2)
-        logs = "\n".join(p.read_text()[-2500:] for p in self.logs.glob("*.log"))
-        raise AssertionError(f"timed out; job={job}\n{logs}")
+        """Until `pred(job)`, while the job makes progress (`wait_job`). An error envelope (a 503
+        while PostgreSQL restarts) or a refused connection means: ask again."""
+
+        def fetch() -> dict:  # type: ignore[type-arg]
+            job = self.job(job_id)
+            job["status"]
+            return job
+
+        def logs() -> str:
+            return "\n".join(p.read_text()[-2500:] for p in self.logs.glob("*.log"))
+
+        return wait_job(
+            fetch, pred, idle=timeout, log=logs, every=0.2, retry_on=(httpx.HTTPError, ValueError, KeyError)
+        )
 
 
 @pytest.fixture(scope="module")
@@ -257,6 +253,9 @@ def _pg_restart_command() -> list[str] | None:
     return ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"]
 
 
+# serial: restarting PostgreSQL drops every connection on the machine, so scripts/test.sh runs this
+# test alone, after the parallel part of the suite.
+@pytest.mark.serial
 @pytest.mark.skipif(_pg_restart_command() is None, reason="needs a local pg_ctlcluster cluster and root")
 def test_postgres_restart_while_training(cluster: Cluster, tiny_model: str) -> None:
     if not [w for w in cluster.workers if w.poll() is None]:

@@ -17,7 +17,7 @@ import openai
 import pytest
 from openai import OpenAI
 
-from tests.helpers import TMP, shakespeare_rows, spawn, stop, worker_log
+from tests.helpers import TMP, shakespeare_rows, spawn, stop, wait_sdk_job, worker_log
 
 PROMPT = [{"role": "user", "content": "Speak, friend."}]
 
@@ -35,11 +35,6 @@ def inference_worker(live_worker: subprocess.Popen) -> Iterator[subprocess.Popen
 
 
 @pytest.fixture(scope="module")
-def sdk(live_api: str, api_key: str) -> OpenAI:
-    return OpenAI(base_url=f"{live_api}/v1", api_key=api_key, max_retries=0, timeout=120)
-
-
-@pytest.fixture(scope="module")
 def trained(sdk: OpenAI, tiny_model: str, live_worker: subprocess.Popen, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def,type-arg]
     """A succeeded job with a checkpoint: 4 steps of QLoRA on the tiny Llama."""
     data = tmp_path_factory.mktemp("inference") / "train.jsonl"
@@ -52,10 +47,7 @@ def trained(sdk: OpenAI, tiny_model: str, live_worker: subprocess.Popen, tmp_pat
         suffix="chat",
         extra_body={"lora": {"r": 4}, "training": {"max_steps": 4, "save_every": 2, "batch_size": 4}},
     )
-    deadline = time.monotonic() + 240
-    while (job := sdk.fine_tuning.jobs.retrieve(job.id)).status not in ("succeeded", "failed", "cancelled"):
-        assert time.monotonic() < deadline, worker_log()
-        time.sleep(0.5)
+    job = wait_sdk_job(sdk, job.id)
     assert job.status == "succeeded", (job.error, worker_log())
     return job
 

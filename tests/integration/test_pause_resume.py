@@ -5,35 +5,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from pathlib import Path
 
 import openai
 import pytest
 from openai import OpenAI
 
-from tests.helpers import shakespeare_rows, worker_log
-
-TERMINAL = {"succeeded", "failed", "cancelled"}
-
-
-@pytest.fixture
-def sdk(live_api: str, api_key: str) -> OpenAI:
-    return OpenAI(base_url=f"{live_api}/v1", api_key=api_key, max_retries=0)
-
-
-def wait_for(sdk: OpenAI, job_id: str, statuses: set[str], timeout: float = 120):  # type: ignore[no-untyped-def]
-    """Waits while the job makes progress: the deadline moves with every new step."""
-    deadline, last_step = time.monotonic() + timeout, -1
-    while time.monotonic() < deadline:
-        job = sdk.fine_tuning.jobs.retrieve(job_id)
-        if job.status in statuses:
-            return job
-        step = (job.model_extra or {}).get("progress", {}).get("step") or 0
-        if step > last_step:
-            deadline, last_step = max(deadline, time.monotonic() + 60), step
-        time.sleep(0.3)
-    raise AssertionError(f"{job_id} still {job.status}\n{worker_log()}")
+from tests.helpers import TERMINAL, job_progress, shakespeare_rows, wait_sdk_job, worker_log
 
 
 def test_sdk_pause_frees_the_worker_and_resume_continues(
@@ -47,33 +25,26 @@ def test_sdk_pause_frees_the_worker_and_resume_continues(
     with data.open("rb") as fh:
         file = sdk.files.create(file=fh, purpose="fine-tune")
     long = sdk.fine_tuning.jobs.create(
-        model=tiny_model, training_file=file.id, seed=1, extra_body={"training": {"max_steps": 40, "batch_size": 2}}
+        model=tiny_model, training_file=file.id, seed=1, extra_body={"training": {"max_steps": 60, "batch_size": 8}}
     )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        current = sdk.fine_tuning.jobs.retrieve(long.id)
-        if current.status == "running" and (current.model_extra or {})["progress"]["step"] > 0:
-            break
-        time.sleep(0.2)
-    else:
-        raise AssertionError(worker_log())
+    wait_sdk_job(sdk, long.id, lambda j: j.status == "running" and (job_progress(j)[2] or 0) > 0)
 
     assert sdk.fine_tuning.jobs.pause(long.id).status in ("pause_requested", "paused")
-    paused = wait_for(sdk, long.id, {"paused", *TERMINAL})
+    paused = wait_sdk_job(sdk, long.id, lambda j: j.status in {"paused", *TERMINAL})
     assert paused.status == "paused", (paused.error, worker_log())
     step = (paused.model_extra or {})["progress"]["step"]
-    assert 0 < step < 40
+    assert 0 < step < 60
     assert [c.step_number for c in sdk.fine_tuning.jobs.checkpoints.list(long.id).data] == [step]
 
     # The worker is free: another job runs to the end while the first one stays paused.
     short = sdk.fine_tuning.jobs.create(
         model=tiny_model, training_file=file.id, extra_body={"training": {"max_steps": 2, "batch_size": 2}}
     )
-    assert wait_for(sdk, short.id, TERMINAL).status == "succeeded", worker_log()
+    assert wait_sdk_job(sdk, short.id).status == "succeeded", worker_log()
     assert sdk.fine_tuning.jobs.retrieve(long.id).status == "paused"
 
     assert sdk.fine_tuning.jobs.resume(long.id).status == "queued"
-    done = wait_for(sdk, long.id, TERMINAL)
+    done = wait_sdk_job(sdk, long.id)
     assert done.status == "succeeded", (done.error, worker_log())
     messages = [e.message for e in sdk.fine_tuning.jobs.list_events(long.id, limit=100).data]
     assert f"Resumed from step {step} (attempt 1)" in messages

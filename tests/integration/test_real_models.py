@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import tarfile
-import time
 from pathlib import Path
 
 import httpx
@@ -19,20 +18,10 @@ import openai
 import pytest
 from openai import OpenAI
 
-from tests.helpers import ROOT, shakespeare_rows, worker_log
+from tests.helpers import ROOT, shakespeare_rows, wait_sdk_job, worker_log
 from tests.tinymodels import build_tiny_gguf
 
 MODEL = "gguf-tiny"
-
-
-def wait_done(client: OpenAI, job_id: str, timeout: float = 240):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.fine_tuning.jobs.retrieve(job_id)
-        if job.status in {"succeeded", "failed", "cancelled"}:
-            return job
-        time.sleep(0.5)
-    raise AssertionError(f"{job_id} still {job.status}\n{worker_log()}")
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +68,7 @@ def test_imported_gguf_trains_reports_before_after_and_lists_via_sdk(
             "training": {"max_steps": 6, "eval_every": 3, "save_every": 3, "batch_size": 8, "learning_rate": 1e-2}
         },
     )
-    done = wait_done(sdk, job.id)
+    done = wait_sdk_job(sdk, job.id)
     assert done.status == "succeeded", (done.error, worker_log())
 
     # Before -> after: eval_loss at step 0 in the series, the change in final metrics and events.

@@ -11,7 +11,6 @@ import shutil
 import signal
 import subprocess
 import tarfile
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,9 +33,9 @@ from tests.helpers import (
     stop,
     upload_jsonl,
     wait_http,
+    wait_http_job,
 )
 
-TERMINAL = {"succeeded", "failed", "cancelled"}
 PREFIX = f"it-{uuid.uuid4().hex[:8]}"
 
 
@@ -99,14 +98,8 @@ def start_worker(endpoint: str, data_dir: Path, name: str) -> subprocess.Popen: 
     return spawn(["worker", "--hostname", f"{name}-{os.getpid()}@%h"], env=env, log=TMP / f"{name}.log")
 
 
-def wait_job(http: httpx.Client, job_id: str, log: str, timeout: float = 240) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = http.get(f"/v1/fine_tuning/jobs/{job_id}").json()
-        if job["status"] in TERMINAL:
-            return job
-        time.sleep(0.5)
-    raise AssertionError(f"{job_id} still {job['status']}\n{(TMP / log).read_text()[-4000:]}")
+def wait_job(http: httpx.Client, job_id: str, log: str) -> dict[str, Any]:
+    return dict(wait_http_job(http, job_id, log=lambda: (TMP / log).read_text()[-4000:]))
 
 
 def create_job(http: httpx.Client, tiny_model: str, steps: int, save_every: int) -> str:

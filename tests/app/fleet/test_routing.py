@@ -5,7 +5,6 @@ no live worker serves gets the job an event that says so."""
 from __future__ import annotations
 
 import datetime as dt
-import time
 
 import httpx
 import pytest
@@ -16,7 +15,7 @@ from app.db.engine import session_scope
 from app.db.types import utcnow
 from app.fleet import repository as fleet
 from app.fleet.routing import NO_WORKER
-from tests.helpers import REDIS_URL, TMP, shakespeare_rows, spawn, stop, upload_jsonl
+from tests.helpers import REDIS_URL, TMP, shakespeare_rows, spawn, stop, upload_jsonl, wait_http_job
 
 CLASSES = {"gpu-t-tiny": 0.5, "gpu-t-24g": 24.0, "gpu-t-80g": 80.0}
 
@@ -82,12 +81,9 @@ def test_a_real_worker_on_its_class_queue_takes_the_job(
     assert job["gpu_class"] == "gpu-t-24g"
     worker = spawn(["worker", "--queue", "gpu-t-24g", "--hostname", "gpu24@%h"], log=TMP / "worker-24g.log")
     try:
-        deadline = time.monotonic() + 150
-        status = "queued"
-        while time.monotonic() < deadline and status not in ("succeeded", "failed"):
-            status = client.get(f"/v1/fine_tuning/jobs/{job['id']}").json()["status"]
-            time.sleep(0.5)
-        assert status == "succeeded", (TMP / "worker-24g.log").read_text()[-3000:]
+        log = (TMP / "worker-24g.log").read_text
+        done = wait_http_job(client, job["id"], log=lambda: log()[-3000:])
+        assert done["status"] == "succeeded", log()[-3000:]
         with session_scope() as s:
             assert "gpu-t-24g" in fleet.live_queues(s, utcnow() - dt.timedelta(minutes=5))  # its heartbeat
     finally:

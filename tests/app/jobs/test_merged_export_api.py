@@ -1,10 +1,18 @@
-"""`?format=merged` on the adapter route: what is refused, before any model is loaded."""
+"""`?format=merged` on the adapter route: what is refused before any model is loaded, and one merge
+for simultaneous first requests."""
 
 from __future__ import annotations
 
-import httpx
+import subprocess
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
 
-from tests.helpers import upload_jsonl
+import httpx
+import pytest
+
+from tests.helpers import make_spec, shakespeare_rows, upload_jsonl
 
 
 def test_merged_export_of_a_classification_job_says_what_is_supported(client: httpx.Client, tiny_model: str) -> None:
@@ -24,3 +32,35 @@ def test_merged_export_of_a_classification_job_says_what_is_supported(client: ht
     r = client.get(f"/v1/fine_tuning/jobs/{job_id}/adapter", params={"format": "onnx"})
     assert r.status_code == 400 and "format" in r.text
     client.post(f"/v1/fine_tuning/jobs/{job_id}/cancel")
+
+
+def test_simultaneous_first_requests_share_one_merge(
+    settings,  # type: ignore[no-untyped-def]
+    tiny_model: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two first downloads of one merged export at once: both get the folder, and the merge runs once
+    (before the lock, the second merge failed to rename onto the first one's folder: a 500)."""
+    from app.db.models import Job
+    from app.jobs import merged
+    from worker.training.reporter import MemoryReporter
+    from worker.training.run import run
+
+    model_dir = settings.models_dir / tiny_model
+    spec = make_spec(training={"batch_size": 8, "max_steps": 2})
+    adapter = run(spec, model_dir, shakespeare_rows(16), None, tmp_path / "job", MemoryReporter()).adapter_dir
+    job = Job(id=f"ftjob-merge-race-{uuid.uuid4().hex[:8]}", spec=spec.model_dump(mode="json"))
+
+    real_run, merges = subprocess.run, []
+
+    def counting_run(*args: Any, **kw: Any) -> subprocess.CompletedProcess[str]:
+        merges.append(args)
+        return real_run(*args, **kw)
+
+    monkeypatch.setattr(merged.subprocess, "run", counting_run)
+    with ThreadPoolExecutor(2) as pool:
+        futures = [pool.submit(merged.merged_dir, settings, job, model_dir, adapter, None) for _ in range(2)]
+        folders = [f.result() for f in futures]
+    assert folders[0] == folders[1] and (folders[0] / "config.json").is_file()
+    assert len(merges) == 1

@@ -6,16 +6,9 @@ from __future__ import annotations
 import subprocess
 
 import httpx
-import pytest
 from openai import OpenAI
 
-from tests.helpers import shakespeare_rows, upload_jsonl
-from tests.integration.test_pause_resume import TERMINAL, wait_for
-
-
-@pytest.fixture
-def sdk(live_api: str, api_key: str) -> OpenAI:
-    return OpenAI(base_url=f"{live_api}/v1", api_key=api_key, max_retries=0)
+from tests.helpers import shakespeare_rows, upload_jsonl, wait_sdk_job
 
 
 def test_samples_by_step_and_their_events(
@@ -36,7 +29,7 @@ def test_samples_by_step_and_their_events(
     job = client.post("/v1/fine_tuning/jobs", json=body)
     assert job.status_code == 200, job.text
     job_id = job.json()["id"]
-    done = wait_for(sdk, job_id, TERMINAL)
+    done = wait_sdk_job(sdk, job_id)
     assert done.status == "succeeded", done.error
 
     samples = client.get(f"/v1/fine_tuning/jobs/{job_id}/samples").json()
