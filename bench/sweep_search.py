@@ -64,6 +64,34 @@ def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
+def get_json(c: httpx.Client, path: str) -> Any:
+    """GET, retried through an API or database outage (the shared PostgreSQL may be restarted by a fault
+    test running beside this benchmark): up to 5 minutes of errors before giving up."""
+    for _ in range(150):
+        try:
+            r = c.get(path)
+            if r.status_code == 200:
+                return r.json()
+            why = f"{r.status_code} {r.text[:200]}"
+        except httpx.HTTPError as exc:
+            why = repr(exc)
+        print(f"  GET {path}: {why}; retrying", flush=True)
+        time.sleep(2)
+    raise SystemExit(f"GET {path} kept failing")
+
+
+def post_json(c: httpx.Client, path: str, **kw: Any) -> Any:
+    """POST, retried while the API answers 503 (database or broker unavailable: nothing was stored)."""
+    for _ in range(150):
+        r = c.post(path, **kw)
+        if r.status_code != 503:
+            r.raise_for_status()
+            return r.json()
+        print(f"  POST {path}: {r.text[:200]}; retrying", flush=True)
+        time.sleep(2)
+    raise SystemExit(f"POST {path} kept failing")
+
+
 @dataclass
 class Search:
     name: str
@@ -93,9 +121,7 @@ def run_search(
 ) -> Search:
     s = Search(name, load_before=load_average())
     t0, api0 = time.monotonic(), cpu_seconds(api.pid)
-    r = c.post("/fine_tuning/sweeps", json=body)
-    r.raise_for_status()
-    sweep_id = r.json()["id"]
+    sweep_id = post_json(c, "/fine_tuning/sweeps", json=body)["id"]
     last_cpu, running = cpu_seconds(worker.pid), None
     last_progress, last_change = None, time.monotonic()
     while True:
@@ -106,8 +132,8 @@ def run_search(
             s.cpu_idle += delta
         else:
             s.cpu_by_job[running] = s.cpu_by_job.get(running, 0.0) + delta
-        sweep = c.get(f"/fine_tuning/sweeps/{sweep_id}").json()
-        trials = c.get(f"/fine_tuning/sweeps/{sweep_id}/trials").json()["data"]
+        sweep = get_json(c, f"/fine_tuning/sweeps/{sweep_id}")
+        trials = get_json(c, f"/fine_tuning/sweeps/{sweep_id}/trials")["data"]
         active = [t["job_id"] for t in trials if t["status"] in ("running", "cancel_requested")]
         running = active[0] if active else None  # max_parallel is 1
         progress = [(t["job_id"], t["status"], t["step"]) for t in trials]
@@ -314,11 +340,10 @@ def main() -> int:
                 raise SystemExit((tmp / "api.log").read_text()[-3000:])
             time.sleep(0.3)
         c = httpx.Client(base_url=f"{base}/v1", headers={"Authorization": f"Bearer {key}"}, timeout=60)
-        f = c.post("/files", files={"file": ("sms.jsonl", data)}, data={"purpose": "fine-tune"})
-        f.raise_for_status()
+        f = post_json(c, "/files", files={"file": ("sms.jsonl", data)}, data={"purpose": "fine-tune"})
         job = {
             "model": "minilm",
-            "training_file": f.json()["id"],
+            "training_file": f["id"],
             "task": "sequence_classification",
             "seed": args.seed,
             "quantization": {"bits": 4, "quant_type": "nf4", "double_quant": True},
@@ -361,6 +386,8 @@ def main() -> int:
                 searches[name] = run_search(c, name, bodies[name], worker, api)
                 done = searches[name]
                 print(f"{name}: {done.cpu:.0f} CPU s, best {done.best}", flush=True)
+                raw = {n: {"sweep": x.sweep, "trials": x.trials, "cpu": x.cpu_by_job} for n, x in searches.items()}
+                (Path(tempfile.gettempdir()) / "tuneforge-sweep-search.json").write_text(json.dumps(raw, indent=1))
         c.close()
     finally:
         for proc in (worker, api):
@@ -377,11 +404,6 @@ def main() -> int:
             conn.execute(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
         shutil.rmtree(tmp, ignore_errors=True)
 
-    raw = {
-        n: {"sweep": s.sweep, "trials": s.trials, "cpu_by_job": s.cpu_by_job, "wall": s.wall}
-        for n, s in searches.items()
-    }
-    (Path(tempfile.gettempdir()) / "tuneforge-sweep-search.json").write_text(json.dumps(raw, indent=1))
     lines = report(searches, args, spam)
     record("Sweeps: grid vs TPE, and the median pruner (MiniLM, SMS spam, through the service)", lines, args.record)
     return 0
