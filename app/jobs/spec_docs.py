@@ -35,7 +35,11 @@ BLOCKS: list[tuple[str, type[BaseModel], str]] = [
         "Preference tuning, for `method: {type: dpo}` only. The reference model is the base with the adapter "
         "switched off (peft's `disable_adapter()`), not a second copy. Each logged step's `extra` holds "
         "`rewards_chosen`, `rewards_rejected`, `reward_margin` and `preference_accuracy`; each evaluation "
-        "reports the held-out `preference_accuracy` and `reward_margin` beside `eval_loss`.",
+        "reports the held-out `preference_accuracy` and `reward_margin` beside `eval_loss`. Both measure the "
+        "change from the reference, so at the step-0 baseline they are 0 by construction; the evaluation also "
+        "reports `choice_accuracy` (how often the model itself gives the preferred answer the higher "
+        "log-probability: at step 0, the base model's own preference) and the mean `logps_chosen` and "
+        "`logps_rejected` (DPO can lower both while it widens the margin).",
     ),
     (
         "samples",
