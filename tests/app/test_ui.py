@@ -90,7 +90,7 @@ def off_origin(driver: Any, origin: str) -> list[str]:
 def shot(driver: Any, name: str) -> None:
     """The whole page (up to 2400 px tall), not just the window."""
     IMG.mkdir(parents=True, exist_ok=True)
-    height = int(driver.execute_script("return document.documentElement.scrollHeight"))
+    height = int(driver.execute_script("window.scrollTo(0, 0); return document.documentElement.scrollHeight"))
     driver.set_window_size(1280, max(900, min(height, 2400)))
     try:
         driver.save_screenshot(str(IMG / f"ui-{name}.png"))
@@ -213,7 +213,7 @@ def test_dashboard_end_to_end(
     # samples every 2 steps.
     body = {"model": tiny_model, "training_file": file_id, "seed": 1, "metadata": {"suite": "ui"}}
     training = {"max_steps": 100_000, "learning_rate": 0.001, "eval_every": 2, "batch_size": 2, "max_seq_length": 64}
-    samples = {"prompts": ["To be, or not", "Now is the"], "max_new_tokens": 4}
+    samples = {"prompts": ["To be, or not", "Now is the"], "from_validation": 0, "max_new_tokens": 4}
     r = api.post("/v1/fine_tuning/jobs", json={**body, "training": training, "samples": samples})
     assert r.status_code == 200, r.text
     job = r.json()["id"]
@@ -261,6 +261,7 @@ def test_dashboard_end_to_end(
     sweep_body = {
         **body,
         "training": {"max_steps": 2, "batch_size": 2, "max_seq_length": 64},
+        "samples": {"from_validation": 0},
         "search_space": {"training.learning_rate": {"values": [0.002, 0.0005]}},
         "strategy": "grid",
         "max_parallel": 2,

@@ -168,12 +168,11 @@ async function jobsPage(params, refresh) {
 
 /* ------------------------------------------------------------------ one job */
 async function jobPage(id) {
-  let job = await getJSON(`/v1/fine_tuning/jobs/${id}`);
-  // The series downsampled to MAX_POINTS, the last events and the samples; then the stream sends only what is newer.
-  let points = (await getJSON(`/v1/fine_tuning/jobs/${id}/metrics?max_points=${MAX_POINTS}`)).data;
-  const events = (await getJSON(`/v1/fine_tuning/jobs/${id}/events?limit=50`)).data; // newest first
-  const cps = (await getJSON(`/v1/fine_tuning/jobs/${id}/checkpoints?limit=50`)).data;
-  let samples = (await getJSON(`/v1/fine_tuning/jobs/${id}/samples`)).data;
+  // The job, its series downsampled to MAX_POINTS, the last events, checkpoints and samples, all at once;
+  // then the stream sends only what is newer.
+  const base = `/v1/fine_tuning/jobs/${id}`;
+  let [job, { data: points }, { data: events }, { data: cps }, { data: samples }] = await Promise.all([getJSON(base),
+    getJSON(`${base}/metrics?max_points=${MAX_POINTS}`), getJSON(`${base}/events?limit=50`), getJSON(`${base}/checkpoints?limit=50`), getJSON(`${base}/samples`)]);
   let log = localStorage.getItem("tuneforge.log") === "1";
 
   // The head is built once and updated in place, so a focused button keeps its focus while the job trains.
@@ -333,7 +332,7 @@ async function comparePage(params) {
   if (ids.length < 2) { main.append(h("p", { class: "muted", text: "Pick 2 to 6 jobs on the Jobs page or type their ids." })); return; }
   const [jobs, series] = await Promise.all([ // 2 x up to 6 requests at once
     Promise.all(ids.map((id) => getJSON(`/v1/fine_tuning/jobs/${id}`))),
-    Promise.all(ids.map((id) => getJSON(`/v1/fine_tuning/jobs/${id}/metrics?max_points=${MAX_POINTS}`)))]);
+    Promise.all(ids.map((id) => getJSON(`/v1/fine_tuning/jobs/${id}/metrics?max_points=${MAX_POINTS / 2}`)))]); // 6 curves share a chart
   main.append(h("div", { class: "grid", id: "charts" }, METRICS.map(([key, title]) => chart(title, series.map((s, i) => ({ label: ids[i], points: s.data.map((p) => [p.step, metricValue(p, key)]) }))))));
   const flat = jobs.map((j) => flatten(j.spec));
   const keys = [...new Set(flat.flatMap(Object.keys))].sort();
