@@ -343,13 +343,13 @@ def main() -> int:
             row("Jobs page, next page (`after=` cursor)", paging),
             row("Jobs page, status filter", filtering),
             row(f"Job page of the running {args.points:,}-point job, full load to rendered", job_first),
-            row("... then the main thread's long tasks in the next 5 s (total)", long_ms),
-            row("... and the last of them ends, after the first render", job_stream),
+            row("... then main-thread long tasks (> 50 ms) in the next 5 s, total", long_ms),
             row("Compare of 6 jobs (100k + 5 x 20k points), to rendered", compare),
             "",
             f"Points drawn on the 100k job's loss chart: {statistics.median(drawn):.0f} (the page asks for "
             f"`max_points=1000`); JS heap {statistics.median(heap) / 2**20:.0f} MiB; "
-            f"samples table columns {samples_cols}.",
+            f"samples table columns {samples_cols}; the last long task ended {statistics.median(job_stream):.0f} ms "
+            "after the first render (0: none).",
         ]
     finally:
         if d is not None:
