@@ -298,7 +298,7 @@ const thin = (pts) => (pts.length <= 2 * MAX_POINTS ? pts : pts.filter((p, i) =>
 
 /* SSE over fetch (EventSource cannot send the Authorization header). */
 async function follow(url, handlers) {
-  const ctl = new AbortController(); live = ctl;
+  const ctl = new AbortController(); ctl.follow = true; live = ctl;
   try {
     const r = await api(url, { signal: ctl.signal });
     const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
@@ -585,4 +585,18 @@ async function route(refresh = false) {
 }
 $("#signout").addEventListener("click", () => { localStorage.removeItem(KEY); location.hash = ""; signIn(); });
 window.addEventListener("hashchange", () => route());
+// A page left (or kept in the back/forward cache) or a hidden tab closes its job stream and stops its
+// refresh timer: a browser keeps at most 6 connections to one server, and streams held by pages no
+// longer shown would stall the requests of the one that is. Shown again, the page reads afresh.
+// (A chat reply being streamed is left alone.)
+let stopped = false;
+function pauseLive() {
+  if (live === null || (live.abort && !live.follow)) return;
+  if (live.abort) live.abort(); else clearTimeout(live);
+  live = null; stopped = true;
+}
+function resumeLive() { if (stopped) { stopped = false; route(true); } }
+window.addEventListener("pagehide", pauseLive);
+window.addEventListener("pageshow", resumeLive);
+document.addEventListener("visibilitychange", () => (document.hidden ? pauseLive() : resumeLive()));
 route();
