@@ -68,15 +68,17 @@ def wait_for(
     """Until `check()` is truthy. With `progress`, the deadline restarts whenever its value changes
     (a job's status and step), so a slow machine gets more time and a stuck job still fails."""
     end = time.monotonic() + timeout
-    last = None
+    last, asked = None, 0.0
     while time.monotonic() < end:
         try:
             if value := check():
                 return value
         except Exception:  # noqa: BLE001 - elements come and go while the page re-renders
             pass
-        if progress is not None and (now := progress()) != last:
-            last, end = now, time.monotonic() + timeout
+        if progress is not None and time.monotonic() - asked > 1:  # the API is asked once a second
+            asked = time.monotonic()
+            if (now := progress()) != last:
+                last, end = now, time.monotonic() + timeout
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}\n{worker_log()[-1500:]}")
 
@@ -151,10 +153,13 @@ def test_dashboard_end_to_end(
     started = time.monotonic()
     phases: list[str] = []
 
-    def phase(name: str, t: list[float] = [started]) -> None:  # noqa: B006 - the previous phase's end
-        phases.append(f"{name} {time.monotonic() - t[0]:.1f} s")
+    last = [started]
+
+    def phase(name: str) -> None:
+        now = time.monotonic()
+        phases.append(f"{name} {now - last[0]:.1f} s")
         print(phases[-1], flush=True)
-        t[0] = time.monotonic()
+        last[0] = now
 
     def job_moves(job_id: str) -> Callable[[], Any]:
         def now() -> Any:
@@ -181,7 +186,7 @@ def test_dashboard_end_to_end(
     wait_for(lambda: d.find_element(By.ID, "jobs"), "the jobs table")
     assert d.execute_script("return localStorage.getItem('tuneforge.apiKey')") == api_key
     # Keyboard and screen reader: the page's heading has the focus, the skip link comes first.
-    assert d.switch_to.active_element.tag_name == "h1"
+    wait_for(lambda: d.switch_to.active_element.tag_name == "h1", "the focus on the page's heading")
     ActionChains(d).send_keys(Keys.TAB).perform()  # from the heading, on into the filter form
     assert d.switch_to.active_element.get_attribute("name") == "status"
     audit(d)
@@ -328,7 +333,9 @@ def test_dashboard_end_to_end(
     d.find_element(By.ID, "job-cancel").send_keys(Keys.ENTER)
     wait_for(lambda: status_of(d) == "cancelled", "the cancel to land", 60, moves)
     assert api.get(f"/v1/fine_tuning/jobs/{job}").json()["status"] == "cancelled"
-    assert "cancelled" in d.find_element(By.ID, "announce").get_attribute("textContent")  # said to a screen reader
+    wait_for(  # and said once in the polite live region
+        lambda: "cancelled" in d.find_element(By.ID, "announce").get_attribute("textContent"), "the announcement"
+    )
     wait_for(lambda: len(sample_steps(d)) == 2, "the samples after a fresh load")
     shot(d, "job")
     phase("job: cancel")
@@ -340,7 +347,7 @@ def test_dashboard_end_to_end(
     for j in (job, *trials):
         wait_for(lambda j=j: d.find_element(By.CSS_SELECTOR, f"input[value='{j}']"), j).click()  # type: ignore[misc]
     d.execute_script("document.querySelector('#jobs tbody').dataset.old = 'yes'")
-    wait_for(lambda: d.execute_script("return !document.querySelector('#jobs tbody').dataset.old"), "a refresh", 10)
+    wait_for(lambda: d.execute_script("return !document.querySelector('#jobs tbody').dataset.old"), "a refresh")
     assert len(d.find_elements(By.CSS_SELECTOR, "input[name=pick]:checked")) == 3
     shot(d, "jobs")
     d.find_element(By.ID, "compare-selected").click()

@@ -106,7 +106,7 @@ function signIn() {
     h("form", { id: "signin", onsubmit: async (e) => {
       e.preventDefault();
       localStorage.setItem(KEY, input.value.trim());
-      try { await getJSON("/v1/files?limit=1"); showError(""); location.hash = "#/jobs"; route(); }
+      try { await getJSON("/v1/files?limit=1"); showError(""); if (location.hash === "#/jobs") route(); else location.hash = "#/jobs"; }
       catch (_) { localStorage.removeItem(KEY); input.setAttribute("aria-invalid", "true"); input.focus(); }
     } }, h("label", { for: "key", text: "API key" }, input), h("button", { type: "submit", text: "Sign in" })),
   );
