@@ -92,8 +92,10 @@ def off_origin(driver: Any, origin: str) -> list[str]:
 def shot(driver: Any, name: str) -> None:
     """The whole page (up to 2400 px tall), not just the window."""
     IMG.mkdir(parents=True, exist_ok=True)
-    height = int(driver.execute_script("window.scrollTo(0, 0); return document.documentElement.scrollHeight"))
-    driver.set_window_size(1280, max(900, min(height, 2400)))
+    height, frame = driver.execute_script(
+        "window.scrollTo(0, 0); return [document.documentElement.scrollHeight, window.outerHeight - window.innerHeight]"
+    )
+    driver.set_window_size(1280, max(900, min(int(height) + int(frame), 2400)))
     try:
         driver.save_screenshot(str(IMG / f"ui-{name}.png"))
     finally:
