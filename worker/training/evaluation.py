@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from contract.spec import JobSpec
 from worker.training.data import IGNORE, Encoded, Example, collate
+from worker.training.lm_loss import causal_lm_loss
 
 
 @torch.no_grad()
@@ -61,25 +62,16 @@ def _causal(
         n = int((batch["labels"][:, 1:] != IGNORE).sum())
         if n == 0:
             continue
-        out = model(**batch)
-        total_loss += float(out.loss) * n
+        batch_loss, correct, _ = causal_lm_loss(model, batch)
+        total_loss += float(batch_loss) * n
         total_targets += n
-        total_correct += int(token_accuracy(out.logits, batch["labels"])[0])
+        total_correct += int(correct)
     loss = total_loss / max(1, total_targets)
     return {
         "eval_loss": loss,
         "perplexity": math.exp(min(loss, 50.0)),
         "mean_token_accuracy": total_correct / max(1, total_targets),
     }
-
-
-def token_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(correct, counted) next-token predictions where the label is trained on, as device tensors
-    (no host sync): OpenAI's `mean_token_accuracy` is correct / counted."""
-    target = labels[:, 1:]
-    mask = target != IGNORE
-    correct = (logits[:, :-1].argmax(-1) == target) & mask
-    return correct.sum(), mask.sum()
 
 
 def regression_metrics(preds: list[float], targets: list[float], norm: tuple[float, float]) -> dict[str, float]:

@@ -14,7 +14,7 @@ from contract.spec import JobSpec
 from contract.status import ErrorCode
 from worker.training.data import Encoded
 from worker.training.errors import TrainingError
-from worker.training.evaluation import token_accuracy
+from worker.training.lm_loss import causal_lm_loss
 
 
 class Loss(Protocol):
@@ -51,10 +51,9 @@ class TaskLoss:
 
     def __call__(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.task == "causal_lm":
-            out = model(**batch)
-            with torch.no_grad():
-                self.last_accuracy = token_accuracy(out.logits.detach(), batch["labels"])
-            loss: torch.Tensor = out.loss
+            # Logits only where a token is trained on, cross-entropy in chunks (lm_loss.py).
+            loss, correct, counted = causal_lm_loss(model, batch)
+            self.last_accuracy = (correct, counted)
             return loss
         labels = batch.pop("labels")
         logits = model(**batch).logits.float()
