@@ -25,7 +25,13 @@ from worker.training.data import (
     regression_norm,
 )
 from worker.training.errors import TrainingError
-from worker.training.model import check_target_modules, load_model, load_tokenizer, prepare_quantized
+from worker.training.model import (
+    check_target_modules,
+    load_model,
+    load_tokenizer,
+    prepare_quantized,
+    return_large_blocks_to_the_os,
+)
 from worker.training.preference import encode_preference
 from worker.training.reporter import Reporter
 from worker.training.samples import SamplePrompt, sample_prompts
@@ -109,6 +115,7 @@ def prepare_model(
     spec: JobSpec, model_dir: Path, labels: list[str] | None, device: torch.device, reporter: Reporter
 ) -> torch.nn.Module:
     """Load the base (quantized as the spec says), check the spec against it, and attach LoRA."""
+    return_large_blocks_to_the_os(device)  # before loading: its temporaries are large blocks too
     reporter.event(f"Loading model {model_dir.name}: {describe(spec, device)}")
     model, heads = load_model(model_dir, spec, device, num_labels=len(labels) if labels else None)
     check_target_modules(model, spec.lora.target_modules)

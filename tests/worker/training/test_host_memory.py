@@ -1,0 +1,57 @@
+"""Freed activations leave a CPU worker's process (glibc's mmap threshold, fixed at 1 MiB)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from tests.helpers import make_spec
+from worker.training import setup
+from worker.training.model import LARGE_BLOCK, return_large_blocks_to_the_os
+from worker.training.reporter import MemoryReporter
+
+MIB = 1 << 20
+
+
+def _anon() -> int:
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) * 1024 for line in fh if line.startswith("RssAnon:"))
+
+
+def test_freed_large_tensors_go_back_to_the_os() -> None:
+    """With glibc's default the threshold rises to the size of each mapped block freed, so from the
+    second round on these blocks would come from the heap and stay in the process once freed."""
+    assert return_large_blocks_to_the_os(torch.device("cpu"))
+    size = 8 * LARGE_BLOCK
+    for _ in range(4):
+        start = _anon()
+        block = torch.ones(size // 4)  # touched: resident
+        held = _anon()
+        del block
+        assert held - start >= size - MIB
+        assert held - _anon() >= size - MIB, "a freed 8 MiB tensor stayed in the process"
+
+
+def test_left_alone_off_the_cpu() -> None:
+    assert not return_large_blocks_to_the_os(torch.device("meta"))
+
+
+def test_prepare_model_sets_it_before_loading(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    real_load = setup.load_model
+
+    def threshold(device: torch.device) -> bool:
+        calls.append(f"threshold {device}")
+        return True
+
+    def load(*args: Any, **kwargs: Any) -> Any:
+        calls.append("load")
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(setup, "return_large_blocks_to_the_os", threshold)
+    monkeypatch.setattr(setup, "load_model", load)
+    setup.prepare_model(make_spec(), model_dir, None, torch.device("cpu"), MemoryReporter())
+    assert calls == ["threshold cpu", "load"]
