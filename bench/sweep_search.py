@@ -163,15 +163,17 @@ def fmt_params(p: dict[str, Any]) -> str:
 
 def trial_table(s: Search) -> list[str]:
     lines = [
-        "| # | params | status | macro F1 (final) | at its last evaluation | worker CPU s |",
-        "|---|---|---|---|---|---|",
+        "| # | params | status | macro F1 (final) | at its latest evaluation | stopped at step | worker CPU s |",
+        "|---|---|---|---|---|---|---|",
     ]
     for t in s.trials:
         status = "pruned" if t["pruned"] else t["status"]
         value = f"{t['value']:.4f}" if t["value"] is not None else "—"
-        last = f"{t['last_reported']:.4f} (step {t['step']})" if t["last_reported"] is not None else "—"
+        last = f"{t['last_reported']:.4f}" if t["last_reported"] is not None else "—"
         cpu = s.cpu_by_job.get(t["job_id"], 0.0)
-        lines.append(f"| {t['number']} | {fmt_params(t['params'])} | {status} | {value} | {last} | {cpu:.0f} |")
+        lines.append(
+            f"| {t['number']} | {fmt_params(t['params'])} | {status} | {value} | {last} | {t['step']} | {cpu:.0f} |"
+        )
     return lines
 
 
