@@ -77,9 +77,10 @@ def _candidates(folder: Path, depth: int) -> Iterator[Path]:
 
 
 def list_models(session: Session, settings: Settings, org_id: str) -> list[ModelObject]:
-    base = [_base_object(e) for e in scan_base_models(settings.models_dir)]
-    tuned = [_tuned_object(job) for job in repository.fine_tuned_jobs(session, org_id)]
-    return base + tuned
+    entries = list(scan_base_models(settings.models_dir))
+    infos = {e.name: e.info for e in entries}
+    tuned = [_tuned_object(job, infos.get(job.model)) for job in repository.fine_tuned_jobs(session, org_id)]
+    return [_base_object(e) for e in entries] + tuned
 
 
 def get_model(session: Session, settings: Settings, org_id: str, model_id: str) -> ModelObject:
@@ -90,7 +91,7 @@ def get_model(session: Session, settings: Settings, org_id: str, model_id: str) 
         )
     resolved = resolve_model_id(session, settings, org_id, model_id)
     assert resolved.job is not None
-    obj = _tuned_object(resolved.job)
+    obj = _tuned_object(resolved.job, describe(resolved.base_dir))
     if resolved.step is not None:
         obj = obj.model_copy(update={"id": model_id, "step_number": resolved.step})
     return obj
@@ -185,13 +186,18 @@ def _base_object(entry: BaseModelEntry) -> ModelObject:
     )
 
 
-def _tuned_object(job: Job) -> ModelObject:
+def _tuned_object(job: Job, base: ModelInfo | None) -> ModelObject:
+    """A fine-tuned model answers with its base's architecture, context and chat template (inference
+    renders chats with the base's tokenizer); `parameters` stays the base's own field, unset here."""
     finished: dt.datetime | None = job.finished_at or job.created_at
     return ModelObject(
         id=_ft_id(job),
         created=unix(finished) or 0,
         owned_by=job.organization_id,
         kind="fine_tuned",
+        architecture=base.architecture if base else None,
+        context_length=base.context_length if base else None,
+        chat_template=base.chat_template if base else False,
         base_model=job.model,
         fine_tuning_job_id=job.id,
     )

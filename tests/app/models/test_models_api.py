@@ -55,3 +55,28 @@ def test_unknown_and_hostile_ids_are_404s_in_the_error_envelope(client: httpx.Cl
 
 def test_models_need_a_key(client: httpx.Client) -> None:
     assert client.get("/v1/models", headers={"Authorization": ""}).status_code == 401
+
+
+def test_a_fine_tuned_model_answers_with_its_base_facts(client: httpx.Client, tiny_model: str) -> None:
+    """Chat with an `ft:` model renders through its base's template, so the model object says so."""
+    from sqlalchemy import update
+
+    from app.db.engine import session_scope
+    from app.db.models import Job
+    from app.db.types import utcnow
+    from tests.helpers import shakespeare_rows, upload_jsonl
+
+    file = upload_jsonl(client, shakespeare_rows(8))
+    job = client.post("/v1/fine_tuning/jobs", json={"model": tiny_model, "training_file": file["id"]}).json()
+    ft = f"ft:{tiny_model}:{job['organization_id']}::{job['id']}"
+    with session_scope() as s:  # as the worker records a success
+        s.execute(
+            update(Job)
+            .where(Job.id == job["id"])
+            .values(status="succeeded", adapter_path="unused", fine_tuned_model=ft, finished_at=utcnow())
+        )
+    listed = next(m for m in client.get("/v1/models").json()["data"] if m["id"] == ft)
+    assert listed["kind"] == "fine_tuned" and listed["base_model"] == tiny_model
+    base_facts = (listed["architecture"], listed["context_length"], listed["chat_template"])
+    assert base_facts == ("LlamaForCausalLM", 512, True)
+    assert client.get(f"/v1/models/{ft}").json() == listed
