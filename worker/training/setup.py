@@ -24,6 +24,7 @@ from worker.training.data import (
     normalize_rows,
     regression_norm,
 )
+from worker.training.dropout import compact_lora_dropout
 from worker.training.errors import TrainingError
 from worker.training.model import (
     check_target_modules,
@@ -126,6 +127,7 @@ def prepare_model(
         model.enable_input_require_grads()  # the frozen embeddings' output must carry grad into checkpointed blocks
     set_seed(spec.seed)  # LoRA init draws from the RNG: same seed, same initial adapter
     peft_model: torch.nn.Module = get_peft_model(model, get_peft_config(spec.lora, spec.task, heads))
+    compact_lora_dropout(peft_model, device)  # CPU: 1-byte dropout masks instead of fp32 ones (dropout.py)
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in peft_model.parameters())
     reporter.event(
