@@ -44,11 +44,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_service(data_dir: Path, port: int, log: Path) -> tuple[subprocess.Popen[bytes], httpx.Client, list[int]]:
+def start_service(
+    data_dir: Path, port: int, log: Path, threads: int | None
+) -> tuple[subprocess.Popen[bytes], httpx.Client, list[int]]:
     """`tuneforge up` on `data_dir`; returns the process, a client with the local key, and the pids of
     its training and inference workers (their CPU time is read from /proc)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TUNEFORGE_")}
     env["TUNEFORGE_DATA_DIR"] = str(data_dir)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)  # torch's intra-op threads in every process of the service
     with log.open("wb") as fh:
         proc = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "up", "--port", str(port)], cwd=ROOT, env=env, stdout=fh, stderr=fh
@@ -144,6 +148,12 @@ def main() -> int:
     p.add_argument("--max-tokens", type=int, default=4, help="per answer: one word is asked for")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS)
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="OMP_NUM_THREADS for the service (default: torch's). On a shared machine 1 avoids OpenMP threads "
+        "spinning while their partner waits for a core (10x the CPU time per request here)",
+    )
     p.add_argument("--record", action="store_true")
     args = p.parse_args()
 
@@ -168,7 +178,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp) / "data"
         shutil.copytree(source, data_dir / "models" / MODEL)
-        proc, c, pids = start_service(data_dir, free_port(), Path(tmp) / "up.log")
+        proc, c, pids = start_service(data_dir, free_port(), Path(tmp) / "up.log", args.threads)
         worker_pid, inference_pid = pids
         try:
             body["training_file"] = upload(c, "sms_train.jsonl", [chat_row(r) for r in train])
@@ -204,7 +214,8 @@ def main() -> int:
         f"`balanced_split(seed={args.seed})`), asked with `prompt_messages()` and scored by `score()` "
         f"(first word of the reply; anything but spam/ham is wrong). Job: 4-bit NF4 + double quant, LoRA r=16 "
         f"all-linear, batch {args.batch}, lr {args.lr:g} cosine, {steps} steps. Answers: "
-        f"`POST /v1/chat/completions`, temperature 0, max_tokens {args.max_tokens}.",
+        f"`POST /v1/chat/completions`, temperature 0, max_tokens {args.max_tokens}."
+        + (f" OMP_NUM_THREADS={args.threads} for the service (a shared machine)." if args.threads else ""),
         "",
         "| model | accuracy | spam F1 | unparsed answers |",
         "|---|---|---|---|",
