@@ -64,8 +64,8 @@ def test_loss_accuracy_and_gradients_match_transformers(model_dir: Path, monkeyp
     assert (int(correct), int(counted)) == (ref_correct, int(mask.sum()))
     assert reference.keys() == ours.keys() and any("lora_A" in n for n in ours)
     for name in reference:
-        # The gradient reaching the head is rounded to bf16 in both; only fp32 summation order differs.
-        torch.testing.assert_close(ours[name], reference[name], rtol=2e-3, atol=1e-6, msg=name)
+        # Bit-identical on the machines tried; the tolerance only leaves room for fp32 summation order.
+        torch.testing.assert_close(ours[name], reference[name], rtol=1e-4, atol=1e-8, msg=name)
 
 
 def test_the_head_runs_only_where_a_token_is_trained_on(model_dir: Path) -> None:
