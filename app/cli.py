@@ -264,9 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument(
         "--tiny", action="store_true", help="a tiny random Llama instead of SmolLM2: the same path in seconds"
     )
-    d.add_argument("--train-rows", type=int, default=None, help="training messages (default 160; --tiny 16)")
+    d.add_argument("--train-rows", type=int, default=None, help="training messages (default 320; --tiny 16)")
     d.add_argument("--test-rows", type=int, default=None, help="held-out messages (default 40; --tiny 4)")
-    d.add_argument("--steps", type=int, default=None, help="optimizer steps (default 20; --tiny 2)")
+    d.add_argument("--steps", type=int, default=None, help="optimizer steps (default 40; --tiny 2)")
     d.add_argument("--out", default=None, help="where to unpack the adapter (default: <data dir>/demo/adapter)")
     d.set_defaults(func=cmd_demo)
 

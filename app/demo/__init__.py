@@ -72,8 +72,10 @@ def main(args: argparse.Namespace) -> int:
     # `tuneforge up` has been waited for, and it waited for its workers: their CPU time is counted here.
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-    print(f"wall time: {report.duration(time.monotonic() - started)} in all; CPU time {report.duration(cpu)} "
-          f"(the demo, the API and both workers); the job itself took {report.duration(result['job_s'])}")  # fmt: skip
+    print(
+        f"wall time: {report.duration(time.monotonic() - started)} in all; CPU time {report.duration(cpu)} "
+        f"(the demo, the API and both workers); the job itself took {report.duration(result['job_s'])}"
+    )
     return 0
 
 
@@ -87,26 +89,41 @@ def _as_a_user(
     data_dir: Path,
 ) -> dict[str, Any] | None:
     train_file, held_out_file = user.upload(train_path), user.upload(held_out_path)
-    print(f"uploaded:  {train_file['id']} ({train_file['n_rows']} rows), "
-          f"{held_out_file['id']} ({held_out_file['n_rows']} rows, the validation file)", flush=True)  # fmt: skip
+    print(
+        f"uploaded:  {train_file['id']} ({train_file['n_rows']} rows), "
+        f"{held_out_file['id']} ({held_out_file['n_rows']} rows, the validation file)",
+        flush=True,
+    )
 
     labels = [r["label"] for r in held_out]
     t0 = time.monotonic()
-    before = sms_task.score(user.chat_replies(plan.model, held_out, plan.max_tokens), labels)
-    print(f"before:    base model {plan.model!r} through /v1/chat/completions: {before.line()} "
-          f"[{report.duration(time.monotonic() - t0)}]", flush=True)  # fmt: skip
+    replies = user.chat_replies(plan.model, held_out, plan.max_tokens)
+    before = sms_task.score(replies, labels)
+    print(
+        f"before:    base model {plan.model!r} through /v1/chat/completions: {before.line()}; "
+        f"commonest replies {report.commonest(replies)} [{report.duration(time.monotonic() - t0)}]",
+        flush=True,
+    )
 
     job = user.create_job(plan.job_body(train_file["id"], held_out_file["id"]))
-    print(f"created:   {job['id']} ({job['status']}): 4-bit NF4 QLoRA, LoRA r16 on all linear layers, "
-          f"{plan.steps} steps of {plan.batch_size}", flush=True)  # fmt: skip
+    print(
+        f"created:   {job['id']} ({job['status']}): 4-bit NF4 QLoRA, LoRA r16 on all linear layers, "
+        f"{plan.steps} steps of {plan.batch_size}",
+        flush=True,
+    )
     job = user.watch(job, lambda line: print(line, flush=True))
     if job["status"] != JobStatus.SUCCEEDED:
         print(f"job {job['status']}: {job.get('error')}", flush=True)
         return None
 
     t0 = time.monotonic()
-    after = sms_task.score(user.chat_replies(job["fine_tuned_model"], held_out, plan.max_tokens), labels)
-    print(f"after:     {job['fine_tuned_model']}: {after.line()} [{report.duration(time.monotonic() - t0)}]")
+    replies = user.chat_replies(job["fine_tuned_model"], held_out, plan.max_tokens)
+    after = sms_task.score(replies, labels)
+    print(
+        f"after:     {job['fine_tuned_model']}: {after.line()}; commonest replies {report.commonest(replies)} "
+        f"[{report.duration(time.monotonic() - t0)}]",
+        flush=True,
+    )
 
     out = Path(out_arg).resolve() if out_arg else data_dir / "demo" / "adapter"
     adapter = user.download_adapter(job["id"], out)
@@ -118,8 +135,10 @@ def _as_a_user(
     print(f"job:       {job['id']} succeeded, {job['trained_tokens']:,} tokens trained")
     print(f"accuracy:  {report.accuracy_line(before, after)}")
     if change:
-        print(f"val loss:  {change['before']:.3f} -> {change['after']:.3f} "
-              f"(the job's own evaluation of the held-out file, step 0 -> step {metrics.get('steps')})")  # fmt: skip
+        print(
+            f"val loss:  {change['before']:.3f} -> {change['after']:.3f} "
+            f"(the job's own evaluation of the held-out file, step 0 -> step {metrics.get('steps')})"
+        )
     if pairs:
         print(
             f"samples:   GET /v1/fine_tuning/jobs/{job['id']}/samples, step 0 (the base) -> step {pairs[0].last_step}"

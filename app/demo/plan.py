@@ -55,15 +55,18 @@ class DemoPlan:
         }
 
 
-# SmolLM2 4-bit with LoRA r16 takes about 3 s per step of 8 chat rows on two quiet CPU cores; 20 steps
-# see each of 160 training rows once. The SMS with the chat template is at most ~280 tokens (320 fits).
+# SmolLM2 4-bit with LoRA r16 takes about 3 s per step of 8 chat rows on two quiet CPU cores. Measured
+# on the engine (same split and spec, eval every 10 steps), the held-out answer-token accuracy went
+# 0.39 (step 0) -> 0.84, 0.88, 0.92, 0.99 at steps 10-40 with lr 2e-3; at lr 5e-4, 20 steps taught the
+# format but not the difference (the model answered "ham" to everything). 40 steps see each of 320
+# training rows once. An SMS with the chat template is at most ~280 tokens (320 fits).
 REAL = DemoPlan(
     model="smollm2",
-    n_train=160,
+    n_train=320,
     n_test=40,
-    steps=20,
+    steps=40,
     batch_size=8,
-    learning_rate=5e-4,
+    learning_rate=2e-3,
     max_seq_length=320,
     max_tokens=4,
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,3 +62,9 @@ def sample_lines(pairs: list[SamplePair], rows: list[dict[str, str]]) -> list[st
         asked = f"[{row['label']}] {one_line(row['text'], 64)}" if row else one_line(p.prompt[-64:], 64)
         lines += [f"  {asked}", f"      before: {one_line(p.before)}", f"      after:  {one_line(p.after)}"]
     return lines
+
+
+def commonest(replies: list[str], n: int = 2) -> str:
+    """The most frequent replies with their counts: what "not spam/ham" answers actually said."""
+    counts = Counter(" ".join(r.split()) for r in replies)
+    return ", ".join(f"{one_line(text, 30)} x{k}" for text, k in counts.most_common(n))
