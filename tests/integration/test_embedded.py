@@ -6,16 +6,20 @@ from __future__ import annotations
 import io
 import json
 import os
+import queue
 import re
 import shutil
 import signal
+import subprocess
+import sys
 import tarfile
+import threading
 import time
 from pathlib import Path
 
 import httpx
 
-from tests.helpers import free_port, shakespeare_rows, spawn, stop, wait_http
+from tests.helpers import ROOT, free_port, shakespeare_rows, spawn, stop, wait_http
 
 
 def test_up_runs_a_job_to_a_downloaded_adapter(tmp_path: Path, tiny_model: str) -> None:
@@ -42,10 +46,13 @@ def test_up_runs_a_job_to_a_downloaded_adapter(tmp_path: Path, tiny_model: str) 
             "/fine_tuning/jobs",
             json={"model": "tiny", "training_file": f["id"], "training": {"max_steps": 4, "batch_size": 8}},
         ).json()
-        deadline = time.monotonic() + 150
+        # The deadline follows the job: it restarts whenever the status or the step moves.
+        seen, deadline = None, time.monotonic() + 150
         while job["status"] not in ("succeeded", "failed", "cancelled") and time.monotonic() < deadline:
             time.sleep(0.5)
             job = c.get(f"/fine_tuning/jobs/{job['id']}").json()
+            if (job["status"], job["progress"]["step"]) != seen:
+                seen, deadline = (job["status"], job["progress"]["step"]), time.monotonic() + 150
         assert job["status"] == "succeeded", (job, (tmp_path / "up.log").read_text()[-3000:])
         r = c.get(f"/fine_tuning/jobs/{job['id']}/adapter")
         assert r.status_code == 200
@@ -54,6 +61,10 @@ def test_up_runs_a_job_to_a_downloaded_adapter(tmp_path: Path, tiny_model: str) 
         # Steps 1-4, and the step-0 baseline evaluation of the held-out split.
         assert c.get(f"/fine_tuning/jobs/{job['id']}/metrics").json()["total_points"] == 5
         assert (data_dir / "broker.db").is_file()  # the message went through the SQLite broker
+        # Sample generations are on by default: two held-out prompts, before the first step and at the end.
+        samples = c.get(f"/fine_tuning/jobs/{job['id']}/samples").json()["data"]
+        assert sorted((s["step"], s["index"]) for s in samples) == [(0, 0), (0, 1), (4, 0), (4, 1)]
+        assert all(0 < s["tokens"] <= 16 for s in samples)
 
         # Chat with the result: the embedded inference worker answers through the file reply channel.
         chat = {"model": job["fine_tuned_model"], "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
@@ -86,3 +97,63 @@ def wait_gone(pid: int, timeout: float) -> bool:
             return True
         time.sleep(0.2)
     return False
+
+
+def test_demo_runs_its_whole_path_on_the_tiny_model(tmp_path: Path) -> None:
+    """`tuneforge demo --tiny`: the SmolLM2 demo's code path (model put in place, SMS split, `tuneforge up`,
+    chat scoring before and after, a QLoRA job with a validation file, samples, the adapter), on a tiny
+    random Llama with a handful of rows so that it takes seconds."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TUNEFORGE_")}
+    env["TUNEFORGE_DATA_DIR"] = str(tmp_path / "data")
+    args = ["demo", "--tiny", "--train-rows", "8", "--test-rows", "2", "--steps", "1", "--port", str(free_port())]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    lines = _lines_while_it_moves(proc, idle=240)
+    out = "".join(lines)
+    assert proc.returncode == 0, out[-4000:]
+    by_head = {line.split(":", 1)[0]: line for line in lines if re.match(r"^[a-z][a-z ]*:", line)}
+    assert "building a tiny random Llama" in out
+    assert "2 held-out messages" in by_head["task"]
+    assert re.search(r"accuracy \d+\.\d% on 2 held-out messages", by_head["before"])
+    assert re.search(r"\d+\.\d% -> \d+\.\d% on 2 held-out messages", by_head["accuracy"])
+    assert re.search(r"\d+\.\d{3} -> \d+\.\d{3} .*step 0 -> step 1", by_head["val loss"])
+    # Both held-out prompts, each with what the base said (step 0) and what the adapter says (step 1).
+    assert "step 0 (the base) -> step 1" in by_head["samples"]
+    assert len(re.findall(r"^  \[(spam|ham)\] ", out, re.M)) == 2
+    assert len(re.findall(r"^      before: ", out, re.M)) == len(re.findall(r"^      after:  ", out, re.M)) == 2
+    adapter = Path(by_head["adapter"].split()[1])
+    assert (adapter / "adapter_config.json").is_file() and (adapter / "adapter_model.safetensors").is_file()
+    assert by_head["model id"].split()[2].startswith("ft:tiny-demo-llama:")
+    assert re.search(r"^wall time: .*CPU time", out, re.M)
+
+
+def _lines_while_it_moves(proc: subprocess.Popen[str], idle: float) -> list[str]:
+    """The process's output lines until it exits; it fails the test if `idle` seconds pass without a line."""
+    q: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            q.put(line)
+        q.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    lines: list[str] = []
+    while True:
+        try:
+            line = q.get(timeout=idle)
+        except queue.Empty:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=60)
+            raise AssertionError(f"no output for {idle:.0f}s:\n{''.join(lines)[-4000:]}") from None
+        if line is None:
+            proc.wait(timeout=60)
+            return lines
+        lines.append(line)
