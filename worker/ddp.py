@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,18 @@ def _die_with_parent() -> None:
         import ctypes
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _a_rank_died(children: list[subprocess.Popen[bytes]], grace_seconds: float = 5.0) -> bool:
+    # A killed rank's sockets are reset before the kernel makes it waitable, so the collective on
+    # rank 0 can fail a moment before poll() sees the death: give the exit that long to show.
+    deadline = time.monotonic() + grace_seconds
+    while True:
+        if any(c.poll() is not None and c.returncode != 0 for c in children):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
 
 
 def run_distributed(
@@ -98,7 +111,7 @@ def run_distributed(
     except (StopTraining, TrainingError):
         raise
     except Exception as exc:
-        if any(c.poll() is not None and c.returncode != 0 for c in children):
+        if _a_rank_died(children):
             raise RankLost(f"a rank of this {devices}-device job died") from exc
         raise
     finally:

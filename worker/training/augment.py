@@ -138,7 +138,7 @@ class Augmenter:
             words = OPERATIONS[op.name](self, words, op.p, rng)
         return " ".join(words)
 
-    # EDA: each operation hits about p * len(words) words (at least one when p > 0).
+    # EDA: each operation hits about p * len(words) words (each word with chance p, so possibly none).
     @staticmethod
     def _count(words: list[str], p: float, rng: random.Random) -> int:
         return sum(1 for _ in words if rng.random() < p)
