@@ -183,6 +183,19 @@ def live_worker(live_api: str, tiny_model: str) -> Iterator[subprocess.Popen]:  
     stop(proc, timeout=30)
 
 
+@pytest.fixture(scope="module")
+def inference_worker(live_worker: subprocess.Popen) -> Iterator[subprocess.Popen]:  # type: ignore[type-arg]
+    """`tuneforge worker --queue inference`, started after `live_worker` (which empties the queue when
+    it starts), so that it loads torch while the module's first job trains."""
+    log = _TMP / "inference-worker.log"
+    proc = spawn(["worker", "--queue", "inference", "--hostname", f"infer-{os.getpid()}@%h"], log=log)
+    time.sleep(1)
+    if proc.poll() is not None:
+        raise RuntimeError(log.read_text())
+    yield proc
+    stop(proc, timeout=30)
+
+
 @pytest.fixture(scope="session")
 def moto_s3() -> Iterator[str]:
     """moto's S3 server, a real HTTP subprocess, with the test bucket created. Yields its URL."""

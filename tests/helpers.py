@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -404,3 +405,20 @@ def plain_template_model(models_root: Path, name: str = "tiny-llama") -> str:
         shutil.copytree(models_root / name, dest)
         (dest / "chat_template.jinja").write_text(PLAIN_CHAT_TEMPLATE)
     return plain
+
+
+def preference_rows(n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """Prefer a polite answer over a rude one, whatever the question."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        a = rng.randint(1, 50)
+        up, down = f"yes, {a} is fine, thank you", f"no, {a} is not, go away"
+        rows.append(
+            {
+                "input": {"messages": [{"role": "user", "content": f"count on from {a}"}]},
+                "preferred_output": [{"role": "assistant", "content": up}],
+                "non_preferred_output": [{"role": "assistant", "content": down}],
+            }
+        )
+    return rows

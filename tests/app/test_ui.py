@@ -10,7 +10,6 @@ makes the test slower and an idle one cannot race past a state the test expected
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import ROOT, TMP, shakespeare_rows, spawn, stop, worker_log
+from tests.helpers import ROOT, shakespeare_rows, worker_log
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
@@ -47,19 +46,6 @@ def browser() -> Iterator[Any]:
     driver.set_script_timeout(30)
     yield driver
     driver.quit()
-
-
-@pytest.fixture(scope="module")
-def inference_worker(live_worker: Any) -> Iterator[Any]:
-    """`tuneforge worker --queue inference` for the chat panel, started after `live_worker` (which empties
-    the queue when it starts) so that it loads torch while the first job trains."""
-    log = TMP / "ui-inference-worker.log"
-    proc = spawn(["worker", "--queue", "inference", "--hostname", f"ui-infer-{os.getpid()}@%h"], log=log)
-    time.sleep(1)
-    if proc.poll() is not None:
-        raise RuntimeError(log.read_text())
-    yield proc
-    stop(proc, timeout=30)
 
 
 def wait_for(

@@ -8,8 +8,7 @@ from pathlib import Path
 
 from openai import OpenAI
 
-from tests.helpers import wait_sdk_job
-from tests.worker.training.test_preference import pairs
+from tests.helpers import preference_rows, wait_sdk_job
 
 
 def test_sdk_dpo_job_then_continue_from_its_adapter(
@@ -19,7 +18,7 @@ def test_sdk_dpo_job_then_continue_from_its_adapter(
     tmp_path: Path,  # type: ignore[type-arg]
 ) -> None:
     data = tmp_path / "prefs.jsonl"
-    data.write_text("\n".join(json.dumps(r) for r in pairs(32)) + "\n")
+    data.write_text("\n".join(json.dumps(r) for r in preference_rows(32)) + "\n")
     with data.open("rb") as fh:
         file = sdk.files.create(file=fh, purpose="fine-tune")
     job = sdk.fine_tuning.jobs.create(

@@ -8,8 +8,6 @@ import os
 import re
 import shutil
 import subprocess
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -17,21 +15,9 @@ import openai
 import pytest
 from openai import OpenAI
 
-from tests.helpers import TMP, shakespeare_rows, spawn, stop, wait_sdk_job, worker_log
+from tests.helpers import TMP, shakespeare_rows, wait_sdk_job, worker_log
 
 PROMPT = [{"role": "user", "content": "Speak, friend."}]
-
-
-@pytest.fixture(scope="module")
-def inference_worker(live_worker: subprocess.Popen) -> Iterator[subprocess.Popen]:  # type: ignore[type-arg]
-    """Started after `live_worker`, which empties the queue when it starts."""
-    log = TMP / "inference-worker.log"
-    proc = spawn(["worker", "--queue", "inference", "--hostname", f"infer-{os.getpid()}@%h"], log=log)
-    time.sleep(1)
-    if proc.poll() is not None:
-        raise RuntimeError(log.read_text())
-    yield proc
-    stop(proc, timeout=30)
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ def test_sdk_pause_frees_the_worker_and_resume_continues(
     with data.open("rb") as fh:
         file = sdk.files.create(file=fh, purpose="fine-tune")
     long = sdk.fine_tuning.jobs.create(
-        model=tiny_model, training_file=file.id, seed=1, extra_body={"training": {"max_steps": 60, "batch_size": 8}}
+        model=tiny_model, training_file=file.id, seed=1, extra_body={"training": {"max_steps": 40, "batch_size": 8}}
     )
     wait_sdk_job(sdk, long.id, lambda j: j.status == "running" and (job_progress(j)[2] or 0) > 0)
 
@@ -33,7 +33,7 @@ def test_sdk_pause_frees_the_worker_and_resume_continues(
     paused = wait_sdk_job(sdk, long.id, lambda j: j.status in {"paused", *TERMINAL})
     assert paused.status == "paused", (paused.error, worker_log())
     step = (paused.model_extra or {})["progress"]["step"]
-    assert 0 < step < 60
+    assert 0 < step < 40
     assert [c.step_number for c in sdk.fine_tuning.jobs.checkpoints.list(long.id).data] == [step]
 
     # The worker is free: another job runs to the end while the first one stays paused.

@@ -7,15 +7,14 @@ import json
 
 import httpx
 
-from tests.helpers import shakespeare_rows, upload_jsonl
-from tests.worker.training.test_preference import pairs
+from tests.helpers import preference_rows, shakespeare_rows, upload_jsonl
 from worker.runner import execute
 
 DPO = {"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.25, "batch_size": 8}}}
 
 
 def test_a_row_missing_non_preferred_output_is_refused_naming_its_line(client: httpx.Client) -> None:
-    rows = pairs(3)
+    rows = preference_rows(3)
     del rows[1]["non_preferred_output"]
     body = "\n".join(json.dumps(r) for r in rows).encode()
     r = client.post("/v1/files", files={"file": ("p.jsonl", body)}, data={"purpose": "fine-tune"})
@@ -25,7 +24,7 @@ def test_a_row_missing_non_preferred_output_is_refused_naming_its_line(client: h
 
 
 def test_bad_dpo_requests_are_400s_naming_the_field(client: httpx.Client, tiny_model: str) -> None:
-    prefs = upload_jsonl(client, pairs(4))["id"]
+    prefs = upload_jsonl(client, preference_rows(4))["id"]
     plain = upload_jsonl(client, shakespeare_rows(4))["id"]
     cases = [
         ({"training_file": plain, "method": DPO}, "training_file"),
@@ -42,7 +41,7 @@ def test_bad_dpo_requests_are_400s_naming_the_field(client: httpx.Client, tiny_m
 
 
 def test_dpo_job_trains_and_reports_preference_metrics(client: httpx.Client, tiny_model: str) -> None:
-    file_id = upload_jsonl(client, pairs(40))["id"]
+    file_id = upload_jsonl(client, preference_rows(40))["id"]
     body = {
         "model": tiny_model,
         "training_file": file_id,

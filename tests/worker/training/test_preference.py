@@ -3,7 +3,6 @@ are reported per step and at evaluation, and training on pairs raises held-out p
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,7 @@ import pytest
 import torch
 
 from contract.status import StopReason
-from tests.helpers import make_spec
+from tests.helpers import make_spec, preference_rows
 from worker.training.data import collate
 from worker.training.errors import StopTraining
 from worker.training.preference import _answer_logps, collate_pairs, encode_preference, evaluate_preference, pair_terms
@@ -23,26 +22,9 @@ DPO = {"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.5}}}
 PAIR_KEYS = [("input_ids", "labels"), ("rejected_ids", "rejected_labels")]
 
 
-def pairs(n: int, seed: int = 0) -> list[dict[str, Any]]:
-    """Prefer a polite answer over a rude one, whatever the question."""
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(n):
-        a = rng.randint(1, 50)
-        up, down = f"yes, {a} is fine, thank you", f"no, {a} is not, go away"
-        rows.append(
-            {
-                "input": {"messages": [{"role": "user", "content": f"count on from {a}"}]},
-                "preferred_output": [{"role": "assistant", "content": up}],
-                "non_preferred_output": [{"role": "assistant", "content": down}],
-            }
-        )
-    return rows
-
-
 def test_reference_is_the_base_with_the_adapter_off(model_dir: Path) -> None:
     spec = make_spec(method=DPO, training={"batch_size": 4}, data={"validation_split": 0.0})
-    data = prepare_data(spec, model_dir, pairs(8), None, MemoryReporter())
+    data = prepare_data(spec, model_dir, preference_rows(8), None, MemoryReporter())
     ex = data.train.examples[0]
     assert ex["input_ids"][: ex["labels"].count(-100)] == ex["rejected_ids"][: ex["rejected_labels"].count(-100)]
     model = prepare_model(spec, model_dir, None, torch.device("cpu"), MemoryReporter())
@@ -60,7 +42,7 @@ def test_answer_logits_only_match_the_full_computation(model_dir: Path, normaliz
     """The pair batch's labels cover only the columns from the earliest answer token, and only those
     positions get logits; the answers' log-probabilities are those of a full forward pass."""
     spec = make_spec(method=DPO, data={"validation_split": 0.0})
-    rows = pairs(6, seed=1)
+    rows = preference_rows(6, seed=1)
     rows[0]["input"]["messages"][0]["content"] += " and then some more words to make this prompt longer"
     data = prepare_data(spec, model_dir, rows, None, MemoryReporter())
     model = prepare_model(spec, model_dir, None, torch.device("cpu"), MemoryReporter())
@@ -90,7 +72,7 @@ def test_dpo_trains_and_raises_held_out_preference_accuracy(
         data={"validation_split": 0.25},
     )
     rep = MemoryReporter()
-    result = run(spec, model_dir, pairs(64), None, tmp_path, rep)
+    result = run(spec, model_dir, preference_rows(64), None, tmp_path, rep)
     logged = [p for p in rep.points if "loss" in p]
     assert {"rewards_chosen", "rewards_rejected", "reward_margin", "preference_accuracy"} <= set(logged[-1]["extra"])
     assert logged[-1]["extra"]["reward_margin"] > logged[0]["extra"]["reward_margin"]
@@ -107,7 +89,7 @@ def test_step_0_evaluation_reports_the_base_models_own_choice(model_dir: Path) -
     """At step 0 every reward is 0 (the policy is the reference), so preference_accuracy says nothing
     about the base model; choice_accuracy is how often the base itself ranks the chosen answer first."""
     spec = make_spec(method=DPO, training={"batch_size": 4}, data={"validation_split": 0.0})
-    data = prepare_data(spec, model_dir, pairs(12, seed=3), None, MemoryReporter())
+    data = prepare_data(spec, model_dir, preference_rows(12, seed=3), None, MemoryReporter())
     model = prepare_model(spec, model_dir, None, torch.device("cpu"), MemoryReporter())
     got = evaluate_preference(model, data.train, spec, data.pad_id, torch.device("cpu"))
     batch = collate_pairs(data.train.examples, data.pad_id)
@@ -123,9 +105,16 @@ def test_step_0_evaluation_reports_the_base_models_own_choice(model_dir: Path) -
 def test_dpo_pauses_and_resumes(model_dir: Path, tmp_path: Path) -> None:
     spec = make_spec(method=DPO, training={"max_steps": 4, "batch_size": 8}, data={"validation_split": 0.0})
     with pytest.raises(StopTraining):
-        run(spec, model_dir, pairs(32), None, tmp_path, MemoryReporter(stop_at_step=2, stop_reason=StopReason.PAUSED))
+        run(
+            spec,
+            model_dir,
+            preference_rows(32),
+            None,
+            tmp_path,
+            MemoryReporter(stop_at_step=2, stop_reason=StopReason.PAUSED),
+        )
     rep = MemoryReporter()
-    run(spec, model_dir, pairs(32), None, tmp_path, rep)
+    run(spec, model_dir, preference_rows(32), None, tmp_path, rep)
     assert [p["step"] for p in rep.points if "loss" in p] == [3, 4]
 
 
@@ -136,5 +125,5 @@ def test_encoding_needs_a_chat_template(model_dir: Path) -> None:
     tok = load_tokenizer(model_dir)
     tok.chat_template = None
     with pytest.raises(TrainingError) as info:
-        encode_preference(pairs(1), tok, make_spec(method=DPO))
+        encode_preference(preference_rows(1), tok, make_spec(method=DPO))
     assert info.value.code == "invalid_spec"
