@@ -61,6 +61,15 @@ def dumps(obj: object) -> str:
     return json.dumps(obj, indent=2, sort_keys=True)
 
 
+def proc_status(field: str) -> int:
+    """A memory figure of this process from /proc/self/status (VmRSS, VmHWM, RssAnon...), in bytes."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise KeyError(field)
+
+
 def sms_rows() -> list[dict[str, object]]:
     return [json.loads(line) for line in (SHARED_DATA / "sms_spam.jsonl").read_text().splitlines()]
 

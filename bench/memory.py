@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import SHARED_DATA, record
+from bench.common import SHARED_DATA, proc_status, record
 from worker.training.reporter import MemoryReporter
 
 # name -> (hidden, intermediate, layers, heads, kv_heads). 1b is TinyLlama-1.1B's shape, 7b LLaMA-7B's.
@@ -107,15 +107,6 @@ def job_spec(recipe: str, seq: int, batch: int, steps: int) -> dict[str, Any]:
     }
 
 
-def status(field: str) -> int:
-    """A memory figure of this process from /proc/self/status, in bytes."""
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise KeyError(field)
-
-
 class AnonPeak:
     """Samples the process's anonymous RSS (memory it owns, not file pages mapped from the
     safetensors checkpoint, which the kernel can drop at will) every 5 ms, keeping the peak."""
@@ -127,7 +118,7 @@ class AnonPeak:
 
     def _sample(self) -> None:
         while not self._stop.wait(0.005):
-            self.peak = max(self.peak, status("RssAnon"))
+            self.peak = max(self.peak, proc_status("RssAnon"))
 
     def __enter__(self) -> AnonPeak:
         self._thread.start()
@@ -136,7 +127,7 @@ class AnonPeak:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, status("RssAnon"))
+        self.peak = max(self.peak, proc_status("RssAnon"))
 
 
 class PhaseReporter(MemoryReporter):
@@ -147,7 +138,7 @@ class PhaseReporter(MemoryReporter):
 
     def event(self, message: str, *, level: str = "info", data: dict[str, Any] | None = None) -> None:
         if message.startswith("Training started"):
-            self.load_peak = status("VmHWM")
+            self.load_peak = proc_status("VmHWM")
             Path("/proc/self/clear_refs").write_text("5")
         super().event(message, level=level, data=data)
 
@@ -162,8 +153,8 @@ def child(args: dict[str, Any]) -> None:
 
     # A forked child starts with its parent's high-water mark (the parent built the model): reset it.
     Path("/proc/self/clear_refs").write_text("5")
-    rss_imports = status("VmHWM")
-    anon_imports = status("RssAnon")
+    rss_imports = proc_status("VmHWM")
+    anon_imports = proc_status("RssAnon")
     spec = JobCreate.model_validate(job_spec(args["recipe"], args["seq"], args["batch"], args["steps"])).resolve()
     # ~4 characters per token for this tokenizer: each passage is longer than the sequence.
     text = shakespeare()
@@ -180,7 +171,7 @@ def child(args: dict[str, Any]) -> None:
     out_line: dict[str, Any] = {
         "rss_imports": rss_imports,
         "rss_load_peak": reporter.load_peak,
-        "rss_train_peak": status("VmHWM"),
+        "rss_train_peak": proc_status("VmHWM"),
         "anon_imports": anon_imports,
         "anon_peak": anon.peak,
         "tokens_per_s": sorted(speeds)[len(speeds) // 2] if speeds else None,

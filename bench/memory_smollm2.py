@@ -37,7 +37,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from bench.common import SHARED_DATA, record
+from bench.common import SHARED_DATA, proc_status, record
 from bench.smollm2 import DEFAULT_MODELS, DESCRIPTION, load_average, model_dir
 
 MIB = 1024**2
@@ -45,14 +45,6 @@ PHASES = ("imports", "data", "load", "baseline eval", "forward", "backward", "op
 VARIANTS = ("before", "loss", "malloc", "after", "after+gc")
 WORKLOADS = {"sms": "SMS chat rows (loss on the answer)", "shakespeare": "Shakespeare, 256-token rows"}
 BATCH = 8
-
-
-def status(field: str) -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise KeyError(field)
 
 
 class PhasePeaks:
@@ -70,8 +62,8 @@ class PhasePeaks:
 
     def take(self) -> None:
         peak = self.peaks[self.phase]
-        peak[0] = max(peak[0], status("VmRSS"))
-        peak[1] = max(peak[1], status("RssAnon"))
+        peak[0] = max(peak[0], proc_status("VmRSS"))
+        peak[1] = max(peak[1], proc_status("RssAnon"))
 
     def enter(self, phase: str) -> None:
         self.take()
