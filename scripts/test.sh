@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The test command: install, make sure PostgreSQL and Redis run, lint, type-check, then the whole suite.
 #
-# The suite runs in two pytest-xdist workers (TUNEFORGE_TEST_WORKERS, default 2), one test file per
-# worker at a time: most tests wait on real processes (a worker training, a browser rendering), so
-# two at once fill two cores. Each worker has its own database, data dir and Redis database
-# (tests/helpers.py). Tests marked `serial` (a PostgreSQL restart) run alone afterwards.
+# By default the suite runs in one process. TUNEFORGE_TEST_WORKERS=N (N > 1) runs it in N pytest-xdist
+# workers, one test file per worker at a time, each with its own database, data dir and Redis database
+# (tests/helpers.py), then the tests marked `serial` (a PostgreSQL restart) alone. On 2 cores one process
+# is faster: most tests start their own API and worker processes, which train with every core, so two
+# at once oversubscribe the machine (measured: docs/architecture.md, "The test suite").
 # With arguments (`scripts/test.sh tests/app -k jobs`), pytest runs them as given, in one process.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,5 +17,9 @@ bash scripts/services.sh
 if [ $# -gt 0 ]; then
   exec .venv/bin/python -m pytest -q "$@"
 fi
-.venv/bin/python -m pytest -q -n "${TUNEFORGE_TEST_WORKERS:-2}" --dist loadfile -m "not serial"
+workers="${TUNEFORGE_TEST_WORKERS:-1}"
+if [ "$workers" -le 1 ]; then
+  exec .venv/bin/python -m pytest -q
+fi
+.venv/bin/python -m pytest -q -n "$workers" --dist loadfile -m "not serial"
 exec .venv/bin/python -m pytest -q -m serial
