@@ -31,6 +31,7 @@ from typing import Any
 
 import httpx
 
+from app.demo.plan import REAL, DemoPlan
 from app.demo.sms_task import Score, balanced_split, chat_row, load_rows, parse_answer, prompt_messages, score
 from bench.common import ROOT, record
 from bench.smollm2 import DEFAULT_MODELS, DESCRIPTION, MODEL, Clock, model_dir
@@ -160,29 +161,29 @@ def main() -> int:
     source = model_dir(args.models_dir)
     train, test = balanced_split(load_rows(), args.train, args.test, seed=args.seed)
     labels = [r["label"] for r in test]
-    body: dict[str, Any] = {
-        "model": MODEL,
-        "suffix": "sms-bench",
-        "seed": args.seed,
-        "quantization": {"bits": 4, "quant_type": "nf4", "double_quant": True},
-        "lora": {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"},
-        "training": {
-            "max_steps": args.steps,
-            "batch_size": args.batch,
-            "learning_rate": args.lr,
-            "max_seq_length": 320,  # the longest SMS with the chat template is ~280 tokens
-            "eval_every": args.steps,
-        },
-        "scheduler": {"name": "cosine", "warmup_ratio": 0.1},
-    }
+    # The demo's job (app/demo/plan.py) at this benchmark's sizes.
+    plan = DemoPlan(
+        model=MODEL,
+        n_train=args.train,
+        n_test=args.test,
+        steps=args.steps,
+        batch_size=args.batch,
+        learning_rate=args.lr,
+        max_seq_length=REAL.max_seq_length,
+        max_tokens=args.max_tokens,
+        seed=args.seed,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp) / "data"
         shutil.copytree(source, data_dir / "models" / MODEL)
         proc, c, pids = start_service(data_dir, free_port(), Path(tmp) / "up.log", args.threads)
         worker_pid, inference_pid = pids
         try:
-            body["training_file"] = upload(c, "sms_train.jsonl", [chat_row(r) for r in train])
-            body["validation_file"] = upload(c, "sms_val.jsonl", [chat_row(r) for r in test[: args.validation]])
+            body = plan.job_body(
+                upload(c, "sms_train.jsonl", [chat_row(r) for r in train]),
+                upload(c, "sms_val.jsonl", [chat_row(r) for r in test[: args.validation]]),
+            )
+            body.update(suffix="sms-bench", metadata={"source": "bench.quality_smollm2_instruct"})
             print(f"BEFORE: {len(test)} held-out messages to {MODEL}", flush=True)
             with Clock([inference_pid]) as ask_before:
                 before_replies, before_lat = ask_all(c, MODEL, test, args.max_tokens)
