@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.helpers import ROOT, free_port, shakespeare_rows, spawn, stop, wait_http
+from tests.helpers import ROOT, free_port, shakespeare_rows, spawn, stop, wait_http, wait_job
 
 
 def test_up_runs_a_job_to_a_downloaded_adapter(tmp_path: Path, tiny_model: str) -> None:
@@ -46,13 +46,11 @@ def test_up_runs_a_job_to_a_downloaded_adapter(tmp_path: Path, tiny_model: str) 
             "/fine_tuning/jobs",
             json={"model": "tiny", "training_file": f["id"], "training": {"max_steps": 4, "batch_size": 8}},
         ).json()
-        # The deadline follows the job: it restarts whenever the status or the step moves.
-        seen, deadline = None, time.monotonic() + 150
-        while job["status"] not in ("succeeded", "failed", "cancelled") and time.monotonic() < deadline:
-            time.sleep(0.5)
-            job = c.get(f"/fine_tuning/jobs/{job['id']}").json()
-            if (job["status"], job["progress"]["step"]) != seen:
-                seen, deadline = (job["status"], job["progress"]["step"]), time.monotonic() + 150
+        job = wait_job(
+            lambda: c.get(f"/fine_tuning/jobs/{job['id']}").json(),
+            idle=150,
+            log=lambda: (tmp_path / "up.log").read_text()[-3000:],
+        )
         assert job["status"] == "succeeded", (job, (tmp_path / "up.log").read_text()[-3000:])
         r = c.get(f"/fine_tuning/jobs/{job['id']}/adapter")
         assert r.status_code == 200
