@@ -13,6 +13,7 @@ held-out rows as the "after" (`final_metrics["validation"]`).
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import tempfile
 from pathlib import Path
@@ -41,6 +42,10 @@ class PrintingReporter:
         self.inner.metrics(point)
         if "loss" in point:
             print(f"  step {point['step']}: loss {point['loss']:.3f}", flush=True)
+
+
+def vocab_size(model: Path) -> int:
+    return int(json.loads((model / "config.json").read_text())["vocab_size"])
 
 
 def main() -> int:
@@ -98,7 +103,8 @@ def main() -> int:
             f"| next-token accuracy | {before['mean_token_accuracy']:.3f} | {after['mean_token_accuracy']:.3f} | |",
             "",
             f"{result.steps} steps, {result.trained_tokens:,} tokens trained, {clock.line()} "
-            f"(includes loading, both evaluations and the adapter's publication; ln(vocab) = {math.log(49152):.2f}). "
+            "(includes loading, both evaluations and the adapter's publication; "
+            f"ln(vocab) = {math.log(vocab_size(base)):.2f}). "
             f"Verdict: perplexity {'fell clearly' if ok else 'did NOT fall clearly'}.",
         ],
         args.record,
