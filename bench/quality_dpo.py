@@ -27,26 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import record
+from bench.common import PrintingReporter, record
 from bench.smollm2 import DEFAULT_MODELS, MODEL, model_dir
-
-
-class PrintingReporter:
-    """MemoryReporter that also prints each metric point as it comes (a run takes minutes)."""
-
-    def __init__(self) -> None:
-        from worker.training.reporter import MemoryReporter
-
-        self.inner = MemoryReporter()
-        self.t0 = time.perf_counter()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    def metrics(self, point: dict[str, Any]) -> None:
-        self.inner.metrics(point)
-        shown = {k: round(v, 4) for k, v in {**point, **point.get("extra", {})}.items() if isinstance(v, float)}
-        print(f"  [{time.perf_counter() - self.t0:6.0f} s] step {point['step']}: {shown}", flush=True)
 
 
 def spec_for(args: argparse.Namespace, loss: str, steps: int) -> Any:

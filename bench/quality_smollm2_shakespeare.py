@@ -17,31 +17,9 @@ import json
 import math
 import tempfile
 from pathlib import Path
-from typing import Any
 
-from bench.common import SHARED_DATA, record
+from bench.common import SHARED_DATA, PrintingReporter, record
 from bench.smollm2 import DEFAULT_MODELS, DESCRIPTION, Clock, model_dir
-
-
-class PrintingReporter:
-    """A MemoryReporter that prints progress as it comes (a run takes minutes)."""
-
-    def __init__(self) -> None:
-        from worker.training.reporter import MemoryReporter
-
-        self.inner = MemoryReporter()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    def event(self, message: str, **kw: Any) -> None:
-        self.inner.event(message, **kw)
-        print(f"  {message}", flush=True)
-
-    def metrics(self, point: dict[str, Any]) -> None:
-        self.inner.metrics(point)
-        if "loss" in point:
-            print(f"  step {point['step']}: loss {point['loss']:.3f}", flush=True)
 
 
 def vocab_size(model: Path) -> int:
@@ -86,7 +64,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as out, Clock() as clock:
         result = run(spec, base, train, held_out, Path(out), reporter)
     before, after = result.final_metrics["baseline"], result.final_metrics["validation"]
-    n_held = next(d for _, m, d in reporter.inner.events if m.startswith("Data ready") and d)["validation_examples"]
+    n_held = next(d for _, m, d in reporter.events if m.startswith("Data ready") and d)["validation_examples"]
     ratio = after["perplexity"] / before["perplexity"]
     ok = ratio < 0.9
     record(

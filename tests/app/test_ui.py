@@ -117,15 +117,36 @@ def status_of(driver: Any) -> str:
     return str(driver.find_element(By.ID, "job-status").text)
 
 
+# The page is fed by a live stream, so a table or a path found in one WebDriver call can be replaced
+# before the next one reads it (a StaleElementReferenceException in CI). What changes under the
+# stream is therefore read in one script, which runs between two of the page's own event handlers.
+POINTS = """
+const path = document.querySelector(`figure[data-metric='${arguments[0]}'] path[data-points]`);
+return path ? Number(path.dataset.points) : 0;
+"""
+SAMPLES = """
+const steps = [...document.querySelectorAll('#samples-table thead th[data-step]')].map(c => Number(c.dataset.step));
+const rows = [...document.querySelectorAll('#samples-table tbody tr')].map(r => ({
+  index: Number(r.dataset.index),
+  prompt: r.querySelector('th').textContent,
+  outputs: [...r.querySelectorAll('td')].map(c => c.textContent),
+}));
+return {steps, rows};
+"""
+
+
 def points(driver: Any, metric: str = "Loss") -> int:
-    path = driver.find_elements(By.CSS_SELECTOR, f"figure[data-metric='{metric}'] path[data-points]")
-    return int(path[0].get_attribute("data-points")) if path else 0
+    return int(driver.execute_script(POINTS, metric))
+
+
+def samples_shown(driver: Any) -> dict[str, Any]:
+    """The samples table at one moment: its columns' steps (the first sampled step, then the one
+    beside it) and, per prompt, the prompt and the outputs under those steps."""
+    return dict(driver.execute_script(SAMPLES))
 
 
 def sample_steps(driver: Any) -> list[int]:
-    """The steps of the samples table's columns (the first sampled step, then the one beside it)."""
-    cells = driver.find_elements(By.CSS_SELECTOR, "#samples-table thead th[data-step]")
-    return [int(c.get_attribute("data-step")) for c in cells]
+    return [int(step) for step in samples_shown(driver)["steps"]]
 
 
 def test_dashboard_end_to_end(
@@ -225,14 +246,15 @@ def test_dashboard_end_to_end(
     later = max(base_then, default=0)
     wait_for(lambda: len(s := sample_steps(d)) == 2 and s[0] == 0 and s[1] > later, "new samples", 60, moves)
     assert d.execute_script(kept), "the page was re-rendered instead of fed by the stream"
-    shown = sample_steps(d)
+    # The table is read at one moment and the API after it, so every step shown is already listed.
+    table = samples_shown(d)
     listed = api.get(f"/v1/fine_tuning/jobs/{job}/samples").json()["data"]
     by = {(s["step"], s["index"]): s for s in listed}
-    for row in d.find_elements(By.CSS_SELECTOR, "#samples-table tbody tr"):
-        i = int(row.get_attribute("data-index"))
-        assert row.find_element(By.CSS_SELECTOR, "th").get_attribute("textContent") == by[(0, i)]["prompt"]
-        cells = row.find_elements(By.CSS_SELECTOR, "td")
-        assert [c.get_attribute("textContent") for c in cells] == [by[(st, i)]["output"] for st in shown]
+    assert len(table["rows"]) == len(samples["prompts"])
+    for row in table["rows"]:
+        i = row["index"]
+        assert row["prompt"] == by[(0, i)]["prompt"]
+        assert row["outputs"] == [by[(step, i)]["output"] for step in table["steps"]]
     assert "base model" in d.find_element(By.CSS_SELECTOR, "#samples-table caption").text
     series = api.get(f"/v1/fine_tuning/jobs/{job}/metrics").json()["data"]
     assert series[0]["step"] == 0 and series[0]["eval_loss"] is not None  # the step-0 baseline
