@@ -109,6 +109,12 @@ return problems;
 """
 
 
+def click(driver: Any, by: str, value: str, what: str) -> None:
+    """Find and click in one try, retried: list pages re-render their rows every few seconds, so an
+    element found a moment before may be gone when it is clicked."""
+    wait_for(lambda: driver.find_element(by, value).click() or True, what)
+
+
 def audit(driver: Any) -> None:
     assert driver.execute_script(AUDIT) == [], driver.current_url
 
@@ -232,7 +238,7 @@ def test_dashboard_end_to_end(
     assert r.status_code == 200, r.text
     job = r.json()["id"]
     d.find_element(By.LINK_TEXT, "Jobs").click()
-    wait_for(lambda: d.find_element(By.LINK_TEXT, job), "the new job in the list").click()
+    click(d, By.LINK_TEXT, job, "the new job in the list")
     moves = job_moves(job)
 
     # Its curves grow and its samples arrive over the stream: the chart grid and the samples box are
@@ -261,8 +267,8 @@ def test_dashboard_end_to_end(
     assert points(d, "Eval loss") >= 1 and points(d, "Token accuracy") >= 1
     audit(d)
     d.find_element(By.ID, "logscale").click()  # the toggle is remembered: turned off again for the screenshot
-    loss_chart = d.find_element(By.CSS_SELECTOR, "figure[data-metric='Loss'] svg")
-    assert "(log scale)" in loss_chart.get_attribute("aria-label")
+    label = "return document.querySelector(\"figure[data-metric='Loss'] svg\").getAttribute('aria-label')"
+    assert "(log scale)" in d.execute_script(label)
     d.find_element(By.ID, "logscale").click()
     phase("job: curve and samples live")
 
@@ -299,7 +305,7 @@ def test_dashboard_end_to_end(
 
     # Sweeps: listed; its page shows both trials, the best one and a point per trial.
     d.find_element(By.LINK_TEXT, "Sweeps").click()
-    wait_for(lambda: d.find_element(By.LINK_TEXT, sweep), "the sweep in the list").click()
+    click(d, By.LINK_TEXT, sweep, "the sweep in the list")
 
     def sweep_moves() -> Any:
         return [(t["status"], t["step"]) for t in api.get(f"/v1/fine_tuning/sweeps/{sweep}/trials").json()["data"]]
@@ -355,7 +361,7 @@ def test_dashboard_end_to_end(
     trials = [t["job_id"] for t in api.get(f"/v1/fine_tuning/sweeps/{sweep}/trials").json()["data"]]
     d.get(f"{live_api}/ui/#/jobs?metadata=suite%3Dui")
     for j in (job, *trials):
-        wait_for(lambda j=j: d.find_element(By.CSS_SELECTOR, f"input[value='{j}']"), j).click()  # type: ignore[misc]
+        click(d, By.CSS_SELECTOR, f"input[value='{j}']", j)
     d.execute_script("document.querySelector('#jobs tbody').dataset.old = 'yes'")
     wait_for(lambda: d.execute_script("return !document.querySelector('#jobs tbody').dataset.old"), "a refresh")
     assert len(d.find_elements(By.CSS_SELECTOR, "input[name=pick]:checked")) == 3
