@@ -18,7 +18,10 @@ class QuantizationSpec(Strict):
     double_quant: bool = Field(True, description="Quantize the quantization constants too (4-bit only).")
     compute_dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
         "auto",
-        description="Dtype of the matmuls. `auto` is bfloat16 where the device supports it, else float32.",
+        description=(
+            "Dtype of the matmuls. `auto`: on a GPU bfloat16 where it is supported, else float16; on a CPU "
+            "bfloat16 for 4-bit where the CPU computes in it natively (AVX512-BF16 or AMX), else float32."
+        ),
     )
 
     @model_validator(mode="after")

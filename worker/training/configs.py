@@ -25,13 +25,27 @@ def pick_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX).
+
+    Without it torch emulates bf16 matmuls: on an AVX2-only EPYC a (800 x 576) @ (576 x 1536) product
+    took 1,211 ms in bf16 and 13 ms in fp32, and a SmolLM2 QLoRA step 60 s instead of about 4 s.
+    torch exposes the CPU's features only through private probes; a torch without them reads as
+    "no", which costs at most speed on a CPU that had them (fp32 is never slow).
+    """
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+
+
 def compute_dtype(q: QuantizationSpec, device: torch.device) -> torch.dtype:
     if q.compute_dtype != "auto":
         return _DTYPES[q.compute_dtype]
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    # bitsandbytes' CPU 4-bit kernels run in bf16; plain CPU matmuls are fastest in fp32.
-    return torch.bfloat16 if q.bits == 4 else torch.float32
+    # bitsandbytes' CPU 4-bit layers dequantize to whichever dtype they are given (an NF4 layer's
+    # forward and backward: 31 ms in fp32, 876 ms in emulated bf16 on that AVX2 EPYC). bf16 halves the
+    # activations, so it is kept where the CPU computes in it natively; plain matmuls stay in fp32.
+    return torch.bfloat16 if q.bits == 4 and cpu_has_native_bf16() else torch.float32
 
 
 def get_quantization_config(

@@ -1,10 +1,11 @@
-"""A merged export: the base dequantized to the compute dtype with the LoRA folded in, as a plain
-transformers folder (weights in safetensors, tokenizer, generation config) that loads with
+"""A merged export: the base dequantized with the LoRA folded in, as a plain transformers folder
+(weights in safetensors, tokenizer, generation config) that loads with
 `AutoModelForCausalLM.from_pretrained` and no peft.
 
 The base is loaded exactly as training loaded it (4-bit or 8-bit per the job's spec), then
-dequantized: the weights the adapter was trained against, in the compute dtype. The LoRA is merged
-into those dense weights, never into quantized ones. The folder is written under a temporary name
+dequantized: the weights the adapter was trained against, in the base checkpoint's own 16-bit
+dtype (not the compute dtype, which is fp32 on most CPUs and would double the export's size). The
+LoRA is merged into those dense weights, never into quantized ones. The folder is written under a temporary name
 and renamed into place.
 
 Run as `python -m worker.training.merge SPEC_JSON BASE_DIR ADAPTER_DIR DEST` (the API starts it in a
@@ -23,8 +24,16 @@ import torch
 from torch import nn
 
 from contract.spec import JobSpec
-from worker.training.configs import compute_dtype
 from worker.training.model import load_model, load_tokenizer
+
+_EXPORT_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def export_dtype(base_dir: Path) -> torch.dtype:
+    """The base checkpoint's 16-bit dtype (config.json's `dtype`, `torch_dtype` before transformers 5),
+    else bfloat16: a 32-bit or unlabelled checkpoint is exported at half its size, as QLoRA bases are."""
+    config = json.loads((base_dir / "config.json").read_text())
+    return _EXPORT_DTYPES.get(str(config.get("dtype") or config.get("torch_dtype")), torch.bfloat16)
 
 
 def merge_adapter(spec: JobSpec, base_dir: Path, adapter_dir: Path, dest: Path) -> Path:
@@ -33,7 +42,7 @@ def merge_adapter(spec: JobSpec, base_dir: Path, adapter_dir: Path, dest: Path) 
     if spec.task != "causal_lm":
         raise ValueError(f"a merged export is for causal_lm jobs, not {spec.task}")
     device = torch.device("cpu")
-    dtype = compute_dtype(spec.quantization, device)
+    dtype = export_dtype(base_dir)
     model, _ = load_model(base_dir, spec, device)
     if getattr(model, "hf_quantizer", None) is not None:
         model = model.dequantize(dtype=dtype)

@@ -18,8 +18,8 @@ from worker.training.setup import prepare_model
 CPU = torch.device("cpu")
 
 
-def _model_and_batch(model_dir: Path) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
-    spec = make_spec(training={"max_seq_length": 48}, lora={"dropout": 0.0})
+def _model_and_batch(model_dir: Path, dtype: str = "auto") -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
+    spec = make_spec(training={"max_seq_length": 48}, lora={"dropout": 0.0}, quantization={"compute_dtype": dtype})
     tok = load_tokenizer(model_dir)
     rows = [
         {"prompt": "Who speaks first?", "completion": " The first citizen."},
@@ -69,8 +69,9 @@ def test_loss_accuracy_and_gradients_match_transformers(model_dir: Path, monkeyp
 
 
 def test_the_head_runs_only_where_a_token_is_trained_on(model_dir: Path) -> None:
-    """The memory fix: no logits (and no fp32 copy of them) for prompt and padding positions."""
-    model, batch = _model_and_batch(model_dir)
+    """The memory fix: no logits (and no fp32 copy of them) for prompt and padding positions. In bf16,
+    where an fp32 copy would be a second, larger one (auto is fp32 on a CPU without native bf16)."""
+    model, batch = _model_and_batch(model_dir, "bfloat16")
     head = model.get_output_embeddings()  # type: ignore[operator]
     vocab = head.weight.shape[0]
     seen: list[tuple[int, ...]] = []
