@@ -24,9 +24,13 @@ RESULTS = ROOT / "docs" / "benchmarks.md"
 def machine() -> str:
     import torch
 
+    from worker.training.configs import cpu_has_native_bf16
+
     cpu = platform.processor() or platform.machine()
+    # CPU training speed depends on these: bf16 is emulated (about 30x slower) without native support.
+    features = f"{torch.backends.cpu.get_cpu_capability()}, {'native' if cpu_has_native_bf16() else 'no native'} bf16"
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{os.cpu_count()} CPU cores ({cpu}), {gpu}, torch {torch.__version__}"
+    return f"{os.cpu_count()} CPU cores ({cpu}, {features}), {gpu}, torch {torch.__version__}"
 
 
 def commit() -> str:

@@ -19,7 +19,7 @@ if [ $# -gt 0 ]; then
 fi
 workers="${TUNEFORGE_TEST_WORKERS:-1}"
 if [ "$workers" -le 1 ]; then
-  exec .venv/bin/python -m pytest -q
+  exec .venv/bin/python -m pytest -q --durations=25
 fi
-.venv/bin/python -m pytest -q -n "$workers" --dist loadfile -m "not serial"
-exec .venv/bin/python -m pytest -q -m serial
+.venv/bin/python -m pytest -q -n "$workers" --dist loadfile -m "not serial" --durations=25
+exec .venv/bin/python -m pytest -q -m serial --durations=10

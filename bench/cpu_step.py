@@ -1,20 +1,25 @@
-"""What glibc's allocator settings cost a CPU training step, and what they save: the open question
-left by bench/memory_smollm2.py, whose 2-step runs were slower with the fixed mmap threshold.
+"""What two CPU settings cost a QLoRA training step: glibc's allocator, and the compute dtype.
 
-    python -m bench.malloc_speed [--workloads sms,shakespeare] [--steps 6] [--repeats 2] [--record]
+    python -m bench.cpu_step [--workloads sms,shakespeare] [--variants mmap,heap,heap+trim,bf16]
+                             [--steps 6] [--repeats 2] [--record]
 
 SmolLM2-135M-Instruct, 4-bit NF4 + double quant, LoRA r=16 all-linear, AdamW, batch 8, max 256
 tokens, through Tuneforge's own `run()` with no validation set (so only training steps are timed),
 each run in a fresh process, the variants interleaved `--repeats` times so that a drift in the
-machine's speed does not favour one of them:
+machine's speed does not favour one of them. The baseline is the engine as it is (`mmap`); each
+other variant changes one thing:
 
-- `heap`: glibc's default: blocks of 128 KiB and more get a mapping of their own, but the threshold
-  rises to the largest block freed (up to 32 MiB), so after the first step activations come from the
-  heap, where freed memory stays;
+- `mmap`: the engine's CPU default: a fixed 1 MiB mmap threshold (`return_large_blocks_to_the_os`),
+  so every large activation is a fresh mapping, returned when freed, whose pages the kernel must
+  zero; the compute dtype `auto`;
+- `heap`: glibc's default allocator: blocks of 128 KiB and more get a mapping of their own, but the
+  threshold rises to the largest block freed (up to 32 MiB), so after the first step activations come
+  from the heap, where freed memory stays (bench/memory_smollm2.py: 7 GB held between steps);
 - `heap+trim`: the same, plus `malloc_trim(0)` after every optimizer step (hands the heap's free
   pages back between steps; the step's own peak is the heap's);
-- `mmap`: a fixed 1 MiB threshold (`return_large_blocks_to_the_os`, the engine's default on a CPU):
-  every large activation is a fresh mapping, returned when freed, whose pages the kernel must zero.
+- `bf16`: `quantization.compute_dtype: bfloat16` pinned. `auto` picks it on a CPU with native bf16
+  (AVX512-BF16 or AMX) and fp32 elsewhere (worker/training/configs.py), so on such a CPU this
+  variant is the baseline again, and on the others it shows what emulated bf16 costs.
 
 Per run: the time of each optimizer step from the reporter's progress calls (the first step is
 reported apart: it includes one-off warm-up), system CPU time and minor page faults per step (where a
@@ -41,15 +46,18 @@ from bench.common import proc_status, record
 from bench.memory_smollm2 import BATCH, WORKLOADS, workload_rows
 from bench.smollm2 import DEFAULT_MODELS, DESCRIPTION, load_average, model_dir
 
-VARIANTS = ("heap", "heap+trim", "mmap")
+VARIANTS = ("mmap", "heap", "heap+trim", "bf16")
 MIB = 1024**2
 
 
 def child(args: dict[str, Any]) -> None:
     """One run in its own process; prints one RESULT line."""
+    import torch
+
     from app.jobs.request import JobCreate
     from worker.training import run as run_mod
     from worker.training import setup
+    from worker.training.configs import compute_dtype
     from worker.training.reporter import MemoryReporter
 
     variant = args["variant"]
@@ -78,8 +86,10 @@ def child(args: dict[str, Any]) -> None:
             "training_file": "bench",
             "seed": 0,
             "training": {"max_steps": steps, "batch_size": BATCH, "max_seq_length": 256},
+            "quantization": {"compute_dtype": "bfloat16" if variant == "bf16" else "auto"},
         }
     ).resolve()
+    dtype = str(compute_dtype(spec.quantization, torch.device("cpu"))).removeprefix("torch.")
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
         result = run_mod.run(spec, Path(args["model_dir"]), rows, None, Path(out), Reporter())
@@ -93,6 +103,7 @@ def child(args: dict[str, Any]) -> None:
         "max_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "wall": wall,
         "train_loss": result.final_metrics["train_loss"],
+        "dtype": dtype,
     }
     print("RESULT " + json.dumps(out_line), flush=True)
 
@@ -101,7 +112,7 @@ def measure(model: Path, workload: str, variant: str, steps: int) -> dict[str, A
     payload = json.dumps({"model_dir": str(model), "workload": workload, "variant": variant, "steps": steps})
     load = load_average()
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.malloc_speed", "--child", payload], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "bench.cpu_step", "--child", payload], capture_output=True, text=True, check=False
     )
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
@@ -109,7 +120,7 @@ def measure(model: Path, workload: str, variant: str, steps: int) -> dict[str, A
     raise SystemExit(f"{workload}/{variant} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
 
 
-def summary(runs: list[dict[str, Any]]) -> dict[str, float]:
+def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Over every run of one variant: steps after the first pooled, then medians."""
     later = [s for r in runs for s in r["steps"][1:]]
     return {
@@ -123,20 +134,22 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, float]:
         "max_rss": max(r["max_rss"] for r in runs),
         "wall": statistics.median(r["wall"] for r in runs),
         "loss": runs[0]["train_loss"],
+        "dtype": runs[0]["dtype"],
     }
 
 
 def table(workload: str, results: dict[str, list[dict[str, Any]]], steps: int) -> list[str]:
     sums = {v: summary(r) for v, r in results.items()}
-    base = sums.get("heap")
     names = list(sums)
+    base = sums[names[0]]
     rows = [
+        ("compute dtype", lambda s: str(s["dtype"])),
         ("first step, s (median)", lambda s: f"{s['first']:.1f}"),
         (
             f"later steps, s (median of {steps - 1} x runs; min-max)",
             lambda s: f"{s['step']:.2f} ({s['step_min']:.2f}-{s['step_max']:.2f})",
         ),
-        ("later step vs heap", lambda s: f"{s['step'] / base['step']:.2f}x" if base else "-"),
+        (f"later step vs {names[0]}", lambda s: f"{s['step'] / base['step']:.2f}x"),
         ("system CPU s per step", lambda s: f"{s['sys']:.2f}"),
         ("minor page faults per step", lambda s: f"{s['faults']:,.0f}"),
         ("RSS between steps, MiB", lambda s: f"{s['rss_between'] / MIB:,.0f}"),
@@ -177,9 +190,10 @@ def main() -> int:
     lines = [
         f"{DESCRIPTION}, 4-bit NF4 + double quant, LoRA r=16 all-linear, AdamW, batch {BATCH}, max 256 tokens, "
         f"{args.steps} optimizer steps per run, no validation set, each run in a fresh process, the variants "
-        f"interleaved. `heap` = glibc's default (dynamic mmap threshold); `heap+trim` = the same plus "
-        "`malloc_trim(0)` after every optimizer step; `mmap` = a fixed 1 MiB mmap threshold "
-        "(`return_large_blocks_to_the_os`, the engine's CPU default).",
+        "interleaved. `mmap` = the engine as it is (a fixed 1 MiB mmap threshold, "
+        "`return_large_blocks_to_the_os`; compute dtype `auto`); `heap` = glibc's default (dynamic mmap "
+        "threshold); `heap+trim` = the same plus `malloc_trim(0)` after every optimizer step; `bf16` = the "
+        "engine with `quantization.compute_dtype: bfloat16` pinned.",
         "",
     ]
     for workload in [w.strip() for w in args.workloads.split(",") if w.strip()]:
@@ -196,7 +210,9 @@ def main() -> int:
                     flush=True,
                 )
         lines += table(workload, results, args.steps)
-    record("Speed: what glibc's allocator settings cost a CPU training step (SmolLM2 QLoRA)", lines, args.record)
+    record(
+        "Speed: what the allocator and the compute dtype cost a CPU training step (SmolLM2 QLoRA)", lines, args.record
+    )
     return 0
 
 
