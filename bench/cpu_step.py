@@ -1,6 +1,6 @@
 """What two CPU settings cost a QLoRA training step: glibc's allocator, and the compute dtype.
 
-    python -m bench.cpu_step [--workloads sms,shakespeare] [--variants mmap,heap,heap+trim,bf16]
+    python -m bench.cpu_step [--workloads sms,shakespeare] [--variants mmap,heap,heap+trim,mmap+thp,bf16]
                              [--steps 6] [--repeats 2] [--record]
 
 SmolLM2-135M-Instruct, 4-bit NF4 + double quant, LoRA r=16 all-linear, AdamW, batch 8, max 256
@@ -17,6 +17,9 @@ other variant changes one thing:
   from the heap, where freed memory stays (bench/memory_smollm2.py: 7 GB held between steps);
 - `heap+trim`: the same, plus `malloc_trim(0)` after every optimizer step (hands the heap's free
   pages back between steps; the step's own peak is the heap's);
+- `mmap+thp`: `mmap` with glibc's `glibc.malloc.hugetlb=1` tunable (set in the child's environment:
+  glibc reads it at start), so its mappings are advised as transparent huge pages (where the kernel's
+  THP mode is `madvise`), and a 2 MiB page is faulted in where 512 small ones were;
 - `bf16`: `quantization.compute_dtype: bfloat16` pinned. `auto` picks it on a CPU with native bf16
   (AVX512-BF16 or AMX) and fp32 elsewhere (worker/training/configs.py), so on such a CPU this
   variant is the baseline again, and on the others it shows what emulated bf16 costs.
@@ -33,6 +36,7 @@ import ctypes
 import ctypes.util
 import itertools
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -46,7 +50,7 @@ from bench.common import proc_status, record
 from bench.memory_smollm2 import BATCH, WORKLOADS, workload_rows
 from bench.smollm2 import DEFAULT_MODELS, DESCRIPTION, load_average, model_dir
 
-VARIANTS = ("mmap", "heap", "heap+trim", "bf16")
+VARIANTS = ("mmap", "heap", "heap+trim", "mmap+thp", "bf16")
 MIB = 1024**2
 
 
@@ -111,8 +115,14 @@ def child(args: dict[str, Any]) -> None:
 def measure(model: Path, workload: str, variant: str, steps: int) -> dict[str, Any]:
     payload = json.dumps({"model_dir": str(model), "workload": workload, "variant": variant, "steps": steps})
     load = load_average()
+    # glibc reads its tunables once, at start: the THP variant sets them in the child's environment.
+    env = {**os.environ, "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"} if variant == "mmap+thp" else None
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.cpu_step", "--child", payload], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "bench.cpu_step", "--child", payload],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
     )
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
@@ -196,7 +206,8 @@ def main() -> int:
         f"{args.steps} optimizer steps per run, no validation set, each run in a fresh process, the variants "
         "interleaved. `mmap` = the engine as it is (a fixed 1 MiB mmap threshold, "
         "`return_large_blocks_to_the_os`; compute dtype `auto`); `heap` = glibc's default (dynamic mmap "
-        "threshold); `heap+trim` = the same plus `malloc_trim(0)` after every optimizer step; `bf16` = the "
+        "threshold); `heap+trim` = the same plus `malloc_trim(0)` after every optimizer step; `mmap+thp` = "
+        "`mmap` with `GLIBC_TUNABLES=glibc.malloc.hugetlb=1`; `bf16` = the "
         "engine with `quantization.compute_dtype: bfloat16` pinned.",
         "",
     ]
