@@ -29,7 +29,7 @@ def cpu_has_native_bf16() -> bool:
     """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX).
 
     Without it torch emulates bf16 matmuls: on an AVX2-only EPYC a (800 x 576) @ (576 x 1536) product
-    took 1,211 ms in bf16 and 13 ms in fp32, and a SmolLM2 QLoRA step 60 s instead of about 4 s.
+    took 1,211 ms in bf16 and 13 ms in fp32, and a SmolLM2 QLoRA step 12.9x as long (bench/cpu_step.py).
     torch exposes the CPU's features only through private probes; a torch without them reads as
     "no", which costs at most speed on a CPU that had them (fp32 is never slow).
     """
