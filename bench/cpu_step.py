@@ -39,14 +39,12 @@ import json
 import os
 import resource
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import proc_status, record
+from bench.common import in_fresh_process, print_result, proc_status, record
 from bench.memory_smollm2 import BATCH, WORKLOADS, workload_rows
 from bench.smollm2 import DEFAULT_MODELS, DESCRIPTION, load_average, model_dir
 
@@ -109,25 +107,16 @@ def child(args: dict[str, Any]) -> None:
         "train_loss": result.final_metrics["train_loss"],
         "dtype": dtype,
     }
-    print("RESULT " + json.dumps(out_line), flush=True)
+    print_result(out_line)
 
 
 def measure(model: Path, workload: str, variant: str, steps: int) -> dict[str, Any]:
-    payload = json.dumps({"model_dir": str(model), "workload": workload, "variant": variant, "steps": steps})
+    payload = {"model_dir": str(model), "workload": workload, "variant": variant, "steps": steps}
     load = load_average()
     # glibc reads its tunables once, at start: the THP variant sets them in the child's environment.
     env = {**os.environ, "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"} if variant == "mmap+thp" else None
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.cpu_step", "--child", payload],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=env,
-    )
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return {**json.loads(line.removeprefix("RESULT ")), "load": f"{load} -> {load_average()}"}
-    raise SystemExit(f"{workload}/{variant} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    result = in_fresh_process("bench.cpu_step", payload, f"{workload}/{variant}", env)
+    return {**result, "load": f"{load} -> {load_average()}"}
 
 
 def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -22,15 +22,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import SHARED_DATA, proc_status, record
+from bench.common import SHARED_DATA, in_fresh_process, print_result, proc_status, record
 from worker.training.reporter import MemoryReporter
 
 # name -> (hidden, intermediate, layers, heads, kv_heads). 1b is TinyLlama-1.1B's shape, 7b LLaMA-7B's.
@@ -181,20 +179,19 @@ def child(args: dict[str, Any]) -> None:
         "cuda_peak": torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None,
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
-    print("RESULT " + json.dumps(out_line), flush=True)
+    print_result(out_line)
 
 
 def measure(model_dir: Path, config: dict[str, Any], recipe: str, seq: int, batch: int, steps: int) -> dict[str, Any]:
-    payload = json.dumps(
-        {"model_dir": str(model_dir), "config": config, "recipe": recipe, "seq": seq, "batch": batch, "steps": steps}
-    )
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.memory", "--child", payload], capture_output=True, text=True, check=False
-    )
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line.removeprefix("RESULT "))  # type: ignore[no-any-return]
-    raise SystemExit(f"{recipe} seq={seq} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    payload = {
+        "model_dir": str(model_dir),
+        "config": config,
+        "recipe": recipe,
+        "seq": seq,
+        "batch": batch,
+        "steps": steps,
+    }
+    return in_fresh_process("bench.memory", payload, f"{recipe} seq={seq}")
 
 
 def main() -> int:

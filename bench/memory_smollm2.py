@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -37,7 +35,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from bench.common import SHARED_DATA, proc_status, record
+from bench.common import SHARED_DATA, in_fresh_process, print_result, proc_status, record
 from bench.smollm2 import DEFAULT_MODELS, DESCRIPTION, load_average, model_dir
 
 MIB = 1024**2
@@ -264,21 +262,14 @@ def child(args: dict[str, Any]) -> None:
         "eval_loss": result.final_metrics["validation"]["eval_loss"],
         "baseline_loss": result.final_metrics["baseline"]["eval_loss"],
     }
-    print("RESULT " + json.dumps(out_line), flush=True)
+    print_result(out_line)
 
 
 def measure(model: Path, workload: str, variant: str, steps: int, threads: int | None) -> dict[str, Any]:
-    payload = json.dumps(
-        {"model_dir": str(model), "workload": workload, "variant": variant, "steps": steps, "threads": threads}
-    )
+    payload = {"model_dir": str(model), "workload": workload, "variant": variant, "steps": steps, "threads": threads}
     load = load_average()
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.memory_smollm2", "--child", payload], capture_output=True, text=True, check=False
-    )
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return {**json.loads(line.removeprefix("RESULT ")), "load": f"{load} -> {load_average()}"}
-    raise SystemExit(f"{workload}/{variant} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    result = in_fresh_process("bench.memory_smollm2", payload, f"{workload}/{variant}")
+    return {**result, "load": f"{load} -> {load_average()}"}
 
 
 def mib(n: float) -> str:
