@@ -4,9 +4,9 @@
 
 The base is loaded exactly as training loaded it (4-bit or 8-bit per the job's spec), then
 dequantized: the weights the adapter was trained against, in the base checkpoint's own 16-bit
-dtype (not the compute dtype, which is fp32 on most CPUs and would double the export's size). The
-LoRA is merged into those dense weights, never into quantized ones. The folder is written under a temporary name
-and renamed into place.
+dtype (not the compute dtype, which is fp32 on CPUs without native bf16 and would double the
+export's size). The LoRA is merged into those dense weights, never into quantized ones. The folder
+is written under a temporary name and renamed into place.
 
 Run as `python -m worker.training.merge SPEC_JSON BASE_DIR ADAPTER_DIR DEST` (the API starts it in a
 child process, so no model stays loaded in the API, and the API never imports the engine).

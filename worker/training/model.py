@@ -38,8 +38,8 @@ def return_large_blocks_to_the_os(device: torch.device) -> bool:
     1 MiB threshold it peaks at 5.1 GB and drops to 0.6 GB between steps (bench/memory_smollm2.py).
 
     The price is speed: every large activation is a fresh mapping whose pages the kernel zeroes. On
-    2 AVX2 cores in fp32 a step took 1.33x (SMS rows) to 1.52x (8 x 256 tokens) as long as with the
-    heap, 5.8 M page faults a step (bench/cpu_step.py); advising huge pages did not help, and
+    2 AVX2 cores in fp32 a step took 1.33x (SMS rows) to 1.52x-1.77x (8 x 256 tokens) as long as with
+    the heap, 5.7 M page faults a step (bench/cpu_step.py); advising huge pages did not help, and
     trimming the heap after each step cost nearly as much while keeping the heap's peak. A memory
     limit fails a job and slowness does not, so the lean setting stays the default. Process-wide, and
     a worker process only trains. Returns whether it was set (glibc only; on a GPU activations are
