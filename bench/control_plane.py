@@ -103,12 +103,12 @@ def main() -> int:
 
     from sqlalchemy import delete, insert, select
 
-    from app.auth.service import create_key, get_or_create_org
-    from app.core.config import get_settings
-    from app.db.engine import session_scope
-    from app.db.migrate import upgrade
-    from app.db.models import Job, JobMetric
-    from app.demo.tiny_model import build_tiny_llama
+    from tuneforge.app.auth.service import create_key, get_or_create_org
+    from tuneforge.app.core.config import get_settings
+    from tuneforge.app.db.engine import session_scope
+    from tuneforge.app.db.migrate import upgrade
+    from tuneforge.app.db.models import Job, JobMetric
+    from tuneforge.app.demo.tiny_model import build_tiny_llama
 
     settings = get_settings()
     settings.ensure_dirs()
@@ -121,10 +121,10 @@ def main() -> int:
     py = sys.executable
     bare_worker = [py, "-m", "celery", "-A", "bench.bare_celery", "worker", "-P", "solo", "-Q", "bare"]
     procs = [
-        spawn([py, "-m", "app.cli", "api", "--port", "8811", "--log-level", "WARNING"], env),
+        spawn([py, "-P", "-m", "tuneforge.app.cli", "api", "--port", "8811", "--log-level", "WARNING"], env),
         spawn([py, "-m", "uvicorn", "bench.bare_api:app", "--port", "8812", "--log-level", "warning"], env),
         spawn([*bare_worker, "--without-gossip", "--without-mingle", "-l", "WARNING"], env),
-        spawn([py, "-m", "app.cli", "worker", "--log-level", "WARNING"], env),
+        spawn([py, "-P", "-m", "tuneforge.app.cli", "worker", "--log-level", "WARNING"], env),
     ]
     lines: list[str] = []
     try:

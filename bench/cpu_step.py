@@ -21,7 +21,7 @@ other variant changes one thing:
   glibc reads it at start), so its mappings are advised as transparent huge pages (where the kernel's
   THP mode is `madvise`), and a 2 MiB page is faulted in where 512 small ones were;
 - `bf16`: `quantization.compute_dtype: bfloat16` pinned. `auto` picks it on a CPU with native bf16
-  (AVX512-BF16 or AMX) and fp32 elsewhere (worker/training/configs.py), so on such a CPU this
+  (AVX512-BF16 or AMX) and fp32 elsewhere (tuneforge/worker/training/configs.py), so on such a CPU this
   variant is the baseline again, and on the others it shows what emulated bf16 costs.
 
 Per run: the time of each optimizer step from the reporter's progress calls (the first step is
@@ -56,11 +56,11 @@ def child(args: dict[str, Any]) -> None:
     """One run in its own process; prints one RESULT line."""
     import torch
 
-    from app.jobs.request import JobCreate
-    from worker.training import run as run_mod
-    from worker.training import setup
-    from worker.training.configs import compute_dtype
-    from worker.training.reporter import MemoryReporter
+    from tuneforge.app.jobs.request import JobCreate
+    from tuneforge.worker.training import run as run_mod
+    from tuneforge.worker.training import setup
+    from tuneforge.worker.training.configs import compute_dtype
+    from tuneforge.worker.training.reporter import MemoryReporter
 
     variant = args["variant"]
     if variant.startswith("heap"):

@@ -21,17 +21,17 @@ from pathlib import Path
 
 import httpx
 
-from app.demo.tiny_model import build_tiny_llama
 from bench.common import ROOT, SHARED_DATA, record
+from tuneforge.app.demo.tiny_model import build_tiny_llama
 
 
 def run(data_dir: Path, data: Path, jobs: int, port: int, poll: float) -> dict[str, float]:
-    from app.demo import _wait_ready
+    from tuneforge.app.demo import _wait_ready
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("TUNEFORGE_")}
     env.update(TUNEFORGE_DATA_DIR=str(data_dir), TUNEFORGE_BROKER_POLL_SECONDS=str(poll))
     server = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "up", "--port", str(port)],
+        [sys.executable, "-P", "-m", "tuneforge.app.cli", "up", "--port", str(port)],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"

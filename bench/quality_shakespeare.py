@@ -16,15 +16,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from app.demo.tiny_model import build_tiny_llama
-from app.jobs.request import JobCreate
 from bench.common import SHARED_DATA, record
-from worker.training.configs import pick_device
-from worker.training.data import encode_causal
-from worker.training.evaluation import evaluate
-from worker.training.model import load_model, load_tokenizer
-from worker.training.reporter import MemoryReporter
-from worker.training.run import run
+from tuneforge.app.demo.tiny_model import build_tiny_llama
+from tuneforge.app.jobs.request import JobCreate
+from tuneforge.worker.training.configs import pick_device
+from tuneforge.worker.training.data import encode_causal
+from tuneforge.worker.training.evaluation import evaluate
+from tuneforge.worker.training.model import load_model, load_tokenizer
+from tuneforge.worker.training.reporter import MemoryReporter
+from tuneforge.worker.training.run import run
 
 
 def main() -> int:

@@ -1,5 +1,5 @@
 """An instruction task on a real model, through the real service: the demo's SMS spam task
-(app/demo/sms_task.py) at a larger size, held-out accuracy before -> after.
+(tuneforge/app/demo/sms_task.py) at a larger size, held-out accuracy before -> after.
 
     python -m bench.quality_smollm2_instruct [--train 480] [--test 200] [--steps 60] [--record]
 
@@ -31,10 +31,10 @@ from typing import Any
 
 import httpx
 
-from app.demo.plan import REAL, DemoPlan
-from app.demo.sms_task import Score, balanced_split, chat_row, load_rows, parse_answer, prompt_messages, score
 from bench.common import ROOT, record
 from bench.smollm2 import DEFAULT_MODELS, DESCRIPTION, MODEL, Clock, model_dir
+from tuneforge.app.demo.plan import REAL, DemoPlan
+from tuneforge.app.demo.sms_task import Score, balanced_split, chat_row, load_rows, parse_answer, prompt_messages, score
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 
@@ -56,7 +56,11 @@ def start_service(
         env["OMP_NUM_THREADS"] = str(threads)  # torch's intra-op threads in every process of the service
     with log.open("wb") as fh:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "up", "--port", str(port)], cwd=ROOT, env=env, stdout=fh, stderr=fh
+            [sys.executable, "-P", "-m", "tuneforge.app.cli", "up", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=fh,
+            stderr=fh,
         )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -161,7 +165,7 @@ def main() -> int:
     source = model_dir(args.models_dir)
     train, test = balanced_split(load_rows(), args.train, args.test, seed=args.seed)
     labels = [r["label"] for r in test]
-    # The demo's job (app/demo/plan.py) at this benchmark's sizes.
+    # The demo's job (tuneforge/app/demo/plan.py) at this benchmark's sizes.
     plan = DemoPlan(
         model=MODEL,
         n_train=args.train,

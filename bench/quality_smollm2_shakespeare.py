@@ -37,8 +37,8 @@ def main() -> int:
     p.add_argument("--record", action="store_true")
     args = p.parse_args()
 
-    from app.jobs.request import JobCreate
-    from worker.training.run import run
+    from tuneforge.app.jobs.request import JobCreate
+    from tuneforge.worker.training.run import run
 
     base = model_dir(args.models_dir)
     text = (SHARED_DATA / "tinyshakespeare.txt").read_text()

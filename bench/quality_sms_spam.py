@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 
-from app.jobs.request import JobCreate
 from bench.common import record, sms_rows, train_minilm
+from tuneforge.app.jobs.request import JobCreate
 
 
 def main() -> int:

@@ -98,12 +98,12 @@ def main() -> None:
         "BARE_DATABASE_URL": url,
     }
     os.environ.update(env)
-    from app.auth.service import create_key, get_or_create_org
-    from app.db.engine import session_scope
-    from app.db.migrate import upgrade
-    from app.db.models import Job
-    from app.jobs.request import JobCreate
-    from contract.status import JobStatus
+    from tuneforge.app.auth.service import create_key, get_or_create_org
+    from tuneforge.app.db.engine import session_scope
+    from tuneforge.app.db.migrate import upgrade
+    from tuneforge.app.db.models import Job
+    from tuneforge.app.jobs.request import JobCreate
+    from tuneforge.contract.status import JobStatus
 
     upgrade(url)
     spec = JobCreate.model_validate({"model": "tiny", "training_file": "file-x"}).resolve()
@@ -129,7 +129,18 @@ def main() -> None:
     def spawn(cmd: list[str]) -> subprocess.Popen[bytes]:
         return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
 
-    api_cmd = [py, "-m", "app.cli", "api", "--port", "8821", "--log-level", "WARNING", "--no-reconciler"]
+    api_cmd = [
+        py,
+        "-P",
+        "-m",
+        "tuneforge.app.cli",
+        "api",
+        "--port",
+        "8821",
+        "--log-level",
+        "WARNING",
+        "--no-reconciler",
+    ]
     bare_cmd = [py, "-m", "uvicorn", "bench.bare_api:app", "--port", "8822", "--log-level", "warning"]
     procs = [spawn(api_cmd), spawn(bare_cmd)]
     if args.workers > 1:

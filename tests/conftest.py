@@ -72,14 +72,14 @@ def _admin(sql: str) -> None:
 @pytest.fixture(scope="session", autouse=True)
 def database() -> Iterator[str]:
     """A fresh PostgreSQL database per test session, at the Alembic head."""
-    from app.db.migrate import upgrade
+    from tuneforge.app.db.migrate import upgrade
 
     _admin(f'DROP DATABASE IF EXISTS "{TEST_DB}"')
     _admin(f'CREATE DATABASE "{TEST_DB}"')
     url = os.environ["TUNEFORGE_DATABASE_URL"]
     upgrade(url)
     yield url
-    from app.db.engine import get_engine
+    from tuneforge.app.db.engine import get_engine
 
     get_engine().dispose()
     _admin(f'DROP DATABASE IF EXISTS "{TEST_DB}" WITH (FORCE)')
@@ -98,7 +98,7 @@ def redis_clean() -> Iterator[None]:
 
 @pytest.fixture
 def settings():  # type: ignore[no-untyped-def]
-    from app.core.config import get_settings
+    from tuneforge.app.core.config import get_settings
 
     s = get_settings()
     s.ensure_dirs()
@@ -130,7 +130,7 @@ def other_key() -> str:
 def client(api_key: str, settings) -> Iterator[httpx.Client]:  # type: ignore[no-untyped-def]
     from fastapi.testclient import TestClient
 
-    from app.main import create_app
+    from tuneforge.app.main import create_app
 
     with TestClient(create_app(), headers={"Authorization": f"Bearer {api_key}"}) as c:
         yield c
@@ -169,8 +169,8 @@ def live_worker(live_api: str, tiny_model: str) -> Iterator[subprocess.Popen]:  
     import redis
     from sqlalchemy import update
 
-    from app.db.engine import session_scope
-    from app.db.models import Job
+    from tuneforge.app.db.engine import session_scope
+    from tuneforge.app.db.models import Job
 
     with session_scope() as s:
         s.execute(update(Job).where(Job.status == "queued").values(status="cancelled"))

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import httpx
 
 if TYPE_CHECKING:
-    from contract.spec import JobSpec
+    from tuneforge.contract.spec import JobSpec
 
 # Under pytest-xdist (scripts/test.sh runs two workers) each worker process is a test session of its
 # own: its own database (the pid is in its name), data dir, and Redis database, so that no worker
@@ -45,8 +45,8 @@ os.environ[_TMP_VAR] = str(TMP)
 
 
 def make_key(org: str, *, admin: bool = False) -> str:
-    from app.auth.service import create_key, get_or_create_org
-    from app.db.engine import session_scope
+    from tuneforge.app.auth.service import create_key, get_or_create_org
+    from tuneforge.app.db.engine import session_scope
 
     with session_scope() as s:
         _, key = create_key(s, get_or_create_org(s, org), "test", admin=admin)
@@ -74,7 +74,7 @@ def shakespeare_rows(n: int = 60, width: int = 300) -> list[dict]:  # type: igno
 
 def make_spec(**over: object) -> JobSpec:
     """A resolved spec for the tiny test model, with `over` as the request body's fields."""
-    from app.jobs.request import JobCreate
+    from tuneforge.app.jobs.request import JobCreate
 
     body = {"model": "tiny-llama", "training_file": "file-x", "seed": 3, **over}
     # Sample generations (on by default for causal_lm) cost seconds per evaluation on the tiny 4-bit
@@ -114,7 +114,7 @@ def spawn(
     or replaces it with `replace_env`."""
     out = log.open("wb") if log else subprocess.DEVNULL
     return subprocess.Popen(
-        [sys.executable, "-m", "app.cli", *args],
+        [sys.executable, "-P", "-m", "tuneforge.app.cli", *args],
         cwd=ROOT,
         env=dict(env or {}) if replace_env else {**os.environ, **(env or {})},
         stdout=out,
@@ -252,7 +252,7 @@ def start_moto(log: Path) -> tuple[subprocess.Popen, str]:  # type: ignore[type-
     port = free_port()
     out = log.open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-P", "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=out,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -397,7 +397,7 @@ def plain_template_model(models_root: Path, name: str = "tiny-llama") -> str:
     """A copy of a tiny model whose chat template ignores `tools` and `tool_calls`. Returns its name."""
     import shutil
 
-    from app.demo.tiny_model import PLAIN_CHAT_TEMPLATE
+    from tuneforge.app.demo.tiny_model import PLAIN_CHAT_TEMPLATE
 
     plain = f"{name}-plain-template"
     dest = models_root / plain

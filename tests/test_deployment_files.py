@@ -10,9 +10,9 @@ import re
 import pytest
 import yaml
 
-from app.cli import build_parser
-from app.core.config import Settings
 from tests.helpers import ROOT
+from tuneforge.app.cli import build_parser
+from tuneforge.app.core.config import Settings
 
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
@@ -65,7 +65,7 @@ def test_compose_environment_is_valid_production_settings(monkeypatch: pytest.Mo
 
 def test_the_s3_profile_configures_a_bucket(monkeypatch: pytest.MonkeyPatch) -> None:
     """With the variables the compose file's header names, the settings open the MinIO bucket."""
-    from storage import open_store
+    from tuneforge.storage import open_store
 
     monkeypatch.setenv("TUNEFORGE_ARTIFACT_STORE", "s3://tuneforge/artifacts")
     monkeypatch.setenv("TUNEFORGE_S3_ENDPOINT_URL", "http://minio:9000")
@@ -94,6 +94,6 @@ def test_every_package_is_copied_into_both_images() -> None:
 
     include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
     packages = [p.rstrip("*") for p in include]
-    assert "contract" in packages
+    assert packages == ["tuneforge"]
     for package in packages:
         assert DOCKERFILE.count(f"COPY {package} ./{package}\n") == 2, package

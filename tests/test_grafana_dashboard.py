@@ -7,8 +7,8 @@ import re
 
 import httpx
 
-from app.ops.instruments import observe_inference, record_webhook_failure
 from tests.helpers import ROOT, make_key
+from tuneforge.app.ops.instruments import observe_inference, record_webhook_failure
 
 DASHBOARD = ROOT / "deploy" / "grafana" / "tuneforge.json"
 METRIC = re.compile(r"\b((?:tuneforge|process)_[a-z0-9_]+)\b")

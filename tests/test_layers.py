@@ -19,7 +19,8 @@ import pytest
 
 from tests.helpers import ROOT
 
-COMPOSITION_ROOT = ROOT / "app" / "cli.py"
+PKG = ROOT / "tuneforge"
+COMPOSITION_ROOT = PKG / "app" / "cli.py"
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -33,13 +34,21 @@ def imported_modules(path: Path) -> set[str]:
     return found
 
 
+def _qualified(name: str) -> str:
+    """Tuneforge's own packages by their full name; third-party ones as they are."""
+    return f"tuneforge.{name.replace('/', '.')}" if name.split("/")[0] in OWN else name
+
+
+OWN = ("app", "worker", "contract", "storage")
+
+
 def violations(package: str, forbidden: tuple[str, ...], exempt: tuple[Path, ...] = ()) -> list[str]:
     bad = []
-    for path in sorted((ROOT / package).rglob("*.py")):
+    for path in sorted((PKG / package).rglob("*.py")):
         if path in exempt:
             continue
         for module in imported_modules(path):
-            if any(module == f or module.startswith(f + ".") for f in forbidden):
+            if any(module == f or module.startswith(f + ".") for f in map(_qualified, forbidden)):
                 bad.append(f"{path.relative_to(ROOT)} imports {module}")
     return bad
 
@@ -59,16 +68,16 @@ def test_no_forbidden_imports(package: str, forbidden: tuple[str, ...]) -> None:
 
 def test_the_checker_sees_function_level_imports(tmp_path: Path) -> None:
     sample = tmp_path / "m.py"
-    sample.write_text("def f():\n    from worker.runner import execute\n    import torch.nn\n")
-    assert imported_modules(sample) == {"worker.runner", "torch.nn"}
+    sample.write_text("def f():\n    from tuneforge.worker.runner import execute\n    import torch.nn\n")
+    assert imported_modules(sample) == {"tuneforge.worker.runner", "torch.nn"}
 
 
 def test_contract_loads_no_runtime() -> None:
     """Importing the whole contract in a fresh interpreter loads none of the heavy runtimes."""
     code = (
-        "import sys, json, contract.spec, contract.status, contract.queue; "
-        "print(json.dumps(sorted(m for m in ('fastapi', 'sqlalchemy', 'torch', 'transformers', 'app', 'worker') "
-        "if m in sys.modules)))"
+        "import sys, json, tuneforge.contract.spec, tuneforge.contract.status, tuneforge.contract.queue; "
+        "heavy = ('fastapi', 'sqlalchemy', 'torch', 'transformers', 'tuneforge.app', 'tuneforge.worker'); "
+        "print(json.dumps(sorted(m for m in heavy if m in sys.modules)))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == []

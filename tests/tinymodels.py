@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app.demo.tiny_model import build_tiny_llama as _build
+from tuneforge.app.demo.tiny_model import build_tiny_llama as _build
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 

@@ -7,7 +7,7 @@ import re
 import httpx
 import pytest
 
-from app.apidocs import ASSETS_DIR
+from tuneforge.app.apidocs import ASSETS_DIR
 
 URL_ATTR = re.compile(r"""(?:src|href|url)\s*[=:]\s*["']([^"']+)["']""", re.I)
 

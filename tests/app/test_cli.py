@@ -9,13 +9,13 @@ import time
 
 import httpx
 
-from app.core.config import get_settings
 from tests.helpers import ROOT
+from tuneforge.app.core.config import get_settings
 
 
 def tuneforge(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=60
+        [sys.executable, "-P", "-m", "tuneforge.app.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
 
 
@@ -38,7 +38,7 @@ def test_keys_create_list_revoke(client: httpx.Client) -> None:
     revoked = tuneforge("keys", "revoke", created["id"])
     assert revoked.returncode == 0 and created["id"] in revoked.stdout
     # At once in the process that revoked it; an API process that authenticated the key recently
-    # notices within TUNEFORGE_AUTH_CACHE_SECONDS (app/auth/cache.py).
+    # notices within TUNEFORGE_AUTH_CACHE_SECONDS (tuneforge/app/auth/cache.py).
     deadline = time.monotonic() + get_settings().auth_cache_seconds + 2
     while client.get("/v1/files", headers=auth).status_code != 401:
         assert time.monotonic() < deadline, "a revoked key still authenticates after the cache TTL"

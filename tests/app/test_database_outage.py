@@ -11,13 +11,13 @@ UNREACHABLE = "postgresql+psycopg://postgres@127.0.0.1:1/nowhere?connect_timeout
 
 
 def test_requests_get_503_while_the_database_is_down(client: httpx.Client, monkeypatch: pytest.MonkeyPatch) -> None:
-    import app.deps
-    import app.health.service
-    from app.auth.cache import principals
+    import tuneforge.app.deps
+    import tuneforge.app.health.service
+    from tuneforge.app.auth.cache import principals
 
     dead = sessionmaker(create_engine(UNREACHABLE))
-    monkeypatch.setattr(app.deps, "get_sessionmaker", lambda: dead)
-    monkeypatch.setattr(app.health.service, "get_sessionmaker", lambda: dead)
+    monkeypatch.setattr(tuneforge.app.deps, "get_sessionmaker", lambda: dead)
+    monkeypatch.setattr(tuneforge.app.health.service, "get_sessionmaker", lambda: dead)
     principals.clear()  # a key this process checked recently would not need the database
 
     r = client.get("/v1/fine_tuning/jobs")

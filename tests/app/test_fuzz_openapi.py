@@ -17,8 +17,8 @@ EXAMPLES = int(os.environ.get("TUNEFORGE_FUZZ_EXAMPLES", "40"))
 
 def _schema():  # type: ignore[no-untyped-def]
     # conftest has pointed the settings at the test database before this module is imported.
-    from app.core.config import get_settings
-    from app.main import create_app
+    from tuneforge.app.core.config import get_settings
+    from tuneforge.app.main import create_app
 
     get_settings().ensure_dirs()
     return schemathesis.openapi.from_asgi("/openapi.json", create_app())

@@ -106,9 +106,9 @@ def test_the_archive_holds_only_the_adapters_own_files(tmp_path: Path) -> None:
     """A manifest that names paths outside the adapter (or a symlink planted in it) adds nothing
     outside; members are relative, under one folder named by the server. A symlink out of the store
     is refused as missing (409), never followed."""
-    from app.core.errors import Conflict
-    from app.jobs.artifacts import plan_archive, stream_archive
-    from storage import LocalStore
+    from tuneforge.app.core.errors import Conflict
+    from tuneforge.app.jobs.artifacts import plan_archive, stream_archive
+    from tuneforge.storage import LocalStore
 
     secret = tmp_path / "secret.txt"
     secret.write_text("do not ship")
@@ -195,7 +195,7 @@ def test_hub_ids_are_refused_unless_allowed(
     monkeypatch: pytest.MonkeyPatch,
     training_file: str,  # type: ignore[no-untyped-def]
 ) -> None:
-    from worker.runner import execute
+    from tuneforge.worker.runner import execute
 
     body = {"model": "meta-llama/Llama-3.2-1B", "training_file": training_file, "training": {"max_steps": 1}}
     r = client.post("/v1/fine_tuning/jobs", json=body)
@@ -224,7 +224,7 @@ def test_pickle_weights_need_the_operator_opt_in(
     import torch
     from safetensors.torch import load_file
 
-    from worker.runner import execute
+    from tuneforge.worker.runner import execute
 
     src = settings.models_dir / tiny_model
     pickled = settings.models_dir / "tiny-llama-pickled"
@@ -242,8 +242,8 @@ def test_pickle_weights_need_the_operator_opt_in(
 
 def test_a_model_dir_with_both_never_loads_the_pickle(tmp_path: Path, settings, tiny_model: str) -> None:  # type: ignore[no-untyped-def]
     """With safetensors present, a planted .bin next to them is never opened."""
-    from contract.spec import JobSpec
-    from worker.training.model import load_model
+    from tuneforge.contract.spec import JobSpec
+    from tuneforge.worker.training.model import load_model
 
     both = tmp_path / "both"
     shutil.copytree(settings.models_dir / tiny_model, both)

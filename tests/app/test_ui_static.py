@@ -12,8 +12,8 @@ import tomllib
 
 import httpx
 
-from app.ui import UI_DIR
 from tests.helpers import ROOT, shakespeare_rows, upload_jsonl
+from tuneforge.app.ui import UI_DIR
 
 
 def test_served_and_redirected(client: httpx.Client) -> None:
@@ -33,9 +33,9 @@ def test_no_file_names_another_origin() -> None:
 def test_the_files_ship_in_the_package() -> None:
     """A non-editable install (the Dockerfile's `pip install .`) carries only the package data listed."""
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    globs = pyproject["tool"]["setuptools"]["package-data"]["app"]
+    globs = pyproject["tool"]["setuptools"]["package-data"]["tuneforge.app"]
     for path in UI_DIR.iterdir():
-        rel = str(path.relative_to(ROOT / "app"))
+        rel = str(path.relative_to(ROOT / "tuneforge" / "app"))
         assert any(fnmatch.fnmatch(rel, g) for g in globs), f"{rel} is not package data"
 
 
@@ -73,9 +73,9 @@ def _frames(client: httpx.Client, url: str) -> list[tuple[str, dict]]:  # type: 
 def test_stream_skips_what_the_page_already_read(client: httpx.Client, tiny_model: str) -> None:
     """`since_step` and `after` (an event id): the Job page reads a downsampled series and the last
     events, then streams only what is newer, so a 100k-point job does not stream every point again."""
-    from app.db.engine import session_scope
-    from app.jobs import repository
-    from contract.status import JobStatus
+    from tuneforge.app.db.engine import session_scope
+    from tuneforge.app.jobs import repository
+    from tuneforge.contract.status import JobStatus
 
     file_id = upload_jsonl(client, shakespeare_rows(8))["id"]
     r = client.post("/v1/fine_tuning/jobs", json={"model": tiny_model, "training_file": file_id})

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from contract import formats
-from contract.formats import Fields, RowError, detect, from_alpaca, from_openai, from_sharegpt
+from tuneforge.contract import formats
+from tuneforge.contract.formats import Fields, RowError, detect, from_alpaca, from_openai, from_sharegpt
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
 CALL = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}

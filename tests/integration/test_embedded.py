@@ -105,7 +105,7 @@ def test_demo_runs_its_whole_path_on_the_tiny_model(tmp_path: Path) -> None:
     env["TUNEFORGE_DATA_DIR"] = str(tmp_path / "data")
     args = ["demo", "--tiny", "--train-rows", "8", "--test-rows", "2", "--steps", "1", "--port", str(free_port())]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", *args],
+        [sys.executable, "-P", "-m", "tuneforge.app.cli", *args],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,

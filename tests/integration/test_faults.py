@@ -99,8 +99,8 @@ class Cluster:
 def cluster(tiny_model: str, api_key: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     import redis as redis_lib
 
-    from app.db.engine import session_scope
-    from app.db.models import Job
+    from tuneforge.app.db.engine import session_scope
+    from tuneforge.app.db.models import Job
 
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed")
@@ -172,7 +172,7 @@ def test_kill_9_mid_training_resumes_from_the_checkpoint(cluster: Cluster, tiny_
 def test_duplicate_delivery_trains_once(cluster: Cluster, tiny_model: str) -> None:
     from celery import Celery
 
-    from contract.queue import TRAIN_TASK
+    from tuneforge.contract.queue import TRAIN_TASK
 
     while len([w for w in cluster.workers if w.poll() is None]) < 2:
         cluster.start_worker(f"w{len(cluster.workers)}")

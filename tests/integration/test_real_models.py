@@ -28,7 +28,19 @@ MODEL = "gguf-tiny"
 def imported(tmp_path_factory: pytest.TempPathFactory) -> str:
     gguf = build_tiny_gguf(tmp_path_factory.mktemp("gguf") / "tiny.gguf")
     out = subprocess.run(
-        [sys.executable, "-m", "app.cli", "models", "import", str(gguf), "--name", MODEL, "--replace", "--json"],
+        [
+            sys.executable,
+            "-P",
+            "-m",
+            "tuneforge.app.cli",
+            "models",
+            "import",
+            str(gguf),
+            "--name",
+            MODEL,
+            "--replace",
+            "--json",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -62,8 +62,8 @@ def s3_api(moto_s3: str, api_key: str) -> Iterator[tuple[str, FaultyProxy, Path]
     import redis
     from sqlalchemy import update
 
-    from app.db.engine import session_scope
-    from app.db.models import Job
+    from tuneforge.app.db.engine import session_scope
+    from tuneforge.app.db.models import Job
 
     os.environ["TUNEFORGE_TEST_S3"] = moto_s3
     # Earlier modules' queued jobs point at local files; these workers must not spend time on them.

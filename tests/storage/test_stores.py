@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from storage import ArtifactStore, LocalStore, StoreError, StoreMissing, open_store, read_manifest
-from storage.manifest import write_manifest
 from tests.helpers import S3_BUCKET, S3_CREDENTIALS, FaultyProxy
+from tuneforge.storage import ArtifactStore, LocalStore, StoreError, StoreMissing, open_store, read_manifest
+from tuneforge.storage.manifest import write_manifest
 
 
 @pytest.fixture

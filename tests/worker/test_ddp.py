@@ -28,9 +28,9 @@ def model_dir(tiny_model: str) -> Path:
 
 
 def test_two_processes_give_the_loss_curve_of_one_with_the_same_global_batch(model_dir: Path, tmp_path: Path) -> None:
-    from worker.ddp import run_distributed
-    from worker.training.reporter import MemoryReporter
-    from worker.training.run import run
+    from tuneforge.worker.ddp import run_distributed
+    from tuneforge.worker.training.reporter import MemoryReporter
+    from tuneforge.worker.training.run import run
 
     spec = make_spec(**SPEC)
     rows = shakespeare_rows(32)
@@ -57,8 +57,8 @@ def run_tokens(rep: object) -> int:
 def test_a_rank_killed_mid_run_raises_rank_lost_instead_of_hanging(model_dir: Path, tmp_path: Path) -> None:
     import psutil
 
-    from worker.ddp import RankLost, run_distributed
-    from worker.training.reporter import MemoryReporter
+    from tuneforge.worker.ddp import RankLost, run_distributed
+    from tuneforge.worker.training.reporter import MemoryReporter
 
     spec = make_spec(training={**SPEC["training"], "max_steps": 2000}, lora={"dropout": 0.0})
     rep = MemoryReporter()
@@ -67,7 +67,7 @@ def test_a_rank_killed_mid_run_raises_rank_lost_instead_of_hanging(model_dir: Pa
         while rep.last_step < 3:
             time.sleep(0.05)
         for child in psutil.Process().children():
-            if "worker.ddp" in " ".join(child.cmdline()):
+            if "tuneforge.worker.ddp" in " ".join(child.cmdline()):
                 os.kill(child.pid, signal.SIGKILL)
 
     threading.Thread(target=kill_rank_one, daemon=True).start()
@@ -87,10 +87,10 @@ def test_through_the_runner_a_dead_rank_requeues_the_job_and_the_next_attempt_re
     import psutil
     from sqlalchemy import select
 
-    from app.db.engine import session_scope
-    from app.db.models import Checkpoint
     from tests.helpers import upload_jsonl
-    from worker.runner import execute
+    from tuneforge.app.db.engine import session_scope
+    from tuneforge.app.db.models import Checkpoint
+    from tuneforge.worker.runner import execute
 
     monkeypatch.setattr(settings, "devices_per_job", 2)
     file_id = upload_jsonl(client, shakespeare_rows(32))["id"]
@@ -105,7 +105,7 @@ def test_through_the_runner_a_dead_rank_requeues_the_job_and_the_next_attempt_re
                     break
             time.sleep(0.1)
         for child in psutil.Process().children():
-            if "worker.ddp" in " ".join(child.cmdline()):
+            if "tuneforge.worker.ddp" in " ".join(child.cmdline()):
                 os.kill(child.pid, signal.SIGKILL)
 
     threading.Thread(target=kill_rank_one_after_a_checkpoint, daemon=True).start()

@@ -6,10 +6,10 @@ import httpx
 import pytest
 from sqlalchemy import select, update
 
-from app.db.engine import session_scope
-from app.db.models import Checkpoint, Job, JobMetric
 from tests.helpers import shakespeare_rows, upload_jsonl
-from worker.runner import execute
+from tuneforge.app.db.engine import session_scope
+from tuneforge.app.db.models import Checkpoint, Job, JobMetric
+from tuneforge.worker.runner import execute
 
 
 def create(client: httpx.Client, model: str, **over: object) -> dict:  # type: ignore[type-arg]
@@ -109,7 +109,7 @@ def test_model_level_spec_error_fails_the_job_clearly(client: httpx.Client, tiny
 def test_unexpected_crash_is_failed_not_stuck(
     client: httpx.Client, tiny_model: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import worker.runner as runner
+    import tuneforge.worker.runner as runner
 
     def boom(*a, **k):  # type: ignore[no-untyped-def]
         raise KeyError("/secret/server/path")
@@ -124,7 +124,7 @@ def test_unexpected_crash_is_failed_not_stuck(
 
 def test_cancel_while_running(client: httpx.Client, tiny_model: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The heartbeat reads `cancel_requested` and the loop stops at the next step."""
-    import worker.runner as runner
+    import tuneforge.worker.runner as runner
 
     job = create(client, tiny_model, training={"max_steps": 500, "batch_size": 2, "save_every": 1})
     real_run = runner.run
@@ -161,7 +161,7 @@ def test_out_of_memory_fails_with_an_actionable_message(
 ) -> None:
     import torch
 
-    import worker.runner as runner
+    import tuneforge.worker.runner as runner
 
     def oom(*a, **k):  # type: ignore[no-untyped-def]
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
@@ -194,7 +194,7 @@ def test_stream_replays_a_finished_job_and_ends(client: httpx.Client, tiny_model
 
 
 def test_metric_points_of_one_step_merge_across_batches(client: httpx.Client, tiny_model: str) -> None:
-    from app.jobs import repository
+    from tuneforge.app.jobs import repository
 
     job = create(client, tiny_model, training={"max_steps": 2})
     with session_scope() as s:

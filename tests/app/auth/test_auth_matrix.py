@@ -46,11 +46,11 @@ class World:
 def world(api_key: str, other_key: str, tiny_model: str) -> Iterator[World]:
     from fastapi.testclient import TestClient
 
-    from app.auth.service import authenticate, revoke_key
-    from app.core.config import get_settings
-    from app.db.engine import session_scope
-    from app.main import create_app
-    from worker.runner import execute
+    from tuneforge.app.auth.service import authenticate, revoke_key
+    from tuneforge.app.core.config import get_settings
+    from tuneforge.app.db.engine import session_scope
+    from tuneforge.app.main import create_app
+    from tuneforge.worker.runner import execute
 
     get_settings().ensure_dirs()
     revoked = make_key("acme")
@@ -248,8 +248,8 @@ def test_an_admin_key_changes_only_its_own_org(client: httpx.Client, world: Worl
 
 
 def test_revoking_a_key_takes_effect_on_the_next_request(client: httpx.Client) -> None:
-    from app.auth.service import authenticate, revoke_key
-    from app.db.engine import session_scope
+    from tuneforge.app.auth.service import authenticate, revoke_key
+    from tuneforge.app.db.engine import session_scope
 
     key = make_key("acme")
     assert client.get("/v1/files", headers={"Authorization": f"Bearer {key}"}).status_code == 200

@@ -30,7 +30,7 @@ def cli(live_api: str, api_key: str, tmp_path: Path) -> Cli:
 
     def run(*args: str, env: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "app.cli", *args],
+            [sys.executable, "-P", "-m", "tuneforge.app.cli", *args],
             cwd=ROOT,
             env={k: v for k, v in {**base, **(env or {})}.items() if v is not None and v != "<unset>"},
             capture_output=True,

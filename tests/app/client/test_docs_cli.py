@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from app.cli import build_parser
-from app.client.config import resolve
-from app.client.errors import CliError, ExitCode
-from app.client.output import sparkline
-from app.client.spec_input import apply_set, build_body
 from tests.helpers import ROOT
+from tuneforge.app.cli import build_parser
+from tuneforge.app.client.config import resolve
+from tuneforge.app.client.errors import CliError, ExitCode
+from tuneforge.app.client.output import sparkline
+from tuneforge.app.client.spec_input import apply_set, build_body
 
 CLIENT_GROUPS = ("files", "jobs", "chat")
 

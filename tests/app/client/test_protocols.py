@@ -11,10 +11,10 @@ from typing import Any
 import httpx
 import pytest
 
-from app.client import chat, jobs
-from app.client.config import ClientConfig
-from app.client.errors import CliError, ExitCode
-from app.client.http import Api
+from tuneforge.app.client import chat, jobs
+from tuneforge.app.client.config import ClientConfig
+from tuneforge.app.client.errors import CliError, ExitCode
+from tuneforge.app.client.http import Api
 
 CONFIG = ClientConfig(api_url="http://tuneforge.test", api_key="tf-test")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.core.config import Settings
+from tuneforge.app.core.config import Settings
 
 GOOD_DB = "postgresql+psycopg://tuneforge:Zq9-long-random@db:5432/tuneforge"
 GOOD_BROKER = "redis://:Xr7-long-random@redis:6379/0"

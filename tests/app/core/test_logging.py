@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from app.core.logging import configure_logging, redact
+from tuneforge.app.core.logging import configure_logging, redact
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ def log_stream() -> Iterator[io.StringIO]:
 def test_every_line_of_a_request_names_its_id_and_the_key_by_id(
     client: httpx.Client, api_key: str, tiny_model: str, log_stream: io.StringIO, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from app.jobs import dispatch
+    from tuneforge.app.jobs import dispatch
 
     def broker_down(job_id: str) -> None:
         raise ConnectionError("redis://:hunter2@broker:6379/0 refused")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from app.demo import report
-from app.demo.plan import REAL, TINY
-from app.demo.sms_task import score
-from app.jobs.request import JobCreate
+from tuneforge.app.demo import report
+from tuneforge.app.demo.plan import REAL, TINY
+from tuneforge.app.demo.sms_task import score
+from tuneforge.app.jobs.request import JobCreate
 
 
 def _sample(step: int, index: int, output: str, prompt: str = "p") -> dict[str, object]:

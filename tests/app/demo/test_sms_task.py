@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.demo import sms_task
+from tuneforge.app.demo import sms_task
 
 
 def test_split_is_balanced_disjoint_and_seeded() -> None:

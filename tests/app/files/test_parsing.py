@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from app.files.parsing import DatasetError, iter_rows, validate_file
+from tuneforge.app.files.parsing import DatasetError, iter_rows, validate_file
 
 # Full copies of ../shared/data/sms_spam.{jsonl,tsv}: a clone elsewhere has no ../shared.
 DATA = Path(__file__).resolve().parents[2] / "fixtures"

@@ -10,12 +10,12 @@ import httpx
 import pytest
 import redis
 
-from app.core.config import Settings
-from app.db.engine import session_scope
-from app.db.types import utcnow
-from app.fleet import repository as fleet
-from app.fleet.routing import NO_WORKER
 from tests.helpers import REDIS_URL, TMP, shakespeare_rows, spawn, stop, upload_jsonl, wait_http_job
+from tuneforge.app.core.config import Settings
+from tuneforge.app.db.engine import session_scope
+from tuneforge.app.db.types import utcnow
+from tuneforge.app.fleet import repository as fleet
+from tuneforge.app.fleet.routing import NO_WORKER
 
 CLASSES = {"gpu-t-tiny": 0.5, "gpu-t-24g": 24.0, "gpu-t-80g": 80.0}
 

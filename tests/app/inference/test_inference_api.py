@@ -10,9 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.core.config import Settings
-from app.inference.replies import FileReplies, RedisReplies
 from tests.helpers import REDIS_URL
+from tuneforge.app.core.config import Settings
+from tuneforge.app.inference.replies import FileReplies, RedisReplies
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}]}
 

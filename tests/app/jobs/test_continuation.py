@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 
 from tests.helpers import shakespeare_rows, upload_jsonl
-from worker.runner import execute
+from tuneforge.worker.runner import execute
 
 TRAINING = {"max_steps": 4, "batch_size": 8, "learning_rate": 1e-2, "save_every": 2}
 

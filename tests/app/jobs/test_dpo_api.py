@@ -8,7 +8,7 @@ import json
 import httpx
 
 from tests.helpers import preference_rows, shakespeare_rows, upload_jsonl
-from worker.runner import execute
+from tuneforge.worker.runner import execute
 
 DPO = {"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.25, "batch_size": 8}}}
 

@@ -96,9 +96,9 @@ def test_running_cap_leaves_extra_jobs_queued_and_frees_the_worker(
     tiny_model: str,
     tenant,  # type: ignore[no-untyped-def]
 ) -> None:
-    from app.db.engine import session_scope
-    from app.jobs import repository
-    from worker.runner import WAITING, execute
+    from tuneforge.app.db.engine import session_scope
+    from tuneforge.app.jobs import repository
+    from tuneforge.worker.runner import WAITING, execute
 
     headers, file_id = tenant
     monkeypatch.setattr(settings, "max_running_jobs_per_org", 1)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from app.jobs.memory_estimate import GB, estimate
-from contract.spec import JobSpec
 from tests.helpers import shakespeare_rows, upload_jsonl
+from tuneforge.app.jobs.memory_estimate import GB, estimate
+from tuneforge.contract.spec import JobSpec
 
 LLAMA_7B = {
     "model_type": "llama",

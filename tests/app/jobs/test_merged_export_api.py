@@ -42,10 +42,10 @@ def test_simultaneous_first_requests_share_one_merge(
 ) -> None:
     """Two first downloads of one merged export at once: both get the folder, and the merge runs once
     (before the lock, the second merge failed to rename onto the first one's folder: a 500)."""
-    from app.db.models import Job
-    from app.jobs import merged
-    from worker.training.reporter import MemoryReporter
-    from worker.training.run import run
+    from tuneforge.app.db.models import Job
+    from tuneforge.app.jobs import merged
+    from tuneforge.worker.training.reporter import MemoryReporter
+    from tuneforge.worker.training.run import run
 
     model_dir = settings.models_dir / tiny_model
     spec = make_spec(training={"batch_size": 8, "max_steps": 2})

@@ -14,9 +14,9 @@ from tests.helpers import shakespeare_rows, upload_jsonl
 def long_job(api_key: str, tiny_model: str) -> str:
     from fastapi.testclient import TestClient
 
-    from app.db.engine import session_scope
-    from app.jobs import repository
-    from app.main import create_app
+    from tuneforge.app.db.engine import session_scope
+    from tuneforge.app.jobs import repository
+    from tuneforge.app.main import create_app
 
     with TestClient(create_app(), headers={"Authorization": f"Bearer {api_key}"}) as c:
         file_id = upload_jsonl(c, shakespeare_rows(4))["id"]

@@ -9,11 +9,11 @@ import httpx
 import pytest
 from sqlalchemy import select, update
 
-from app.db.engine import session_scope
-from app.db.models import Job
-from app.db.types import utcnow
-from app.jobs.reconciler import reconcile_once
 from tests.helpers import shakespeare_rows, upload_jsonl
+from tuneforge.app.db.engine import session_scope
+from tuneforge.app.db.models import Job
+from tuneforge.app.db.types import utcnow
+from tuneforge.app.jobs.reconciler import reconcile_once
 
 
 def make_job(client: httpx.Client, model: str, **over: object) -> str:
@@ -46,7 +46,7 @@ def test_pausing_a_queued_job_holds_it_and_resume_queues_it(client: httpx.Client
         reconcile_once(s, settings, sent.append)
     assert job_id not in sent
     # A message already in the queue finds it not queued: the worker skips it.
-    from worker.runner import execute
+    from tuneforge.worker.runner import execute
 
     assert execute(job_id, worker_id="w-test") == "skipped"
 
@@ -105,7 +105,7 @@ def test_runner_pauses_with_a_checkpoint_then_resumes_exactly(
 ) -> None:
     """The heartbeat reads `pause_requested`; the loop checkpoints off schedule and the job is
     `paused` with no worker. Resumed, the next delivery continues from that step."""
-    import worker.runner as runner
+    import tuneforge.worker.runner as runner
 
     training = {"max_steps": 8, "batch_size": 8, "save_every": 100, "learning_rate": 1e-2}
     job_id = make_job(client, tiny_model, training=training)

@@ -5,11 +5,11 @@ import datetime as dt
 import httpx
 from sqlalchemy import update
 
-from app.db.engine import session_scope
-from app.db.models import Job
-from app.db.types import utcnow
-from app.jobs.reconciler import reconcile_once
 from tests.helpers import shakespeare_rows, upload_jsonl
+from tuneforge.app.db.engine import session_scope
+from tuneforge.app.db.models import Job
+from tuneforge.app.db.types import utcnow
+from tuneforge.app.jobs.reconciler import reconcile_once
 
 
 def make_job(client: httpx.Client, model: str) -> str:

@@ -13,9 +13,6 @@ from pathlib import Path
 import httpx
 from sqlalchemy import func, select, update
 
-from app.db.engine import session_scope
-from app.db.models import Job, JobEvent
-from app.db.types import utcnow
 from tests.helpers import (
     TMP,
     WebhookReceiver,
@@ -27,6 +24,9 @@ from tests.helpers import (
     upload_jsonl,
     wait_http,
 )
+from tuneforge.app.db.engine import session_scope
+from tuneforge.app.db.models import Job, JobEvent
+from tuneforge.app.db.types import utcnow
 
 
 def _children(pid: int) -> list[int]:

@@ -3,9 +3,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from app.core.errors import validation_error_response
-from app.jobs.request import JobCreate
-from contract.spec import DEFAULT_LEARNING_RATE, JobSpec, SpecError
+from tuneforge.app.core.errors import validation_error_response
+from tuneforge.app.jobs.request import JobCreate
+from tuneforge.contract.spec import DEFAULT_LEARNING_RATE, JobSpec, SpecError
 
 
 def body(**over: object) -> dict:  # type: ignore[type-arg]
@@ -129,7 +129,7 @@ def test_task_specific_options_are_refused_elsewhere(over: dict, param: str) -> 
 
 
 def test_documented_examples_are_valid_specs() -> None:
-    from app.jobs.spec_docs import EXAMPLES
+    from tuneforge.app.jobs.spec_docs import EXAMPLES
 
     for example in EXAMPLES:
         JobCreate.model_validate(example).resolve()

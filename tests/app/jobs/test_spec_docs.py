@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app.jobs.spec_docs import render
+from tuneforge.app.jobs.spec_docs import render
 
 ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_training_md_is_current() -> None:
     written = (ROOT / "docs" / "training.md").read_text()
-    assert written == render(), "regenerate it: python -m app.jobs.spec_docs > docs/training.md"
+    assert written == render(), "regenerate it: python -m tuneforge.app.jobs.spec_docs > docs/training.md"
     assert "| `samples.from_validation` | int | `2` |" in written  # e.g. the samples default

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from app.models.importer import ImportFailed, import_model
 from tests.helpers import ROOT
 from tests.tinymodels import build_tiny_gguf, build_tiny_llama
+from tuneforge.app.models.importer import ImportFailed, import_model
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +111,7 @@ def test_folders_that_break_the_safety_rules_are_refused(tmp_path: Path) -> None
 
 def test_cli_prints_what_it_wrote_and_fails_cleanly(tiny_gguf: Path, tmp_path: Path) -> None:
     env = {**os.environ, "TUNEFORGE_MODELS_DIR": str(tmp_path / "models"), "TUNEFORGE_DATA_DIR": str(tmp_path)}
-    cmd = [sys.executable, "-m", "app.cli", "models", "import"]
+    cmd = [sys.executable, "-P", "-m", "tuneforge.app.cli", "models", "import"]
     ok = subprocess.run([*cmd, str(tiny_gguf), "--name", "cli-tiny"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     assert "architecture:   LlamaForCausalLM" in ok.stdout and "chat template:  yes" in ok.stdout

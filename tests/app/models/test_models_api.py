@@ -61,10 +61,10 @@ def test_a_fine_tuned_model_answers_with_its_base_facts(client: httpx.Client, ti
     """Chat with an `ft:` model renders through its base's template, so the model object says so."""
     from sqlalchemy import update
 
-    from app.db.engine import session_scope
-    from app.db.models import Job
-    from app.db.types import utcnow
     from tests.helpers import shakespeare_rows, upload_jsonl
+    from tuneforge.app.db.engine import session_scope
+    from tuneforge.app.db.models import Job
+    from tuneforge.app.db.types import utcnow
 
     file = upload_jsonl(client, shakespeare_rows(8))
     job = client.post("/v1/fine_tuning/jobs", json={"model": tiny_model, "training_file": file["id"]}).json()

@@ -7,13 +7,13 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import update
 
-from app.db.engine import session_scope
-from app.db.models import Job
-from app.db.types import utcnow
-from app.jobs import repository as jobs_repository
-from app.ops.instruments import observe_inference, record_webhook_failure, time_inference
-from contract.status import TERMINAL, JobStatus
 from tests.helpers import make_key, shakespeare_rows, upload_jsonl
+from tuneforge.app.db.engine import session_scope
+from tuneforge.app.db.models import Job
+from tuneforge.app.db.types import utcnow
+from tuneforge.app.jobs import repository as jobs_repository
+from tuneforge.app.ops.instruments import observe_inference, record_webhook_failure, time_inference
+from tuneforge.contract.status import TERMINAL, JobStatus
 
 
 def scrape(client: httpx.Client) -> dict[str, list[tuple[str, dict[str, str], float]]]:

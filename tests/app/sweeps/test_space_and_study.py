@@ -10,8 +10,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from app.sweeps import space, study
-from contract.spec import SpecError
+from tuneforge.app.sweeps import space, study
+from tuneforge.contract.spec import SpecError
 
 SPACE = {"lora.r": {"values": [4, 8]}, "training.learning_rate": {"int": [1, 5], "step": 2}}
 

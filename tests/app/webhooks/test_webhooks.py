@@ -11,8 +11,8 @@ import httpx
 import pytest
 from openai import OpenAI
 
-from app.core.config import Settings
 from tests.helpers import WebhookReceiver, make_key, shakespeare_rows, upload_jsonl
+from tuneforge.app.core.config import Settings
 
 ALL_JOB_EVENTS = [
     "fine_tuning.job.running",
@@ -91,7 +91,7 @@ def test_bad_endpoints_are_400_naming_the_field(api: httpx.Client, body: dict, p
     ],
 )
 def test_private_targets_are_refused_by_default(url: str) -> None:
-    from app.webhooks.ssrf import UnsafeURL, check_url
+    from tuneforge.app.webhooks.ssrf import UnsafeURL, check_url
 
     with pytest.raises(UnsafeURL, match="private or loopback"):
         check_url(url, allow_private=False)
@@ -136,7 +136,7 @@ def test_cancel_is_delivered_signed_and_retried(api: httpx.Client, tiny_model: s
 
 
 def test_a_dead_receiver_fails_after_max_attempts(api: httpx.Client, tiny_model: str) -> None:
-    from app.core.config import get_settings
+    from tuneforge.app.core.config import get_settings
 
     hook = create_hook(api, "http://127.0.0.1:9/nothing-listens", ["fine_tuning.job.cancelled"])
     file_id = upload_jsonl(api, shakespeare_rows(5))["id"]

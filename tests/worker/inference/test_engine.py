@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from worker.inference.cache import Loaded, ModelCache, load
-from worker.inference.generate import (
+from tuneforge.worker.inference.cache import Loaded, ModelCache, load
+from tuneforge.worker.inference.generate import (
     Outcome,
     PromptError,
     Sampling,

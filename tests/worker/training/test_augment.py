@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from contract.status import ErrorCode
 from tests.helpers import make_spec
-from worker.training.augment import augment
-from worker.training.errors import TrainingError
+from tuneforge.contract.status import ErrorCode
+from tuneforge.worker.training.augment import augment
+from tuneforge.worker.training.errors import TrainingError
 
 SENTENCE = "The quick brown fox jumps over the lazy dog near the quiet river bank"
 NO_DATA_OPS = [

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.helpers import make_spec, shakespeare_rows
-from worker.training.reporter import MemoryReporter
-from worker.training.run import run
+from tuneforge.worker.training.reporter import MemoryReporter
+from tuneforge.worker.training.run import run
 
 
 def test_baseline_then_before_after_and_token_accuracy(model_dir: Path, tmp_path: Path) -> None:

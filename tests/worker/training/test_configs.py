@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from tests.helpers import make_spec
-from worker.training import configs
-from worker.training.configs import compute_dtype, get_peft_config, get_quantization_config
+from tuneforge.worker.training import configs
+from tuneforge.worker.training.configs import compute_dtype, get_peft_config, get_quantization_config
 
 CPU = torch.device("cpu")
 
@@ -75,7 +75,7 @@ def test_packed_examples_do_not_attend_to_each_other(tmp_path) -> None:  # type:
     from transformers import AutoModelForCausalLM
 
     from tests.tinymodels import build_tiny_llama
-    from worker.training.data import collate, pack
+    from tuneforge.worker.training.data import collate, pack
 
     model_dir = build_tiny_llama(tmp_path / "m")
     model = AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation="sdpa").eval()

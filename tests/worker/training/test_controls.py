@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import make_spec, shakespeare_rows
-from worker.training.data import IGNORE, encode_causal, pack
-from worker.training.errors import TrainingError
-from worker.training.model import load_tokenizer
-from worker.training.reporter import MemoryReporter
-from worker.training.run import run
+from tuneforge.worker.training.data import IGNORE, encode_causal, pack
+from tuneforge.worker.training.errors import TrainingError
+from tuneforge.worker.training.model import load_tokenizer
+from tuneforge.worker.training.reporter import MemoryReporter
+from tuneforge.worker.training.run import run
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 
@@ -133,7 +133,7 @@ def test_gradient_checkpointing_trains(model_dir: Path, tmp_path: Path, bits: in
 
 
 def test_classification_splits_are_stratified() -> None:
-    from worker.training.data import make_splits
+    from tuneforge.worker.training.data import make_splits
 
     rows = [{"text": str(i), "label": "rare" if i % 20 == 0 else "common"} for i in range(200)]
     spec = make_spec(task="sequence_classification", data={"validation_split": 0.1, "test_split": 0.1})
@@ -145,7 +145,7 @@ def test_classification_splits_are_stratified() -> None:
 
 
 def test_length_grouped_batches_cut_padding_and_stay_seeded() -> None:
-    from worker.training.data import batch_order
+    from tuneforge.worker.training.data import batch_order
 
     lengths = [(i * 37) % 100 + 1 for i in range(640)]
     grouped = batch_order(640, 8, seed=3, epoch=0, lengths=lengths)

@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from app.demo.tiny_model import PLAIN_CHAT_TEMPLATE
-from contract.status import ErrorCode
 from tests.helpers import alpaca_row, make_spec, sharegpt_row, weather_chat
-from worker.training.data import IGNORE, Encoded, encode_causal, normalize_rows
-from worker.training.errors import TrainingError
-from worker.training.model import load_tokenizer
+from tuneforge.app.demo.tiny_model import PLAIN_CHAT_TEMPLATE
+from tuneforge.contract.status import ErrorCode
+from tuneforge.worker.training.data import IGNORE, Encoded, encode_causal, normalize_rows
+from tuneforge.worker.training.errors import TrainingError
+from tuneforge.worker.training.model import load_tokenizer
 
 
 @pytest.fixture

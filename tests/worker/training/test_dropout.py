@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from tests.helpers import make_spec
-from worker.training.dropout import MaskDropout
-from worker.training.reporter import MemoryReporter
-from worker.training.setup import prepare_model
+from tuneforge.worker.training.dropout import MaskDropout
+from tuneforge.worker.training.reporter import MemoryReporter
+from tuneforge.worker.training.setup import prepare_model
 
 CPU = torch.device("cpu")
 
@@ -70,8 +70,8 @@ def test_a_run_trains_bit_identically_with_and_without_the_swap(
     from safetensors.torch import load_file
 
     from tests.helpers import shakespeare_rows
-    from worker.training import setup
-    from worker.training.run import run
+    from tuneforge.worker.training import setup
+    from tuneforge.worker.training.run import run
 
     spec = make_spec(training={"max_steps": 3, "batch_size": 8, "learning_rate": 1e-2}, lora={"dropout": 0.1})
     swapped = run(spec, model_dir, shakespeare_rows(24), None, tmp_path / "a", MemoryReporter())

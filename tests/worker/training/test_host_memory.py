@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from tests.helpers import ROOT, make_spec
-from worker.training import setup
-from worker.training.model import LARGE_BLOCK, return_large_blocks_to_the_os
-from worker.training.reporter import MemoryReporter
+from tuneforge.worker.training import setup
+from tuneforge.worker.training.model import LARGE_BLOCK, return_large_blocks_to_the_os
+from tuneforge.worker.training.reporter import MemoryReporter
 
 MIB = 1 << 20
 
@@ -22,7 +22,7 @@ MIB = 1 << 20
 # was set, malloc serves the next ones from those free chunks (already resident) and never maps.
 _PROBE = """
 import torch
-from worker.training.model import LARGE_BLOCK, return_large_blocks_to_the_os
+from tuneforge.worker.training.model import LARGE_BLOCK, return_large_blocks_to_the_os
 
 def anon():
     with open("/proc/self/status") as fh:

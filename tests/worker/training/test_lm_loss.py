@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from tests.helpers import make_spec
-from worker.training import lm_loss
-from worker.training.data import IGNORE, collate, encode_causal
-from worker.training.lm_loss import causal_lm_loss
-from worker.training.model import load_tokenizer
-from worker.training.reporter import MemoryReporter
-from worker.training.setup import prepare_model
+from tuneforge.worker.training import lm_loss
+from tuneforge.worker.training.data import IGNORE, collate, encode_causal
+from tuneforge.worker.training.lm_loss import causal_lm_loss
+from tuneforge.worker.training.model import load_tokenizer
+from tuneforge.worker.training.reporter import MemoryReporter
+from tuneforge.worker.training.setup import prepare_model
 
 CPU = torch.device("cpu")
 

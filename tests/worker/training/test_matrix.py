@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from contract.spec import SCHEDULERS
 from tests.helpers import make_spec, shakespeare_rows
 from tests.worker.training.test_optim import OPTIMIZERS
-from worker.training.reporter import MemoryReporter
-from worker.training.run import run
+from tuneforge.contract.spec import SCHEDULERS
+from tuneforge.worker.training.reporter import MemoryReporter
+from tuneforge.worker.training.run import run
 
 ROWS = shakespeare_rows(12, width=120)
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import torch
 
 from tests.helpers import ROOT, make_spec, shakespeare_rows
-from worker.training.configs import pick_device
-from worker.training.reporter import MemoryReporter
-from worker.training.run import run
+from tuneforge.worker.training.configs import pick_device
+from tuneforge.worker.training.reporter import MemoryReporter
+from tuneforge.worker.training.run import run
 
 IDS = [[1, 40, 41, 90, 200, 7, 55, 120]]
 
@@ -21,7 +21,7 @@ IDS = [[1, 40, 41, 90, 200, 7, 55, 120]]
 def test_merged_export_matches_base_plus_adapter_in_a_fresh_process(model_dir: Path, tmp_path: Path) -> None:
     from peft import PeftModel
 
-    from worker.training.model import load_model
+    from tuneforge.worker.training.model import load_model
 
     spec = make_spec(training={"batch_size": 8, "learning_rate": 2e-2, "max_steps": 6}, lora={"dropout": 0.0})
     result = run(spec, model_dir, shakespeare_rows(40), None, tmp_path / "job", MemoryReporter())
@@ -32,7 +32,7 @@ def test_merged_export_matches_base_plus_adapter_in_a_fresh_process(model_dir: P
         [
             sys.executable,
             "-m",
-            "worker.training.merge",
+            "tuneforge.worker.training.merge",
             str(spec_file),
             str(model_dir),
             str(result.adapter_dir),

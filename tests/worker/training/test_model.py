@@ -9,8 +9,8 @@ import torch
 from peft import prepare_model_for_kbit_training
 
 from tests.helpers import make_spec
-from worker.training.data import collate, encode_causal
-from worker.training.model import load_model, load_tokenizer, prepare_quantized
+from tuneforge.worker.training.data import collate, encode_causal
+from tuneforge.worker.training.model import load_model, load_tokenizer, prepare_quantized
 
 CPU = torch.device("cpu")
 

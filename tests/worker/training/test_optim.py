@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from contract.spec import SCHEDULERS, SchedulerSpec
 from tests.helpers import make_spec
-from worker.training.optim import build_optimizer, build_scheduler, lr_factor, param_groups
+from tuneforge.contract.spec import SCHEDULERS, SchedulerSpec
+from tuneforge.worker.training.optim import build_optimizer, build_scheduler, lr_factor, param_groups
 
 OPTIMIZERS = [
     {"name": "sgd", "momentum": 0.9, "nesterov": True},
@@ -117,7 +117,7 @@ def test_scheduler_drives_the_optimizer_lr() -> None:
 
 
 def test_reduce_on_plateau_lowers_lr_on_stall() -> None:
-    from worker.training.optim import scheduler_step_on_eval
+    from tuneforge.worker.training.optim import scheduler_step_on_eval
 
     model = Toy()
     spec = make_spec(scheduler={"name": "reduce_on_plateau", "factor": 0.5, "patience": 0})

@@ -9,12 +9,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from contract.status import StopReason
 from tests.helpers import make_spec, shakespeare_rows
-from worker.training.checkpoints import latest_complete
-from worker.training.errors import StopTraining
-from worker.training.reporter import MemoryReporter
-from worker.training.run import run
+from tuneforge.contract.status import StopReason
+from tuneforge.worker.training.checkpoints import latest_complete
+from tuneforge.worker.training.errors import StopTraining
+from tuneforge.worker.training.reporter import MemoryReporter
+from tuneforge.worker.training.run import run
 
 
 def test_pause_saves_off_schedule_and_resumes_exactly(model_dir: Path, tmp_path: Path) -> None:

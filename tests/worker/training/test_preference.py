@@ -9,14 +9,20 @@ from typing import Any
 import pytest
 import torch
 
-from contract.status import StopReason
 from tests.helpers import make_spec, preference_rows
-from worker.training.data import collate
-from worker.training.errors import StopTraining
-from worker.training.preference import _answer_logps, collate_pairs, encode_preference, evaluate_preference, pair_terms
-from worker.training.reporter import MemoryReporter
-from worker.training.run import run
-from worker.training.setup import prepare_data, prepare_model
+from tuneforge.contract.status import StopReason
+from tuneforge.worker.training.data import collate
+from tuneforge.worker.training.errors import StopTraining
+from tuneforge.worker.training.preference import (
+    _answer_logps,
+    collate_pairs,
+    encode_preference,
+    evaluate_preference,
+    pair_terms,
+)
+from tuneforge.worker.training.reporter import MemoryReporter
+from tuneforge.worker.training.run import run
+from tuneforge.worker.training.setup import prepare_data, prepare_model
 
 DPO = {"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.5}}}
 PAIR_KEYS = [("input_ids", "labels"), ("rejected_ids", "rejected_labels")]
@@ -119,8 +125,8 @@ def test_dpo_pauses_and_resumes(model_dir: Path, tmp_path: Path) -> None:
 
 
 def test_encoding_needs_a_chat_template(model_dir: Path) -> None:
-    from worker.training.errors import TrainingError
-    from worker.training.model import load_tokenizer
+    from tuneforge.worker.training.errors import TrainingError
+    from tuneforge.worker.training.model import load_tokenizer
 
     tok = load_tokenizer(model_dir)
     tok.chat_template = None

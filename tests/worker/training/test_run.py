@@ -10,10 +10,10 @@ import torch
 from safetensors.torch import load_file
 
 from tests.helpers import ROOT, make_spec, shakespeare_rows
-from worker.training.checkpoints import latest_complete, sha256_of
-from worker.training.errors import StopTraining, TrainingError
-from worker.training.reporter import MemoryReporter
-from worker.training.run import run
+from tuneforge.worker.training.checkpoints import latest_complete, sha256_of
+from tuneforge.worker.training.errors import StopTraining, TrainingError
+from tuneforge.worker.training.reporter import MemoryReporter
+from tuneforge.worker.training.run import run
 
 FAST = {"batch_size": 8, "learning_rate": 1e-2}
 
@@ -50,12 +50,12 @@ import json, sys
 from pathlib import Path
 import torch
 from peft import PeftModel
-from contract.spec import JobSpec
+from tuneforge.contract.spec import JobSpec
 from tests.helpers import shakespeare_rows
-from worker.training.configs import pick_device
-from worker.training.data import encode_causal, make_splits
-from worker.training.model import load_model, load_tokenizer
-from worker.training.evaluation import evaluate
+from tuneforge.worker.training.configs import pick_device
+from tuneforge.worker.training.data import encode_causal, make_splits
+from tuneforge.worker.training.model import load_model, load_tokenizer
+from tuneforge.worker.training.evaluation import evaluate
 spec = JobSpec.model_validate_json(sys.argv[1])
 model_dir = Path({str(model_dir)!r})
 tok = load_tokenizer(model_dir)
@@ -140,7 +140,7 @@ def test_missing_target_module_fails_with_the_field(model_dir: Path, tmp_path: P
 def test_nan_loss_fails_the_run(model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A tiny Llama's RMSNorm bounds its logits, so no learning rate makes its loss blow up on
     # demand; inject the NaN at the loss instead and check that the run stops on it.
-    from worker.training.losses import TaskLoss
+    from tuneforge.worker.training.losses import TaskLoss
 
     real_call = TaskLoss.__call__
     calls = {"n": 0}
@@ -165,7 +165,7 @@ def test_nan_loss_fails_the_run(model_dir: Path, tmp_path: Path, monkeypatch: py
 
 
 def test_watchdog_exploding_and_disabled() -> None:
-    from worker.training.controls import LossWatchdog
+    from tuneforge.worker.training.controls import LossWatchdog
 
     dog = LossWatchdog(make_spec(training={"loss_watchdog": {"max_ratio": 4.0, "patience": 2}}).training.loss_watchdog)
     dog.check(2.0, 1)

@@ -9,13 +9,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from contract.spec import SpecError
 from tests.helpers import make_spec, shakespeare_rows, sharegpt_row
-from worker.training.model import load_tokenizer
-from worker.training.reporter import MemoryReporter
-from worker.training.run import run
-from worker.training.samples import SamplePrompt, generate_samples, sample_prompts
-from worker.training.setup import prepare_model
+from tuneforge.contract.spec import SpecError
+from tuneforge.worker.training.model import load_tokenizer
+from tuneforge.worker.training.reporter import MemoryReporter
+from tuneforge.worker.training.run import run
+from tuneforge.worker.training.samples import SamplePrompt, generate_samples, sample_prompts
+from tuneforge.worker.training.setup import prepare_model
 
 
 def test_samples_at_step_zero_each_eval_and_the_end(model_dir: Path, tmp_path: Path) -> None:
@@ -72,7 +72,7 @@ def sharegpt_as_messages() -> list[dict[str, str]]:
 
 
 def test_two_validation_prompts_by_default_for_causal_lm_only(model_dir: Path) -> None:
-    from app.jobs.request import JobCreate
+    from tuneforge.app.jobs.request import JobCreate
 
     body = {"model": "tiny-llama", "training_file": "file-x", "seed": 3}
     assert JobCreate.model_validate(body).resolve().samples.from_validation == 2  # (make_spec turns it off)

@@ -10,8 +10,8 @@ import pytest
 from safetensors.torch import load_file
 
 from tests.helpers import make_spec, shakespeare_rows
-from worker.training.reporter import MemoryReporter
-from worker.training.run import run
+from tuneforge.worker.training.reporter import MemoryReporter
+from tuneforge.worker.training.run import run
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 
@@ -64,10 +64,10 @@ def test_training_after_an_evaluation_keeps_full_gradients(minilm_dir: Path, tmp
     evaluation must still backpropagate through the base layers (BERT's biased linears crashed)."""
     import torch
 
-    from worker.training.configs import pick_device
-    from worker.training.data import collate, encode_labeled
-    from worker.training.evaluation import evaluate
-    from worker.training.model import load_model, load_tokenizer
+    from tuneforge.worker.training.configs import pick_device
+    from tuneforge.worker.training.data import collate, encode_labeled
+    from tuneforge.worker.training.evaluation import evaluate
+    from tuneforge.worker.training.model import load_model, load_tokenizer
 
     rows = [json.loads(line) for line in (FIXTURES / "sms_spam_300.jsonl").read_text().splitlines()[:40]]
     spec = make_spec(task="sequence_classification", lora={"target_modules": "all-linear"})

@@ -1,0 +1,234 @@
+"""One settings object for the API, the worker and the CLI.
+
+Every value comes from an environment variable with the prefix ``TUNEFORGE_``. The defaults are the
+embedded, single-box setup (SQLite + a server-less broker under ``data_dir``); ``env=production``
+refuses the defaults that are only safe on a laptop.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Passwords that ship in examples and images; a production deployment must not run on them.
+DEFAULT_SECRETS = frozenset(
+    ("", "postgres", "password", "secret", "changeme", "change-me", "tuneforge", "admin", "redis", "guest")
+)
+
+
+def _secret_problems(name: str, url: str) -> list[str]:
+    """A server URL in production must carry a password, and not a well-known one."""
+    if url.startswith(("sqlite", "sqla+")):
+        return []  # refused separately
+    password = _url_password(url)
+    if password is None or password.lower() in DEFAULT_SECRETS:
+        return [f"{name} must include a non-default password"]
+    return []
+
+
+def _url_password(url: str) -> str | None:
+    parts = urlsplit(url)
+    return unquote(parts.password) if parts.password is not None else None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TUNEFORGE_", extra="ignore")
+
+    env: Literal["local", "production"] = Field(
+        "local", description="`production` refuses SQLite, the server-less broker and open CORS."
+    )
+    data_dir: Path = Field(Path(".tuneforge"), description="Uploads, artifacts and embedded databases.")
+    # The next three default to places inside data_dir; `_fill_defaults` derives them before
+    # validation, so they are never None once a Settings exists.
+    models_dir: Path = Field(
+        Path(".tuneforge/models"),
+        description="The only directory base models load from. Defaults to `<data_dir>/models`.",
+    )
+    database_url: str = Field(
+        "sqlite:///.tuneforge/tuneforge.db",
+        description="SQLAlchemy URL. Defaults to SQLite at `<data_dir>/tuneforge.db`.",
+    )
+    broker_url: str = Field(
+        "sqla+sqlite:///.tuneforge/broker.db",
+        description="Celery broker. Defaults to kombu's SQLAlchemy transport at `<data_dir>/broker.db`.",
+    )
+    artifact_store: str = Field(
+        "file://.tuneforge",
+        description="Where uploads, checkpoints and adapters live: `file://<dir>` or `s3://bucket/prefix`. "
+        "Defaults to `file://<data_dir>`. With s3://, API and workers share only the database, the broker "
+        "and the bucket.",
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="S3-compatible endpoint (MinIO, moto...); unset: AWS. Credentials: the AWS_* variables."
+    )
+    s3_presigned_downloads: bool = Field(
+        False, description="Answer file downloads with a 307 to a presigned bucket URL instead of streaming them."
+    )
+    s3_presign_seconds: int = Field(900, ge=1, le=604800, description="Lifetime of a presigned download URL.")
+    store_retry_seconds: float = Field(
+        600.0, gt=0, description="How long a worker keeps retrying an unreachable store before failing the job."
+    )
+    devices_per_job: int = Field(
+        1, ge=1, le=64, description="Devices (processes) each job trains on, data parallel; `--devices-per-job`."
+    )
+    ddp_timeout_seconds: float = Field(
+        300.0, gt=0, description="How long a rank of a multi-device job waits for the others before giving up."
+    )
+    queue: str = Field("gpu", description="Celery queue that training workers consume.")
+    inference_queue: str = Field(
+        "inference", description="Celery queue that inference workers (`tuneforge worker --queue inference`) consume."
+    )
+    max_inference_tokens: int = Field(
+        1024, ge=1, description="Largest `max_tokens` a chat/completion request may ask for; above it is a 400."
+    )
+    inference_timeout_seconds: float = Field(
+        120.0, gt=0, description="A chat/completion request not finished in this long (queue wait included) is a 504."
+    )
+    inference_cache_size: int = Field(
+        2, ge=1, description="Models (a base, or a base with one adapter) an inference worker keeps loaded (LRU)."
+    )
+    broker_poll_seconds: float = Field(
+        0.1,
+        gt=0,
+        description="How often a worker polls the embedded (SQLAlchemy) broker for a message; kombu's default "
+        "is 1 s, which a job paid on average half of before it started. Redis needs no polling.",
+    )
+    host: str = Field("127.0.0.1", description="Address `tuneforge api` binds.")
+    port: int = Field(8000, ge=1, le=65535, description="Port `tuneforge api` listens on.")
+
+    max_upload_mb: int = Field(100, gt=0, description="Largest accepted upload, enforced while streaming.")
+    max_upload_rows: int = Field(1_000_000, gt=0)
+    max_line_bytes: int = Field(1_000_000, gt=0, description="Longest accepted JSONL line / CSV row.")
+
+    lease_seconds: int = Field(120, ge=10, description="How long a worker's claim on a job lasts unrenewed.")
+    heartbeat_seconds: float = Field(5.0, gt=0, description="How often a worker renews its lease.")
+    metrics_flush_seconds: float = Field(2.0, gt=0, description="Metrics are batched for this long.")
+    max_attempts: int = Field(3, ge=1)
+    reconcile_seconds: float = Field(15.0, gt=0)
+    queued_resend_seconds: float = Field(60.0, gt=0, description="Re-send a queued job's message after this.")
+
+    # Spec caps: what one job may ask of a GPU. Over a cap is a 400 naming the field.
+    max_steps: int = Field(100_000, ge=1, description="Largest training.max_steps a job may set.")
+    max_epochs: int = Field(100, ge=1, description="Largest training.epochs (or n_epochs).")
+    max_seq_length: int = Field(8192, ge=8, description="Largest training.max_seq_length.")
+    max_lora_r: int = Field(256, ge=1, description="Largest lora.r.")
+    max_batch_size: int = Field(256, ge=1, description="Largest training.batch_size.")
+    # Per-organization fairness: one tenant cannot hold every GPU or flood the queue.
+    max_running_jobs_per_org: int = Field(
+        4, ge=1, description="Jobs of one org training at once; more wait in `queued`."
+    )
+    max_queued_jobs_per_org: int = Field(
+        50, ge=1, description="Queued jobs per org; a POST over it answers 429 with Retry-After."
+    )
+
+    max_sweep_trials: int = Field(
+        100, ge=1, description="Most trials one sweep may run (its max_trials, and a grid's size)."
+    )
+    sweep_seconds: float = Field(5.0, gt=0, description="How often the sweep driver starts trials and prunes.")
+
+    worker_gpu_memory_gb: float | None = Field(
+        None,
+        gt=0,
+        description="Memory of the largest worker GPU. Jobs whose estimated peak does not fit are refused "
+        "at submission (unset: no check, e.g. CPU-only workers).",
+    )
+
+    # Webhooks (tuneforge/app/webhooks/): delivered from the outbox table by a thread in each API process.
+    webhooks_allow_private: bool = Field(
+        False, description="Allow webhook URLs that resolve to private, loopback or link-local addresses (SSRF)."
+    )
+    webhook_poll_seconds: float = Field(1.0, gt=0, description="How often the deliverer looks for due deliveries.")
+    webhook_timeout_seconds: float = Field(10.0, gt=0, description="How long one webhook POST may take.")
+    webhook_max_attempts: int = Field(8, ge=1, description="Attempts before a delivery is marked failed.")
+    webhook_backoff_seconds: float = Field(
+        5.0, gt=0, description="First retry delay; doubled after each failed attempt (capped at one hour)."
+    )
+    # GPU-class routing: class name -> memory in GB, e.g. {"gpu-24g": 24, "gpu-80g": 80}. Each class is a
+    # Celery queue of that name; a job goes to the smallest class its estimated peak fits.
+    gpu_queues: dict[str, float] = Field(
+        default_factory=dict,
+        description='GPU classes as JSON, name -> memory GB (e.g. `{"gpu-24g": 24, "gpu-80g": 80}`). '
+        "Jobs go to the smallest class that fits; empty: every job goes to TUNEFORGE_QUEUE.",
+    )
+    auth_cache_seconds: float = Field(
+        5.0, ge=0, description="How long an API process trusts a key lookup (revocation in this process is instant)."
+    )
+
+    cors_origins: list[str] = Field(default_factory=list, description="Allowed CORS origins; none (off) by default.")
+    allow_hub: bool = Field(
+        False, description="Accept Hugging Face Hub ids for `model` (downloaded by the worker, safetensors only)."
+    )
+    allow_pickle_weights: bool = Field(
+        False, description="Accept models whose only weights are pickle files (.bin/.pt). Unsafe: pickle runs code."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_defaults(cls, data: Any) -> Any:
+        """Paths and URLs that default to the data dir, whichever data dir was configured."""
+        if not isinstance(data, dict):
+            return data
+        data_dir = Path(data.get("data_dir") or ".tuneforge").expanduser().resolve()
+        defaults = {
+            "data_dir": data_dir,
+            "models_dir": data_dir / "models",
+            "database_url": f"sqlite:///{data_dir / 'tuneforge.db'}",
+            "broker_url": f"sqla+sqlite:///{data_dir / 'broker.db'}",
+            "artifact_store": f"file://{data_dir}",
+        }
+        return {**data, **{k: v for k, v in defaults.items() if data.get(k) in (None, "")}}
+
+    @model_validator(mode="after")
+    def _resolve_and_check(self) -> Settings:
+        self.data_dir = self.data_dir.expanduser().resolve()
+        self.models_dir = self.models_dir.expanduser().resolve()
+        if not self.artifact_store.startswith(("file://", "s3://")):
+            raise ValueError("TUNEFORGE_ARTIFACT_STORE must be file://<dir> or s3://bucket/prefix")
+        if self.env == "production":
+            problems = []
+            if self.database_url.startswith("sqlite"):
+                problems.append("TUNEFORGE_DATABASE_URL must point at PostgreSQL, not SQLite")
+            if self.broker_url.startswith("sqla+"):
+                problems.append("TUNEFORGE_BROKER_URL must point at Redis, not the embedded broker")
+            if "*" in self.cors_origins:
+                problems.append("TUNEFORGE_CORS_ORIGINS must list origins, not '*'")
+            problems += _secret_problems("TUNEFORGE_DATABASE_URL", self.database_url)
+            problems += _secret_problems("TUNEFORGE_BROKER_URL", self.broker_url)
+            if problems:
+                raise ValueError("unsafe settings for env=production: " + "; ".join(problems))
+        return self
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.data_dir / "files"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.data_dir / "artifacts"
+
+    @property
+    def cache_dir(self) -> Path:
+        """A worker's local copies of inputs it read from a remote store."""
+        return self.data_dir / "cache"
+
+    @property
+    def store_is_remote(self) -> bool:
+        return self.artifact_store.startswith("s3://")
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def ensure_dirs(self) -> None:
+        for d in (self.data_dir, self.uploads_dir, self.artifacts_dir, self.models_dir):
+            d.mkdir(parents=True, exist_ok=True)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

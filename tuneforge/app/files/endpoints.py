@@ -1,0 +1,136 @@
+from __future__ import annotations
+
+from typing import Annotated, Literal
+from urllib.parse import quote
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
+from starlette.datastructures import UploadFile
+from starlette.types import Message
+
+from tuneforge.app.core.errors import InvalidRequest, PayloadTooLarge
+from tuneforge.app.core.schemas import DeletedResponse, ListResponse, error_responses
+from tuneforge.app.deps import PrincipalDep, SessionDep, SettingsDep
+from tuneforge.app.files import service
+from tuneforge.app.files.schemas import FileObject
+
+router = APIRouter(prefix="/v1/files", tags=["files"], responses=error_responses(404))
+
+# Room for the multipart envelope around the file itself.
+MULTIPART_OVERHEAD = 64 * 1024
+
+
+def _size_limited(request: Request, limit: int) -> Request:
+    """The same request, but reading past `limit` body bytes raises 413 mid-stream."""
+    received = 0
+
+    async def receive() -> Message:
+        nonlocal received
+        message = await request.receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise PayloadTooLarge(
+                    f"The upload is larger than the limit of {limit >> 20} MB.",
+                    param="file",
+                    code="file_too_large",
+                )
+        return message
+
+    return Request(request.scope, receive)
+
+
+@router.post(
+    "",
+    response_model=FileObject,
+    responses=error_responses(409, 413),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["file", "purpose"],
+                        "properties": {
+                            "file": {"type": "string", "format": "binary"},
+                            "purpose": {"type": "string", "enum": ["fine-tune"]},
+                        },
+                    }
+                }
+            },
+        }
+    },
+)
+async def upload_file(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    principal: PrincipalDep,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> FileObject:
+    """Upload a JSONL or CSV dataset. It is validated whole; errors name their line."""
+    limit = settings.max_upload_mb << 20
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit + MULTIPART_OVERHEAD:
+        raise PayloadTooLarge(
+            f"The upload is larger than the limit of {settings.max_upload_mb} MB.",
+            param="file",
+            code="file_too_large",
+        )
+    # Parsed here rather than by FastAPI so that a malformed body is a clear 400 and the size
+    # limit is applied while the bytes stream in, not after they were all buffered.
+    try:
+        form = await _size_limited(request, limit + MULTIPART_OVERHEAD).form(max_files=1, max_fields=8)
+    except PayloadTooLarge:
+        raise
+    except Exception as exc:
+        raise InvalidRequest("The body must be multipart/form-data with `file` and `purpose`.") from exc
+    file = form.get("file")
+    purpose = form.get("purpose")
+    if not isinstance(file, UploadFile):
+        raise InvalidRequest("Missing the `file` part.", param="file")
+    if not isinstance(purpose, str):
+        raise InvalidRequest("Missing the `purpose` field.", param="purpose")
+    record = await service.upload(session, settings, principal, file, purpose, idempotency_key)
+    session.commit()
+    return FileObject.of(record)
+
+
+@router.get("", response_model=ListResponse[FileObject])
+def list_files(
+    session: SessionDep,
+    principal: PrincipalDep,
+    purpose: str | None = None,
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+    order: Literal["asc", "desc"] = "desc",
+) -> ListResponse[FileObject]:
+    rows = service.list_files(session, principal, purpose=purpose, after=after, limit=limit, ascending=order == "asc")
+    return ListResponse[FileObject].page([FileObject.of(f) for f in rows], limit)
+
+
+@router.get("/{file_id}", response_model=FileObject)
+def retrieve_file(file_id: str, session: SessionDep, principal: PrincipalDep) -> FileObject:
+    return FileObject.of(service.get(session, principal, file_id))
+
+
+@router.get("/{file_id}/content", response_class=FileResponse, responses=error_responses(503))
+def file_content(file_id: str, session: SessionDep, settings: SettingsDep, principal: PrincipalDep) -> Response:
+    f = service.get(session, principal, file_id)
+    media = "application/jsonl" if f.format == "jsonl" else "text/csv"
+    body = service.content(settings, f)
+    if body.path is not None:
+        return FileResponse(body.path, media_type=media, filename=f.filename)
+    if body.redirect is not None:
+        return RedirectResponse(body.redirect, status_code=307)
+    assert body.chunks is not None
+    disposition = {"Content-Disposition": f'attachment; filename="{quote(f.filename)}"'}
+    return StreamingResponse(body.chunks, media_type=media, headers=disposition)
+
+
+@router.delete("/{file_id}", response_model=DeletedResponse, responses=error_responses(409))
+def delete_file(file_id: str, session: SessionDep, settings: SettingsDep, principal: PrincipalDep) -> DeletedResponse:
+    service.delete(session, settings, principal, file_id)
+    session.commit()
+    return DeletedResponse(id=file_id, object="file", deleted=True)

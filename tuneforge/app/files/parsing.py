@@ -1,0 +1,239 @@
+"""Dataset parsing shared by upload validation (API) and training (worker).
+
+Pure functions over a file on disk: no web or database code. JSONL lines must each be a JSON object;
+CSV needs a header row (comma, tab or semicolon separated). Errors name the line they are on.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from tuneforge.app.files.preference import check_preference_row, is_preference_row
+from tuneforge.contract import formats
+
+Format = Literal["jsonl", "csv"]
+MAX_REPORTED_ERRORS = 20
+MAX_TRACKED_DISTINCT = 1000
+
+
+class DatasetError(ValueError):
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
+@dataclass
+class ColumnSummary:
+    types: set[str] = field(default_factory=set)
+    non_null: int = 0
+    numeric: bool = True
+    distinct: set[str] = field(default_factory=set)
+    distinct_overflow: bool = False
+
+    def add(self, value: Any) -> None:
+        kind = _kind(value)
+        self.types.add(kind)
+        if value is None:
+            return
+        self.non_null += 1
+        if not _is_number(value):
+            self.numeric = False
+        if kind in ("string", "number", "bool") and not self.distinct_overflow:
+            self.distinct.add(str(value))
+            if len(self.distinct) > MAX_TRACKED_DISTINCT:
+                self.distinct_overflow = True
+                self.distinct.clear()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "types": sorted(self.types),
+            "non_null": self.non_null,
+            "numeric": self.numeric and self.non_null > 0,
+            "distinct": None if self.distinct_overflow else len(self.distinct),
+        }
+
+
+@dataclass
+class FileReport:
+    format: Format
+    n_rows: int
+    columns: dict[str, dict[str, Any]]
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "list"
+    return "object"
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int | float):
+        return math.isfinite(value)
+    if isinstance(value, str):
+        try:
+            return math.isfinite(float(value))
+        except ValueError:
+            return False
+    return False
+
+
+def _check_row(row: dict[str, Any]) -> str | None:
+    """What is wrong with a conversation row (detected by its default column names) as training data."""
+    shape = formats.detect(row)
+    if shape in formats.CHAT_SHAPES:
+        try:
+            formats.to_chat(row, shape)
+        except formats.RowError as exc:
+            return str(exc)
+    return None
+
+
+class _UnquotedTab(csv.excel_tab):
+    quoting = csv.QUOTE_NONE
+
+
+def sniff_format(head: bytes) -> Format:
+    """JSONL when the first non-blank character opens an object, CSV otherwise."""
+    stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    return "jsonl" if stripped.startswith(b"{") else "csv"
+
+
+def _text_lines(path: Path, max_line_bytes: int, errors: list[str]) -> Iterator[tuple[int, str]]:
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if len(raw) > max_line_bytes:
+                errors.append(f"line {lineno}: longer than the limit of {max_line_bytes} bytes")
+                return
+            if b"\x00" in raw:
+                errors.append(f"line {lineno}: contains NUL bytes; this is not a text (JSONL/CSV) file")
+                return
+            try:
+                text = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                errors.append(f"line {lineno}: not valid UTF-8 (byte {exc.start}); this is not a text file")
+                return
+            yield lineno, text
+
+
+def _jsonl_rows(path: Path, max_line_bytes: int, errors: list[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    for lineno, text in _text_lines(path, max_line_bytes, errors):
+        if not text.strip():
+            continue
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            errors.append(f"line {lineno}: invalid JSON ({exc.msg} at column {exc.colno})")
+            continue
+        if not isinstance(obj, dict):
+            errors.append(f"line {lineno}: expected a JSON object, got {_kind(obj)}")
+            continue
+        yield lineno, obj
+
+
+def _csv_rows(path: Path, max_line_bytes: int, errors: list[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    lines = _text_lines(path, max_line_bytes, errors)
+    first = next(lines, None)
+    if first is None:
+        return
+    header_text = first[1]
+    try:
+        dialect: Any = csv.Sniffer().sniff(header_text, delimiters=",\t;")
+    except csv.Error:
+        dialect = csv.excel
+    if dialect.delimiter == "\t":
+        # TSV files rarely quote, and a stray '"' in a message must not swallow the following rows.
+        dialect = _UnquotedTab
+
+    def chained() -> Iterator[str]:
+        yield header_text
+        for _, text in lines:
+            yield text
+
+    reader = csv.reader(chained(), dialect)
+    try:
+        header = next(reader)
+    except csv.Error as exc:
+        errors.append(f"line 1: unreadable CSV header ({exc})")
+        return
+    header = [h.strip() for h in header]
+    if not header or any(not h for h in header) or len(set(header)) != len(header):
+        errors.append("line 1: the CSV header must name every column once")
+        return
+    while True:
+        start = reader.line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            errors.append(f"line {start}: malformed CSV ({exc})")
+            return
+        if not row or all(not c.strip() for c in row):
+            continue
+        if len(row) != len(header):
+            errors.append(f"line {start}: expected {len(header)} fields, found {len(row)}")
+            continue
+        yield start, dict(zip(header, row, strict=True))
+
+
+def iter_rows(path: Path, fmt: Format, *, max_line_bytes: int = 10_000_000) -> Iterator[dict[str, Any]]:
+    """Rows of an already validated file, for training."""
+    errors: list[str] = []
+    rows = _jsonl_rows if fmt == "jsonl" else _csv_rows
+    for _, row in rows(path, max_line_bytes, errors):
+        yield row
+    if errors:
+        raise DatasetError(errors)
+
+
+def validate_file(path: Path, *, max_rows: int, max_line_bytes: int) -> FileReport:
+    """Parse the whole file once; raise DatasetError listing the first problems with line numbers."""
+    with path.open("rb") as fh:
+        head = fh.read(4096)
+    if not head.strip() and path.stat().st_size <= len(head):
+        raise DatasetError(["the file has no rows"])
+    fmt = sniff_format(head)
+    errors: list[str] = []
+    columns: dict[str, ColumnSummary] = {}
+    n_rows = 0
+    rows = _jsonl_rows if fmt == "jsonl" else _csv_rows
+    for lineno, row in rows(path, max_line_bytes, errors):
+        n_rows += 1
+        if n_rows > max_rows:
+            errors.append(f"line {lineno}: more than the limit of {max_rows} rows")
+            break
+        for key, value in row.items():
+            columns.setdefault(key, ColumnSummary()).add(value)
+        if problem := _check_row(row):
+            errors.append(f"line {lineno}: {problem}")
+        if is_preference_row(row) and (problem := check_preference_row(row)):
+            errors.append(f"line {lineno}: {problem}")
+        if len(errors) >= MAX_REPORTED_ERRORS:
+            break
+    if not errors and n_rows == 0:
+        errors.append("the file has no rows")
+    if fmt == "csv" and not errors and len(columns) < 1:
+        errors.append("line 1: no columns found")
+    if errors:
+        raise DatasetError(errors[:MAX_REPORTED_ERRORS])
+    return FileReport(
+        format=fmt,
+        n_rows=n_rows,
+        columns={k: v.as_dict() for k, v in columns.items()},
+    )

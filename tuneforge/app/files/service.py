@@ -1,0 +1,187 @@
+"""Uploads: streamed to disk under a size limit, hashed, validated, then recorded."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from tuneforge.app.auth.service import Principal
+from tuneforge.app.core.config import Settings
+from tuneforge.app.core.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge, Unavailable
+from tuneforge.app.core.ids import new_id
+from tuneforge.app.core.storage import file_key, get_store
+from tuneforge.app.db.models import File
+from tuneforge.app.files import repository
+from tuneforge.app.files.parsing import DatasetError, validate_file
+from tuneforge.app.jobs import repository as jobs_repository
+from tuneforge.storage import StoreError
+
+log = logging.getLogger("tuneforge.api")
+
+CHUNK = 1 << 20
+SUPPORTED_PURPOSES = ("fine-tune",)
+
+
+def get(session: Session, principal: Principal, file_id: str, *, write: bool = False) -> File:
+    """Another organization's file is a 404 exactly like a file that does not exist."""
+    f = repository.get(session, principal.scope(write=write), file_id)
+    if f is None:
+        raise NotFound(f"No such file: {file_id}", param="file_id", code="file_not_found")
+    return f
+
+
+async def _spool(upload: UploadFile, dest_dir: Path, limit: int) -> tuple[Path, int, str]:
+    """Copy the upload to a temp file in `dest_dir`, refusing it as soon as it passes `limit` bytes."""
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix=".upload-")
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with os.fdopen(fd, "wb") as out:
+            while chunk := await upload.read(CHUNK):
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(
+                        f"The file is larger than the limit of {limit // (1 << 20)} MB.",
+                        param="file",
+                        code="file_too_large",
+                    )
+                digest.update(chunk)
+                out.write(chunk)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return Path(tmp), size, digest.hexdigest()
+
+
+async def upload(
+    session: Session,
+    settings: Settings,
+    principal: Principal,
+    upload: UploadFile,
+    purpose: str,
+    idempotency_key: str | None,
+) -> File:
+    if purpose not in SUPPORTED_PURPOSES:
+        raise InvalidRequest(
+            f"purpose must be one of {', '.join(SUPPORTED_PURPOSES)}, not {purpose!r}.", param="purpose"
+        )
+    # Spooled next to its final place on a local store (one rename), or to the data dir's temp
+    # folder before it goes to a bucket: it is validated whole either way.
+    spool_dir = settings.uploads_dir if not settings.store_is_remote else settings.data_dir / "tmp"
+    tmp, size, sha256 = await _spool(upload, spool_dir, settings.max_upload_mb << 20)
+    try:
+        filename = Path(upload.filename or "upload").name[:255] or "upload"
+        fingerprint = hashlib.sha256(f"{sha256}\0{purpose}\0{filename}".encode()).hexdigest()
+        if idempotency_key:
+            existing = repository.get_by_idempotency_key(session, principal.organization_id, idempotency_key)
+            if existing is not None:
+                if existing.idempotency_hash != fingerprint:
+                    raise Conflict(
+                        "This Idempotency-Key was already used for a different upload.",
+                        param="Idempotency-Key",
+                        code="idempotency_key_reused",
+                    )
+                return existing
+        try:
+            report = validate_file(tmp, max_rows=settings.max_upload_rows, max_line_bytes=settings.max_line_bytes)
+        except DatasetError as exc:
+            shown = "; ".join(exc.errors[:10])
+            raise InvalidRequest(f"Invalid training file: {shown}", param="file", code="invalid_file") from exc
+        file_id = new_id("file")
+        # Stored under its id: the client's filename never becomes part of a path.
+        key = file_key(file_id)
+        store = get_store(settings)
+        final = store.local_path(key)
+        if final is not None:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, final)
+        else:
+            try:
+                await run_in_threadpool(store.put_file, key, tmp)
+            except StoreError as exc:
+                raise unavailable(exc) from exc
+        record = File(
+            id=file_id,
+            organization_id=principal.organization_id,
+            filename=filename,
+            purpose=purpose,
+            bytes=size,
+            sha256=sha256,
+            format=report.format,
+            n_rows=report.n_rows,
+            columns=report.columns,
+            status="processed",
+            storage_path=key,
+            idempotency_key=idempotency_key,
+            idempotency_hash=fingerprint if idempotency_key else None,
+        )
+        session.add(record)
+        session.flush()
+        return record
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def list_files(
+    session: Session, principal: Principal, *, purpose: str | None, after: str | None, limit: int, ascending: bool
+) -> list[File]:
+    return repository.list_page(
+        session, principal.organization_id, purpose=purpose, after=after, limit=limit, ascending=ascending
+    )
+
+
+def delete(session: Session, settings: Settings, principal: Principal, file_id: str) -> None:
+    f = get(session, principal, file_id, write=True)
+    users = jobs_repository.live_using_file(session, principal.organization_id, file_id)
+    if users:
+        raise Conflict(f"File {file_id} is used by running or queued job(s): {', '.join(users)}.", param="file_id")
+    key = f.storage_path
+    session.delete(f)
+    session.flush()
+    with contextlib.suppress(StoreError):  # an orphaned object is harmless; the row is gone
+        get_store(settings).delete(key)
+
+
+def unavailable(exc: StoreError) -> Unavailable:
+    log.warning("artifact store error: %s", exc)
+    return Unavailable("The artifact store is unreachable; try again shortly.", code="store_unavailable")
+
+
+@dataclass(frozen=True)
+class Content:
+    """How to answer a download: a local file, a presigned URL, or the bucket's bytes streamed."""
+
+    path: Path | None = None
+    redirect: str | None = None
+    chunks: Iterator[bytes] | None = None
+
+
+def content(settings: Settings, f: File) -> Content:
+    store = get_store(settings)
+    local = store.local_path(f.storage_path)
+    if local is not None:
+        if not local.is_file():
+            raise NotFound(f"The content of {f.id} is missing from the store.", param="file_id")
+        return Content(path=local)
+    try:
+        if settings.s3_presigned_downloads:
+            url = store.presigned_url(f.storage_path, settings.s3_presign_seconds, filename=f.filename)
+            if url:
+                return Content(redirect=url)
+        chunks = store.stream(f.storage_path)
+        first = next(chunks, b"")  # fail here, as a 503, rather than mid-response
+    except StoreError as exc:
+        raise unavailable(exc) from exc
+    return Content(chunks=itertools.chain([first], chunks))

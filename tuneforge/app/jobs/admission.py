@@ -1,0 +1,136 @@
+"""What a job must pass before it is queued: its data's recorded columns, the operator's caps, the
+largest worker GPU, and the organization's queue room. Each failure is a 4xx naming the field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from tuneforge.app.core.config import Settings
+from tuneforge.app.core.errors import InvalidRequest, TooManyRequests
+from tuneforge.app.db.models import File
+from tuneforge.app.files.preference import PREFERENCE_FIELDS
+from tuneforge.app.jobs import repository
+from tuneforge.app.jobs.memory_estimate import GB, RUNTIME_ALLOWANCE_GB, estimate
+from tuneforge.contract.formats import SHAPES, detect_columns, shapes_of
+from tuneforge.contract.spec import JobSpec
+from tuneforge.contract.spec.data import data_fields
+from tuneforge.contract.status import WAITING
+
+# How long a client over the queued-jobs limit is told to wait; jobs take minutes, not seconds.
+RETRY_AFTER_SECONDS = 30
+
+
+def check_data_against_spec(spec: JobSpec, f: File, param: str) -> None:
+    """What can be known from the recorded columns is checked at submission, naming the field."""
+    cols = f.columns or {}
+    d = spec.data
+    listed = ", ".join(sorted(cols)) or "none"
+    if spec.method == "dpo":
+        missing = [name for name in PREFERENCE_FIELDS if name not in cols]
+        if missing:
+            raise InvalidRequest(
+                f"File {f.id} has columns [{listed}]; method.type=dpo needs preference rows with "
+                f"{', '.join(repr(n) for n in PREFERENCE_FIELDS)} (missing: {', '.join(missing)}).",
+                param=param,
+                code="invalid_file",
+            )
+        return
+    if spec.task == "causal_lm":
+        fields = data_fields(d)
+        if d.format in SHAPES:
+            if d.format not in shapes_of(cols, fields):
+                raise InvalidRequest(
+                    f"data.format is {d.format}, but file {f.id} has columns [{listed}] "
+                    f"(detected: {detect_columns(cols, fields) or 'none'}).",
+                    param="data.format",
+                    code="invalid_file",
+                )
+            return
+        if detect_columns(cols, fields) is not None:
+            return
+        raise InvalidRequest(
+            f"File {f.id} has columns [{listed}]; causal_lm needs '{d.text_field}', "
+            f"'{d.prompt_field}' + '{d.completion_field}', '{d.messages_field}', alpaca's 'instruction' + "
+            "'output', or ShareGPT's 'conversations' (rename them with data.text_field, data.prompt_field, ...).",
+            param=param,
+            code="invalid_file",
+        )
+    if d.text_field not in cols:
+        raise InvalidRequest(
+            f"File {f.id} has no '{d.text_field}' column (columns: {listed}); set data.text_field.",
+            param=param,
+            code="invalid_file",
+        )
+    if d.label_field not in cols:
+        raise InvalidRequest(
+            f"File {f.id} has no '{d.label_field}' column (columns: {listed}); set data.label_field.",
+            param=param,
+            code="invalid_file",
+        )
+    label = cols[d.label_field]
+    if spec.task == "regression" and not label.get("numeric"):
+        raise InvalidRequest(
+            f"regression needs a numeric '{d.label_field}' column, but file {f.id} has non-numeric values.",
+            param=param,
+            code="invalid_file",
+        )
+    if spec.task == "sequence_classification" and label.get("distinct") is not None and label["distinct"] < 2:
+        raise InvalidRequest(
+            f"sequence_classification needs at least 2 classes in '{d.label_field}'; file {f.id} has one.",
+            param=param,
+            code="invalid_file",
+        )
+
+
+def check_caps(spec: JobSpec, settings: Settings) -> None:
+    """The operator's caps (TUNEFORGE_MAX_*): what one job may ask of a GPU."""
+    t = spec.training
+    caps = (
+        ("training.max_steps", t.max_steps, settings.max_steps, "TUNEFORGE_MAX_STEPS"),
+        ("training.epochs", t.epochs, settings.max_epochs, "TUNEFORGE_MAX_EPOCHS"),
+        ("training.max_seq_length", t.max_seq_length, settings.max_seq_length, "TUNEFORGE_MAX_SEQ_LENGTH"),
+        ("training.batch_size", t.batch_size, settings.max_batch_size, "TUNEFORGE_MAX_BATCH_SIZE"),
+        ("lora.r", spec.lora.r, settings.max_lora_r, "TUNEFORGE_MAX_LORA_R"),
+    )
+    for param, value, cap, env in caps:
+        if value is not None and value > cap:
+            raise InvalidRequest(
+                f"{param}={value} is over this server's limit of {cap} (set by the operator with {env}).",
+                param=param,
+                code="over_limit",
+            )
+
+
+def check_gpu_memory(spec: JobSpec, config: dict[str, Any], settings: Settings) -> None:
+    """Refuse at submission a job that cannot fit the largest worker GPU, rather than let it OOM
+    after waiting in the queue."""
+    if settings.worker_gpu_memory_gb is None:
+        return
+    est = estimate(config, spec, settings.devices_per_job)  # per device: each rank holds a full copy
+    if est is None:
+        return  # a config the estimator cannot read is let through; the worker reports an OOM clearly
+    needed = est.total / GB + RUNTIME_ALLOWANCE_GB
+    if needed > settings.worker_gpu_memory_gb:
+        raise InvalidRequest(
+            f"This job needs an estimated {est.describe()} plus {RUNTIME_ALLOWANCE_GB:.0f} GB of CUDA runtime, "
+            f"more than the largest worker GPU ({settings.worker_gpu_memory_gb:g} GB). Lower training.batch_size "
+            "or training.max_seq_length, set training.gradient_checkpointing=true, or use 4-bit quantization.",
+            param="training.batch_size",
+            code="insufficient_gpu_memory",
+        )
+
+
+def check_queue_room(session: Session, settings: Settings, org_id: str) -> None:
+    """Per-organization fairness. Running jobs are capped where workers claim them (a job over the
+    running cap waits in `queued`); the queue itself is capped here."""
+    queued = repository.count_by_status(session, org_id, WAITING)
+    if queued >= settings.max_queued_jobs_per_org:
+        raise TooManyRequests(
+            f"Your organization already has {queued} queued jobs, the limit "
+            f"(TUNEFORGE_MAX_QUEUED_JOBS_PER_ORG={settings.max_queued_jobs_per_org}). "
+            "Retry when some have started, or cancel some.",
+            retry_after=RETRY_AFTER_SECONDS,
+            code="queued_jobs_limit",
+        )

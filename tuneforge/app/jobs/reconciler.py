@@ -1,0 +1,93 @@
+"""Keeps the queue honest against the database (docs/reliability.md: lost messages, dead workers).
+
+- A `queued` job whose message was never published, or was published long ago, is published again:
+  a broker restart loses messages, the database does not. A duplicate is harmless, because the
+  worker's claim is a conditional update that only one delivery can win.
+- A `running` job whose lease expired lost its worker: it is re-queued with attempt+1, or failed
+  with `worker_lost` once attempts are used up. An expired `cancel_requested` job is cancelled, an
+  expired `pause_requested` job is paused. A `paused` job is never sent: only `resume` queues it.
+
+It runs as a thread inside every API process (`tuneforge api` / `tuneforge up`): every step is a
+conditional update, so several API replicas running it at once cannot double-apply anything.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from collections.abc import Callable
+
+from sqlalchemy.orm import Session
+
+from tuneforge.app.core.config import Settings
+from tuneforge.app.db.engine import session_scope
+from tuneforge.app.db.types import utcnow
+from tuneforge.app.fleet import routing
+from tuneforge.app.jobs import dispatch, repository
+from tuneforge.app.webhooks import service as webhooks
+from tuneforge.contract.status import ErrorCode, JobStatus
+
+log = logging.getLogger("tuneforge.reconciler")
+
+
+def reconcile_once(session: Session, settings: Settings, publish: Callable[[str], None]) -> dict[str, int]:
+    now = utcnow()
+    counts = {"resent": 0, "requeued": 0, "failed": 0, "cancelled": 0, "paused": 0}
+    for job in repository.expired_leases(session, now):
+        # Read before the conditional updates: they refresh the loaded row.
+        attempt = job.attempt
+        if job.status == JobStatus.CANCEL_REQUESTED:
+            if repository.end_expired(session, job.id, job.worker_id, JobStatus.CANCELLED, None):
+                repository.add_event(session, job.id, "Job cancelled (its worker stopped answering)")
+                webhooks.emit_job_status(session, job.id, JobStatus.CANCELLED)
+                counts["cancelled"] += 1
+        elif job.status == JobStatus.PAUSE_REQUESTED:
+            if repository.mark_paused(session, job.id, job.worker_id, lease_expired=True):
+                repository.add_event(
+                    session,
+                    job.id,
+                    "Job paused (its worker stopped answering); resume continues from the last checkpoint",
+                )
+                counts["paused"] += 1
+        elif attempt >= settings.max_attempts:
+            message = f"The worker stopped answering and all {settings.max_attempts} attempts are used up."
+            error = {"code": ErrorCode.WORKER_LOST, "message": message, "param": None}
+            if repository.end_expired(session, job.id, job.worker_id, JobStatus.FAILED, error):
+                repository.add_event(session, job.id, message, level="error")
+                webhooks.emit_job_status(session, job.id, JobStatus.FAILED)
+                counts["failed"] += 1
+        elif repository.requeue_expired(session, job.id, job.worker_id):
+            repository.add_event(session, job.id, f"Worker lost; re-queued as attempt {attempt + 1}", level="warn")
+            counts["requeued"] += 1
+    session.commit()
+    counts["unserved"] = routing.note_unserved(session, settings)
+    session.commit()
+    cutoff = now - dt.timedelta(seconds=settings.queued_resend_seconds)
+    for job_id in repository.stale_queued(session, cutoff):
+        if not dispatch.publish_and_mark(session, job_id, publish):
+            break  # the broker is still down; the next round retries
+        session.commit()
+        counts["resent"] += 1
+    return counts
+
+
+class Reconciler(threading.Thread):
+    def __init__(self, settings: Settings, publish: Callable[[str], None]) -> None:
+        super().__init__(name="tuneforge-reconciler", daemon=True)
+        self.settings = settings
+        self.publish = publish
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.wait(self.settings.reconcile_seconds):
+            try:
+                with session_scope() as session:
+                    counts = reconcile_once(session, self.settings, self.publish)
+                if any(counts.values()):
+                    log.info("reconciled: %s", counts)
+            except Exception:
+                log.exception("reconciler round failed; retrying next round")
+
+    def stop(self) -> None:
+        self.stopping.set()

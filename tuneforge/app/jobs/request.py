@@ -1,0 +1,213 @@
+"""The POST body of a job, in OpenAI's shape plus Tuneforge's blocks, and how it resolves to a `JobSpec`.
+
+`JobCreate.resolve()` folds OpenAI's `method.supervised.hyperparameters` into the blocks and returns the
+fully resolved `JobSpec` (tuneforge/contract/spec) that is stored on the job and that the worker trains from.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, model_validator
+
+from tuneforge.contract.spec import (
+    DEFAULT_LEARNING_RATE,
+    JobSpec,
+    PreferenceSpec,
+    SpecBlocks,
+    SpecError,
+    Strict,
+    set_to_non_default,
+)
+
+
+class SupervisedHyperparameters(Strict):
+    n_epochs: int | Literal["auto"] = Field("auto", description="Maps to training.epochs.")
+    batch_size: int | Literal["auto"] = Field("auto", description="Maps to training.batch_size.")
+    learning_rate_multiplier: float | Literal["auto"] = Field(
+        "auto", description=f"Multiplies the base learning rate {DEFAULT_LEARNING_RATE}."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> SupervisedHyperparameters:
+        if isinstance(self.n_epochs, int) and not 1 <= self.n_epochs <= 1000:
+            raise SpecError("n_epochs", "n_epochs must be between 1 and 1000")
+        if isinstance(self.batch_size, int) and not 1 <= self.batch_size <= 4096:
+            raise SpecError("batch_size", "batch_size must be between 1 and 4096")
+        lrm = self.learning_rate_multiplier
+        if isinstance(lrm, float | int) and not 0 < lrm <= 1000:
+            raise SpecError("learning_rate_multiplier", "learning_rate_multiplier must be > 0 and <= 1000")
+        return self
+
+
+class SupervisedMethod(Strict):
+    hyperparameters: SupervisedHyperparameters = Field(default_factory=SupervisedHyperparameters)
+
+
+class DpoHyperparameters(SupervisedHyperparameters):
+    beta: float | Literal["auto"] = Field("auto", description="Maps to preference.beta.")
+
+    @model_validator(mode="after")
+    def _check_beta(self) -> DpoHyperparameters:
+        if isinstance(self.beta, float | int) and not 0 < self.beta <= 10:
+            raise SpecError("beta", "beta must be > 0 and <= 10")
+        return self
+
+
+class DpoMethod(Strict):
+    hyperparameters: DpoHyperparameters = Field(default_factory=DpoHyperparameters)
+
+
+class Method(Strict):
+    type: Literal["supervised", "dpo"] = Field(
+        "supervised", description="`supervised`, or `dpo` on OpenAI's preference rows."
+    )
+    supervised: SupervisedMethod | None = None
+    dpo: DpoMethod | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Method:
+        other = "dpo" if self.type == "supervised" else "supervised"
+        if getattr(self, other) is not None:
+            raise SpecError(other, f"method.{other} does not go with method.type={self.type}")
+        return self
+
+
+Metadata = Annotated[
+    dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]],
+    Field(max_length=16),
+]
+
+
+def _nul_path(value: Any, path: str = "") -> str | None:
+    """Where a NUL character hides in raw JSON, if anywhere. PostgreSQL text cannot hold one, and no
+    file id, model name or metadata value legitimately contains one."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        key_path = f"{path}.{key}" if path else str(key)
+        if isinstance(key, str) and "\x00" in key:
+            return key_path
+        if (found := _nul_path(item, key_path)) is not None:
+            return found
+    return None
+
+
+class JobCreate(SpecBlocks):
+    """Body of POST /v1/fine_tuning/jobs."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul_characters(cls, data: Any) -> Any:
+        if (where := _nul_path(data)) is not None:
+            raise SpecError(where, "contains a NUL character")
+        return data
+
+    model: str = Field(min_length=1, max_length=512, description="A model directory under the models root.")
+    training_file: str = Field(min_length=1, max_length=64, description="Id of an uploaded fine-tune file.")
+    validation_file: str | None = Field(None, max_length=64)
+    suffix: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    metadata: Metadata | None = None
+    method: Method | None = None
+    hyperparameters: SupervisedHyperparameters | None = Field(
+        None, description="Deprecated OpenAI field; prefer method.supervised.hyperparameters."
+    )
+    integrations: list[Any] | None = Field(None, max_length=0, description="Not supported; must be empty.")
+    from_checkpoint: str | None = Field(
+        None,
+        min_length=1,
+        max_length=600,
+        description="Continue training from an `ft:` model id, a checkpoint's `fine_tuned_model_checkpoint`, or a "
+        "checkpoint id (`ftckpt-...`) of the same organization, base model, task and LoRA shape.",
+    )
+
+    def _hyperparameters(self) -> tuple[SupervisedHyperparameters | None, str]:
+        if self.method is not None and self.method.dpo is not None:
+            if self.hyperparameters is not None:
+                raise SpecError("hyperparameters", "give hyperparameters in method.dpo only, not both")
+            return self.method.dpo.hyperparameters, "method.dpo.hyperparameters"
+        if self.method is not None and self.method.supervised is not None:
+            if self.hyperparameters is not None:
+                raise SpecError("hyperparameters", "give hyperparameters in method.supervised only, not both")
+            return self.method.supervised.hyperparameters, "method.supervised.hyperparameters"
+        return self.hyperparameters, "hyperparameters"
+
+    def resolve(self) -> JobSpec:
+        """Fold OpenAI hyperparameters into the Tuneforge blocks; refuse contradictions."""
+        training = self.training.model_copy()
+        hp, where = self._hyperparameters()
+        if hp is not None:
+            explicit = self.training.model_fields_set
+            if hp.n_epochs != "auto":
+                if "epochs" in explicit and training.epochs != hp.n_epochs:
+                    raise SpecError(f"{where}.n_epochs", "contradicts training.epochs")
+                if "max_steps" in explicit:
+                    raise SpecError(f"{where}.n_epochs", "contradicts training.max_steps")
+                training.epochs = hp.n_epochs
+            if hp.batch_size != "auto":
+                if "batch_size" in explicit and training.batch_size != hp.batch_size:
+                    raise SpecError(f"{where}.batch_size", "contradicts training.batch_size")
+                training.batch_size = hp.batch_size
+            if hp.learning_rate_multiplier != "auto":
+                if "learning_rate" in explicit:
+                    raise SpecError(
+                        f"{where}.learning_rate_multiplier",
+                        "give training.learning_rate or learning_rate_multiplier, not both",
+                    )
+                lr = DEFAULT_LEARNING_RATE * float(hp.learning_rate_multiplier)
+                if lr > 1.0:
+                    raise SpecError(f"{where}.learning_rate_multiplier", f"gives a learning rate of {lr}, above 1")
+                training.learning_rate = lr
+        if training.epochs is None and training.max_steps is None:
+            training.epochs = 3
+        split = self.data.validation_split
+        if split is None:
+            split = 0.0 if self.validation_file else 0.1
+        elif self.validation_file and split > 0:
+            raise SpecError("data.validation_split", "validation_split cannot be used with a validation_file")
+        # Checked before the assignment, which would otherwise fail inside pydantic (a schemathesis find).
+        if split + self.data.test_split >= 1.0:
+            raise SpecError("data.test_split", f"validation_split ({split}) + test_split must be below 1")
+        data = self.data.model_copy(update={"validation_split": split})
+        method = self.method.type if self.method is not None else "supervised"
+        preference = self.preference.model_copy()
+        if isinstance(hp, DpoHyperparameters) and hp.beta != "auto":
+            if set_to_non_default(self.preference, "beta") and self.preference.beta != hp.beta:
+                raise SpecError(f"{where}.beta", "contradicts preference.beta")
+            preference.beta = float(hp.beta)
+        if method != "dpo" and "preference" in self.model_fields_set and preference != PreferenceSpec():
+            raise SpecError("preference", "the preference block applies to method.type=dpo only")
+        return JobSpec(
+            method=method,
+            from_checkpoint=self.from_checkpoint,
+            preference=preference,
+            task=self.task,
+            seed=self.seed if self.seed is not None else random.randint(0, 2**31 - 1),
+            quantization=self.quantization,
+            lora=self.lora,
+            training=training,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            data=data,
+            samples=self.samples,
+        )
+
+
+def openai_hyperparameters(spec: JobSpec) -> dict[str, Any]:
+    """The job object's `hyperparameters`, in OpenAI's vocabulary."""
+    return {
+        "n_epochs": spec.training.epochs if spec.training.epochs is not None else "auto",
+        "batch_size": spec.training.batch_size,
+        "learning_rate_multiplier": spec.training.learning_rate / DEFAULT_LEARNING_RATE,
+    }
+
+
+def openai_method(spec: JobSpec) -> dict[str, Any]:
+    """The job object's `method`, as OpenAI shows it."""
+    hp = openai_hyperparameters(spec)
+    if spec.method == "dpo":
+        return {"type": "dpo", "dpo": {"hyperparameters": {**hp, "beta": spec.preference.beta}}}
+    return {"type": "supervised", "supervised": {"hyperparameters": hp}}

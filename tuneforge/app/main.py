@@ -1,0 +1,89 @@
+"""The FastAPI application."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from tuneforge.app.apidocs import install_offline_docs
+from tuneforge.app.core.config import get_settings
+from tuneforge.app.core.errors import install_error_handlers
+from tuneforge.app.core.guards import RejectNulMiddleware
+from tuneforge.app.core.logging import RequestIdMiddleware
+from tuneforge.app.files.endpoints import router as files_router
+from tuneforge.app.health.endpoints import router as health_router
+from tuneforge.app.inference.endpoints import router as inference_router
+from tuneforge.app.jobs.endpoints import router as jobs_router
+from tuneforge.app.models.endpoints import router as models_router
+from tuneforge.app.sweeps.endpoints import router as sweeps_router
+from tuneforge.app.ui import install_dashboard
+from tuneforge.app.webhooks.endpoints import router as webhooks_router
+
+log = logging.getLogger("tuneforge.api")
+
+
+NO_RECONCILER_ENV = "TUNEFORGE_API_NO_RECONCILER"
+
+
+def create_api_app() -> FastAPI:
+    """The factory `tuneforge api --workers N` gives uvicorn: each process runs the background loops
+    unless the CLI was told `--no-reconciler`."""
+    return create_app(run_reconciler=not os.environ.get(NO_RECONCILER_ENV))
+
+
+def create_app(*, run_reconciler: bool = False) -> FastAPI:
+    settings = get_settings()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        settings.ensure_dirs()
+        reconciler = None
+        if run_reconciler:
+            from tuneforge.app.jobs.dispatch import publish
+            from tuneforge.app.jobs.reconciler import Reconciler
+            from tuneforge.app.sweeps.driver import SweepDriver
+            from tuneforge.app.webhooks.deliverer import Deliverer
+
+            reconciler = Reconciler(settings, publish)
+            reconciler.start()
+            deliverer = Deliverer(settings)
+            deliverer.start()
+            sweeps = SweepDriver(settings, publish)
+            sweeps.start()
+        yield
+        if reconciler is not None:
+            reconciler.stop()
+            deliverer.stop()
+            sweeps.stop()
+
+    app = FastAPI(
+        title="Tuneforge",
+        version="0.1.0",
+        summary="QLoRA fine-tuning jobs behind an OpenAI-compatible API.",
+        lifespan=lifespan,
+        docs_url=None,  # served by install_offline_docs, without a CDN
+        redoc_url=None,
+    )
+    install_error_handlers(app)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
+        )
+
+    app.add_middleware(RejectNulMiddleware)
+    app.add_middleware(RequestIdMiddleware)  # added last, so outermost: guards' answers carry the id
+    app.include_router(health_router)
+    app.include_router(files_router)
+    app.include_router(jobs_router)
+    install_offline_docs(app, title=app.title)
+    app.include_router(inference_router)
+    app.include_router(webhooks_router)
+    app.include_router(sweeps_router)
+    app.include_router(models_router)
+    install_dashboard(app)
+    return app

@@ -1,0 +1,23 @@
+"""The built-in dashboard at `/ui/` (docs/dashboard.md), `/` redirects there.
+
+Plain HTML, CSS and JavaScript under tuneforge/app/static/ui/, written for Tuneforge: no build chain, no
+library, nothing fetched from another origin. The pages call only the public API, with the API key
+the user pastes in (kept in the browser's local storage)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
+from fastapi.staticfiles import StaticFiles
+
+UI_DIR = Path(__file__).resolve().parent / "static" / "ui"
+
+
+def install_dashboard(app: FastAPI) -> None:
+    app.mount("/ui", StaticFiles(directory=UI_DIR, html=True), name="ui")
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/ui/")

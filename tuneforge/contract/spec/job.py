@@ -1,0 +1,80 @@
+"""The resolved job spec: every block, with defaults filled in. Stored on the job; the worker trains from it."""
+
+from __future__ import annotations
+
+from typing import Literal, Self
+
+from pydantic import Field, model_validator
+
+from tuneforge.contract.formats import CHAT_SHAPES
+from tuneforge.contract.spec.base import SpecError, Strict, set_to_non_default
+from tuneforge.contract.spec.blocks import LoraSpec, QuantizationSpec, TrainingSpec
+from tuneforge.contract.spec.data import DataSpec
+from tuneforge.contract.spec.optim import AdamWSpec, OptimizerSpec, SchedulerSpec
+from tuneforge.contract.spec.preference import MethodName, PreferenceSpec
+from tuneforge.contract.spec.samples import SamplesSpec
+
+TaskName = Literal["causal_lm", "sequence_classification", "regression"]
+
+
+def _check_task_options(task: str, training: TrainingSpec, data: DataSpec) -> None:
+    loss = training.loss
+    if task != "sequence_classification":
+        for name in ("class_weights", "label_smoothing"):
+            if set_to_non_default(loss, name):
+                raise SpecError(f"training.loss.{name}", f"`{name}` applies to sequence_classification only")
+    if task != "regression":
+        for name in ("regression_loss", "huber_delta"):
+            if set_to_non_default(loss, name):
+                raise SpecError(f"training.loss.{name}", f"`{name}` applies to regression only")
+    if task != "causal_lm" and training.packing:
+        raise SpecError("training.packing", "packing applies to causal_lm only")
+    if task != "causal_lm" and data.format in (*CHAT_SHAPES, "prompt_completion"):
+        raise SpecError("data.format", f"format `{data.format}` applies to causal_lm only")
+
+
+class SpecBlocks(Strict):
+    """Tuneforge's extension blocks, shared by the request (`JobCreate`) and the resolved `JobSpec`."""
+
+    task: TaskName = Field("causal_lm", description="What the adapter learns.")
+    quantization: QuantizationSpec = Field(default_factory=QuantizationSpec)
+    lora: LoraSpec = Field(default_factory=LoraSpec)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    optimizer: OptimizerSpec = Field(default_factory=lambda: AdamWSpec(name="adamw"))
+    scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
+    data: DataSpec = Field(default_factory=DataSpec)
+    preference: PreferenceSpec = Field(
+        default_factory=PreferenceSpec, description="Preference tuning options, for method.type=dpo."
+    )
+    samples: SamplesSpec = Field(
+        default_factory=SamplesSpec,
+        description="causal_lm: prompts generated from greedily before training, at each evaluation and at the end.",
+    )
+
+    @model_validator(mode="after")
+    def _check_task(self) -> Self:
+        _check_task_options(self.task, self.training, self.data)
+        if self.task != "causal_lm" and "samples" in self.model_fields_set and self.samples != SamplesSpec():
+            raise SpecError("samples", "sample generations apply to causal_lm only")
+        return self
+
+
+class JobSpec(SpecBlocks):
+    """The resolved spec a worker trains from. Stored on the job as `spec`."""
+
+    seed: int = Field(ge=0, le=2**31 - 1)
+    method: MethodName = Field("supervised", description="`supervised`, or `dpo` on preference rows.")
+    from_checkpoint: str | None = Field(
+        None, max_length=600, description="Start from this fine-tuned model's or checkpoint's adapter."
+    )
+
+    @model_validator(mode="after")
+    def _check_method(self) -> Self:
+        if self.method == "dpo":
+            if self.task != "causal_lm":
+                raise SpecError("task", "method.type=dpo applies to causal_lm only")
+            if self.training.packing:
+                raise SpecError("training.packing", "packing cannot be used with method.type=dpo")
+        elif "preference" in self.model_fields_set and self.preference != PreferenceSpec():
+            raise SpecError("preference", "the preference block applies to method.type=dpo only")
+        return self
