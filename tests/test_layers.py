@@ -81,3 +81,67 @@ def test_contract_loads_no_runtime() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == []
+
+
+# What the worker's runtime may load from the API package: the settings, the domain errors, the
+# database and the repositories and outbox through which a job's progress is recorded. No routes, no
+# services that answer requests, and no web framework: a worker image needs none of them.
+WORKER_RUNTIME = (
+    "tuneforge.worker.celery_app",
+    "tuneforge.worker.tasks",
+    "tuneforge.worker.runner",
+    "tuneforge.worker.serving",
+    "tuneforge.worker.ddp",
+)
+WORKER_MAY_IMPORT = {
+    "tuneforge.app",
+    "tuneforge.app.core",
+    "tuneforge.app.core.config",
+    "tuneforge.app.core.errors",  # plain exceptions (tuneforge.app.core.http_errors is the API's)
+    "tuneforge.app.core.ids",
+    "tuneforge.app.core.logging",
+    "tuneforge.app.core.storage",
+    "tuneforge.app.db",
+    "tuneforge.app.db.engine",
+    "tuneforge.app.db.models",
+    "tuneforge.app.db.paging",
+    "tuneforge.app.db.types",
+    "tuneforge.app.files",
+    "tuneforge.app.files.parsing",  # the worker reads rows with the upload validator's parser
+    "tuneforge.app.files.preference",
+    "tuneforge.app.files.repository",
+    "tuneforge.app.fleet",
+    "tuneforge.app.fleet.repository",  # a worker's presence
+    "tuneforge.app.inference",
+    "tuneforge.app.inference.replies",  # the reply channel of an inference request
+    "tuneforge.app.jobs",
+    "tuneforge.app.jobs.continuation",  # from_checkpoint: the parent's adapter
+    "tuneforge.app.jobs.dispatch",
+    "tuneforge.app.jobs.lifecycle",  # every status change of a job
+    "tuneforge.app.jobs.model_path",
+    "tuneforge.app.jobs.repository",
+    "tuneforge.app.auth",  # the outbox names the organization a webhook belongs to
+    "tuneforge.app.auth.cache",
+    "tuneforge.app.auth.repository",
+    "tuneforge.app.auth.service",
+    "tuneforge.app.webhooks",
+    "tuneforge.app.webhooks.events",
+    "tuneforge.app.webhooks.repository",
+    "tuneforge.app.webhooks.service",
+    "tuneforge.app.webhooks.signing",
+    "tuneforge.app.webhooks.ssrf",
+}
+
+
+def test_worker_runtime_loads_no_web_framework() -> None:
+    """A fresh interpreter that imports the worker's runtime loads no FastAPI, Starlette or uvicorn, and
+    from the API package only the modules listed above."""
+    code = (
+        f"import sys, json; import {', '.join(WORKER_RUNTIME)}; "
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('fastapi', 'starlette', 'uvicorn') "
+        "or m.startswith('tuneforge.app'))))"
+    )
+    out = subprocess.run([sys.executable, "-P", "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    loaded = set(json.loads(out.stdout))
+    assert sorted(m for m in loaded if not m.startswith("tuneforge.")) == []
+    assert sorted(loaded - WORKER_MAY_IMPORT) == []

@@ -12,8 +12,8 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from tuneforge.app.apidocs import install_offline_docs
 from tuneforge.app.core.config import get_settings
-from tuneforge.app.core.errors import install_error_handlers
 from tuneforge.app.core.guards import RejectNulMiddleware
+from tuneforge.app.core.http_errors import install_error_handlers
 from tuneforge.app.core.logging import RequestIdMiddleware
 from tuneforge.app.files.endpoints import router as files_router
 from tuneforge.app.health.endpoints import router as health_router

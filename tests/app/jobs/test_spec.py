@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from tuneforge.app.core.errors import validation_error_response
+from tuneforge.app.core.http_errors import validation_error_response
 from tuneforge.app.jobs.request import JobCreate
 from tuneforge.contract.spec import DEFAULT_LEARNING_RATE, JobSpec, SpecError
 

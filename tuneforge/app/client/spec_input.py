@@ -87,7 +87,7 @@ def build_body(
 
 def validate(body: dict[str, Any]) -> None:
     """Exactly the server's checks that need no database: field types, ranges, contradictions."""
-    from tuneforge.app.core.errors import describe_validation  # imports FastAPI: only paid by `jobs create`
+    from tuneforge.app.core.errors import describe_validation
 
     try:
         JobCreate.model_validate(body).resolve()

@@ -12,8 +12,10 @@ import re
 import secrets
 import time
 from contextvars import ContextVar
+from typing import TYPE_CHECKING
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+if TYPE_CHECKING:  # the worker logs through this module too, and never loads a web framework
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 access_log = logging.getLogger("tuneforge.access")
 request_id_var: ContextVar[str] = ContextVar("tuneforge_request_id", default="-")
