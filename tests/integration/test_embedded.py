@@ -23,6 +23,13 @@ from tests.helpers import ROOT, free_port, shakespeare_rows, spawn, stop, wait_h
 
 
 def test_up_runs_a_job_to_a_downloaded_adapter(tmp_path: Path, tiny_model: str) -> None:
+    """Started as a user would: the installed `tuneforge` command, from a folder whose own `app`, `worker`
+    and `tuneforge` packages fail on import (the root of some FastAPI project), which Tuneforge, its
+    workers and their children must never import in place of their own."""
+    project = tmp_path / "someone-elses-project"
+    for name in ("app", "worker", "storage", "contract", "migrations", "tuneforge"):
+        (project / name).mkdir(parents=True)
+        (project / name / "__init__.py").write_text(f"raise ImportError('the current directory shadowed {name}')\n")
     data_dir = tmp_path / "data"
     (data_dir / "models").mkdir(parents=True)
     shutil.copytree(Path(os.environ["TUNEFORGE_MODELS_DIR"]) / tiny_model, data_dir / "models" / "tiny")
@@ -33,7 +40,10 @@ def test_up_runs_a_job_to_a_downloaded_adapter(tmp_path: Path, tiny_model: str) 
         if k not in ("TUNEFORGE_DATABASE_URL", "TUNEFORGE_BROKER_URL", "TUNEFORGE_MODELS_DIR")
     }
     env["TUNEFORGE_DATA_DIR"] = str(data_dir)
-    proc = spawn(["up", "--port", str(port)], env=env, log=tmp_path / "up.log", replace_env=True)
+    command = (str(Path(sys.executable).with_name("tuneforge")),)
+    proc = spawn(
+        ["up", "--port", str(port)], env=env, log=tmp_path / "up.log", replace_env=True, cwd=project, entry=command
+    )
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz", proc, timeout=120)
         assert (data_dir / "tuneforge.db").is_file()
@@ -75,6 +85,7 @@ def test_up_runs_a_job_to_a_downloaded_adapter(tmp_path: Path, tiny_model: str) 
         assert not list((data_dir / "replies").glob("*.jsonl"))  # read channels are removed
     finally:
         stop(proc, timeout=40)
+    assert "shadowed" not in (tmp_path / "up.log").read_text() + (data_dir / "worker.log").read_text()
     # SIGTERM to `tuneforge up` (what docker stop and systemd send) stops its worker too.
     match = re.search(r"worker: +pid (\d+)", (tmp_path / "up.log").read_text())
     inference = re.search(r"inference: +pid (\d+)", (tmp_path / "up.log").read_text())
