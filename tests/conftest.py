@@ -13,8 +13,8 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import httpx
 import pytest
 
 from tests.helpers import (
@@ -31,6 +31,12 @@ from tests.helpers import (
     stop,
     wait_http,
 )
+
+if TYPE_CHECKING:
+    from fastapi.testclient import TestClient
+    from openai import OpenAI
+
+    from tuneforge.app.core.config import Settings
 
 _TMP = TMP
 os.environ.update(
@@ -97,7 +103,7 @@ def redis_clean() -> Iterator[None]:
 
 
 @pytest.fixture
-def settings():  # type: ignore[no-untyped-def]
+def settings() -> Settings:
     from tuneforge.app.core.config import get_settings
 
     s = get_settings()
@@ -127,7 +133,7 @@ def other_key() -> str:
 
 
 @pytest.fixture
-def client(api_key: str, settings) -> Iterator[httpx.Client]:  # type: ignore[no-untyped-def]
+def client(api_key: str, settings: Settings) -> Iterator[TestClient]:
     from fastapi.testclient import TestClient
 
     from tuneforge.app.main import create_app
@@ -152,7 +158,7 @@ def live_api(api_key: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def sdk(live_api: str, api_key: str):  # type: ignore[no-untyped-def]
+def sdk(live_api: str, api_key: str) -> OpenAI:
     """The official openai SDK pointed at `live_api`, with the suite's key; no retries, so a test
     sees every status the API answers."""
     from openai import OpenAI
@@ -161,7 +167,7 @@ def sdk(live_api: str, api_key: str):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="module")
-def live_worker(live_api: str, tiny_model: str) -> Iterator[subprocess.Popen]:  # type: ignore[type-arg]
+def live_worker(live_api: str, tiny_model: str) -> Iterator[subprocess.Popen[bytes]]:
     """`tuneforge worker`: a real Celery worker process consuming the Redis queue.
 
     Jobs that earlier API tests left queued are cancelled first, so the worker starts on an empty
@@ -184,7 +190,7 @@ def live_worker(live_api: str, tiny_model: str) -> Iterator[subprocess.Popen]:  
 
 
 @pytest.fixture(scope="module")
-def inference_worker(live_worker: subprocess.Popen) -> Iterator[subprocess.Popen]:  # type: ignore[type-arg]
+def inference_worker(live_worker: subprocess.Popen[bytes]) -> Iterator[subprocess.Popen[bytes]]:
     """`tuneforge worker --queue inference`, started after `live_worker` (which empties the queue when
     it starts), so that it loads torch while the module's first job trains."""
     log = _TMP / "inference-worker.log"

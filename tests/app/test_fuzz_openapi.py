@@ -10,12 +10,13 @@ import os
 
 import schemathesis
 from hypothesis import HealthCheck, settings
+from schemathesis import BaseSchema
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 EXAMPLES = int(os.environ.get("TUNEFORGE_FUZZ_EXAMPLES", "40"))
 
 
-def _schema():  # type: ignore[no-untyped-def]
+def _schema() -> BaseSchema:
     # conftest has pointed the settings at the test database before this module is imported.
     from tuneforge.app.core.config import get_settings
     from tuneforge.app.main import create_app
@@ -34,7 +35,7 @@ schema = _schema()
     derandomize=True,
     suppress_health_check=list(HealthCheck),
 )
-def test_no_5xx_and_responses_match_the_schema(case, api_key: str) -> None:  # type: ignore[no-untyped-def]
+def test_no_5xx_and_responses_match_the_schema(case: schemathesis.Case, api_key: str) -> None:
     case.call_and_validate(
         headers={"Authorization": f"Bearer {api_key}"},
         # Every other default check stays on (no 5xx, documented status codes, content types and

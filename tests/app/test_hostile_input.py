@@ -8,11 +8,13 @@ import os
 import shutil
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from tests.helpers import shakespeare_rows, upload_jsonl
+from tuneforge.app.core.config import Settings
 
 
 def job_count(client: httpx.Client) -> int:
@@ -43,8 +45,8 @@ def test_trust_remote_code_smuggled_anywhere_is_refused(
     client: httpx.Client,
     tiny_model: str,
     training_file: str,
-    over: dict,
-    param: str,  # type: ignore[type-arg]
+    over: dict[str, Any],
+    param: str,
 ) -> None:
     before = job_count(client)
     r = client.post("/v1/fine_tuning/jobs", json={"model": tiny_model, "training_file": training_file, **over})
@@ -88,7 +90,7 @@ def test_content_decides_the_format_not_the_name(client: httpx.Client) -> None:
     assert r.status_code == 200 and r.json()["format"] == "jsonl"
 
 
-def test_a_hostile_filename_never_becomes_a_path_or_a_header(client: httpx.Client, settings) -> None:  # type: ignore[no-untyped-def]
+def test_a_hostile_filename_never_becomes_a_path_or_a_header(client: httpx.Client, settings: Settings) -> None:
     name = '../../../../tmp/evil"\r\nX-Injected: 1;.jsonl'
     r = client.post("/v1/files", files={"file": (name, b'{"text": "hi"}\n')}, data={"purpose": "fine-tune"})
     assert r.status_code == 200, r.text
@@ -178,8 +180,8 @@ def test_nul_characters_in_a_job_body_name_the_field(
     client: httpx.Client,
     tiny_model: str,
     training_file: str,
-    over: dict,
-    param: str,  # type: ignore[type-arg]
+    over: dict[str, Any],
+    param: str,
 ) -> None:
     r = client.post("/v1/fine_tuning/jobs", json={"model": tiny_model, "training_file": training_file, **over})
     assert r.status_code == 400, r.text
@@ -191,9 +193,9 @@ def test_nul_characters_in_a_job_body_name_the_field(
 
 def test_hub_ids_are_refused_unless_allowed(
     client: httpx.Client,
-    settings,
+    settings: Settings,
     monkeypatch: pytest.MonkeyPatch,
-    training_file: str,  # type: ignore[no-untyped-def]
+    training_file: str,
 ) -> None:
     from tuneforge.worker.runner import execute
 
@@ -216,10 +218,10 @@ def test_hub_ids_are_refused_unless_allowed(
 
 def test_pickle_weights_need_the_operator_opt_in(
     client: httpx.Client,
-    settings,
+    settings: Settings,
     monkeypatch: pytest.MonkeyPatch,
     tiny_model: str,
-    training_file: str,  # type: ignore[no-untyped-def]
+    training_file: str,
 ) -> None:
     import torch
     from safetensors.torch import load_file
@@ -240,7 +242,7 @@ def test_pickle_weights_need_the_operator_opt_in(
     assert execute(job["id"], "pickle-test-worker") == "succeeded"
 
 
-def test_a_model_dir_with_both_never_loads_the_pickle(tmp_path: Path, settings, tiny_model: str) -> None:  # type: ignore[no-untyped-def]
+def test_a_model_dir_with_both_never_loads_the_pickle(tmp_path: Path, settings: Settings, tiny_model: str) -> None:
     """With safetensors present, a planted .bin next to them is never opened."""
     from tuneforge.contract.spec import JobSpec
     from tuneforge.worker.training.model import load_model

@@ -9,6 +9,7 @@ import fnmatch
 import json
 import re
 import tomllib
+from typing import Any
 
 import httpx
 
@@ -58,7 +59,7 @@ def test_accessible_skeleton() -> None:
     assert ":focus-visible" in (UI_DIR / "app.css").read_text()
 
 
-def _frames(client: httpx.Client, url: str) -> list[tuple[str, dict]]:  # type: ignore[type-arg]
+def _frames(client: httpx.Client, url: str) -> list[tuple[str, dict[str, Any]]]:
     with client.stream("GET", url) as r:
         assert r.status_code == 200, r.read()
         body = "".join(r.iter_text())

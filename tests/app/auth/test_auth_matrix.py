@@ -145,7 +145,7 @@ def routes(w: World) -> dict[tuple[str, str], tuple[str, bool]]:
     }
 
 
-ROUTE_KEYS = sorted(routes(World(*"abcdefghij")))  # type: ignore[arg-type]
+ROUTE_KEYS = sorted(routes(World(*"abcdefghij")))
 PUBLIC = {("get", "/healthz")}
 
 
@@ -215,7 +215,7 @@ def jobs_org(client: httpx.Client, world: World) -> str:
     ).json()["organization_id"]
 
 
-@pytest.mark.parametrize(("method", "template"), [k for k in ROUTE_KEYS if routes(World(*"abcdefghij"))[k][1]])  # type: ignore[arg-type]
+@pytest.mark.parametrize(("method", "template"), [k for k in ROUTE_KEYS if routes(World(*"abcdefghij"))[k][1]])
 def test_an_admin_key_reads_everything(client: httpx.Client, world: World, method: str, template: str) -> None:
     path, _ = routes(world)[(method, template)]
     r = call(client, method, path, world.admin)
@@ -241,7 +241,7 @@ def test_admin_lists_all_organizations_only_when_asked(client: httpx.Client, wor
     }
 
 
-@pytest.mark.parametrize(("method", "template"), [k for k in ID_ROUTES if not routes(World(*"abcdefghij"))[k][1]])  # type: ignore[arg-type]
+@pytest.mark.parametrize(("method", "template"), [k for k in ID_ROUTES if not routes(World(*"abcdefghij"))[k][1]])
 def test_an_admin_key_changes_only_its_own_org(client: httpx.Client, world: World, method: str, template: str) -> None:
     path, _ = routes(world)[(method, template)]
     assert call(client, method, path, world.admin).status_code == 404

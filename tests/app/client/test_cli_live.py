@@ -103,7 +103,7 @@ def test_profile_from_config_file_and_flags_override(cli: Cli, live_api: str, ap
 
 def test_create_watch_logs_download(
     cli: Cli,
-    live_worker: subprocess.Popen,  # type: ignore[type-arg]
+    live_worker: subprocess.Popen[bytes],
     tiny_model: str,
     dataset: Path,
     tmp_path: Path,
@@ -149,7 +149,7 @@ def test_create_watch_logs_download(
 
 def test_cancel_then_watch_exits_non_zero(
     cli: Cli,
-    live_worker: subprocess.Popen,  # type: ignore[type-arg]
+    live_worker: subprocess.Popen[bytes],
     tiny_model: str,
     dataset: Path,
 ) -> None:

@@ -3,6 +3,7 @@ reached with an empty or well-known password."""
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from tuneforge.app.core.config import Settings
@@ -42,6 +43,6 @@ def test_production_refuses_open_cors() -> None:
         Settings(env="production", database_url=GOOD_DB, broker_url=GOOD_BROKER, cors_origins=["*"])
 
 
-def test_cors_is_off_by_default_and_configurable(client) -> None:  # type: ignore[no-untyped-def]
+def test_cors_is_off_by_default_and_configurable(client: httpx.Client) -> None:
     r = client.options("/v1/files", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"})
     assert "access-control-allow-origin" not in r.headers

@@ -5,6 +5,7 @@ import json
 import httpx
 
 from tests.helpers import upload_jsonl
+from tuneforge.app.core.config import Settings
 
 
 def test_upload_list_get_content_delete(client: httpx.Client) -> None:
@@ -53,7 +54,7 @@ def test_binary_upload_is_refused(client: httpx.Client) -> None:
     assert "not" in r.json()["error"]["message"]
 
 
-def test_oversized_upload_is_413(client: httpx.Client, settings) -> None:  # type: ignore[no-untyped-def]
+def test_oversized_upload_is_413(client: httpx.Client, settings: Settings) -> None:
     old = settings.max_upload_mb
     settings.max_upload_mb = 1
     try:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tuneforge.app.files.parsing import DatasetError, iter_rows, validate_file
+from tuneforge.app.files.parsing import DatasetError, FileReport, iter_rows, validate_file
 
 # Full copies of ../shared/data/sms_spam.{jsonl,tsv}: a clone elsewhere has no ../shared.
 DATA = Path(__file__).resolve().parents[2] / "fixtures"
@@ -16,7 +16,7 @@ def write(tmp_path: Path, content: bytes, name: str = "f") -> Path:
     return p
 
 
-def check(path: Path, **kw: int):  # type: ignore[no-untyped-def]
+def check(path: Path, **kw: int) -> FileReport:
     return validate_file(path, max_rows=kw.get("max_rows", 1000), max_line_bytes=kw.get("max_line_bytes", 10_000))
 
 

@@ -133,6 +133,10 @@ def test_real_smollm2_from_its_package(tmp_path: Path) -> None:
     tok = AutoTokenizer.from_pretrained(result.path)
     model = AutoModelForCausalLM.from_pretrained(result.path, dtype=torch.float32)
     messages = [{"role": "user", "content": "What is the capital of France?"}]
-    inputs = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    # With return_dict and return_tensors="pt" this is a mapping of tensors; the declared return type is the
+    # union over every combination of those flags.
+    inputs: dict[str, torch.Tensor] = tok.apply_chat_template(  # type: ignore[assignment]
+        messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
     out = model.generate(**inputs, max_new_tokens=12, do_sample=False)
     assert "Paris" in tok.decode(out[0][inputs["input_ids"].shape[1] :], skip_special_tokens=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -35,13 +36,13 @@ def api(live_api: str, org_key: str) -> Iterator[httpx.Client]:
             c.delete(f"/v1/webhooks/{hook['id']}")
 
 
-def create_hook(api: httpx.Client, url: str, events: list[str]) -> dict:  # type: ignore[type-arg]
+def create_hook(api: httpx.Client, url: str, events: list[str]) -> dict[str, Any]:
     r = api.post("/v1/webhooks", json={"url": url, "events": events})
     assert r.status_code == 200, r.text
     return r.json()
 
 
-def wait_log(api: httpx.Client, hook_id: str, done: int, timeout: float = 30) -> list[dict]:  # type: ignore[type-arg]
+def wait_log(api: httpx.Client, hook_id: str, done: int, timeout: float = 30) -> list[dict[str, Any]]:
     """The delivery log once `done` deliveries are no longer pending."""
     deadline = time.monotonic() + timeout
     while True:
@@ -74,7 +75,7 @@ def test_endpoints_create_list_delete(api: httpx.Client, api_key: str, live_api:
         ({"url": "https://example.com/x", "events": ["fine_tuning.job.failed"], "extra": 1}, "extra"),
     ],
 )
-def test_bad_endpoints_are_400_naming_the_field(api: httpx.Client, body: dict, param: str) -> None:  # type: ignore[type-arg]
+def test_bad_endpoints_are_400_naming_the_field(api: httpx.Client, body: dict[str, Any], param: str) -> None:
     r = api.post("/v1/webhooks", json=body)
     assert r.status_code == 400, r.text
     assert r.json()["error"]["param"] == param
