@@ -151,7 +151,7 @@ TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 J = TypeVar("J")
 
 
-def job_progress(job: Any) -> tuple[object, object, object]:
+def job_progress(job: Any) -> tuple[str | None, int | None, int | None]:
     """A job's status, attempt and step, from the API's JSON or the openai SDK's object."""
     data = job if isinstance(job, dict) else {**(job.model_extra or {}), "status": job.status}
     return data.get("status"), data.get("attempt"), (data.get("progress") or {}).get("step")

@@ -50,13 +50,13 @@ def data_ready(sdk: OpenAI, job_id: str) -> dict[str, Any]:
 
 def test_every_data_shape_trains(
     sdk: OpenAI,
-    live_worker: subprocess.Popen,  # type: ignore[type-arg]
+    live_worker: subprocess.Popen[bytes],
     tiny_model: str,
 ) -> None:
     tools = upload(sdk, [weather_chat(i) for i in range(8)])
     alpaca = upload(sdk, [alpaca_row(i) for i in range(8)])
     sharegpt = upload(sdk, [sharegpt_row(i) for i in range(8)])
-    assert (tools.data_format, alpaca.data_format, sharegpt.data_format) == (  # type: ignore[attr-defined]
+    assert (tools.data_format, alpaca.data_format, sharegpt.data_format) == (
         "messages",
         "alpaca",
         "sharegpt",
@@ -72,7 +72,7 @@ def test_every_data_shape_trains(
             {"name": "char_noise", "p": 0.05},
         ],
     }
-    bodies = {
+    bodies: dict[str, tuple[str, dict[str, Any]]] = {
         "tools": (tools.id, {"data": {"validation_split": 0.25}}),
         "alpaca": (alpaca.id, {"data": {"format": "alpaca", "validation_split": 0.25, "augmentation": augmentation}}),
         "sharegpt": (sharegpt.id, {"data": {"validation_split": 0.25}}),
@@ -98,7 +98,7 @@ def test_every_data_shape_trains(
 
 def test_template_without_tools_fails_fast_with_invalid_spec(
     sdk: OpenAI,
-    live_worker: subprocess.Popen,  # type: ignore[type-arg]
+    live_worker: subprocess.Popen[bytes],
     tiny_model: str,
 ) -> None:
     plain = plain_template_model(Path(os.environ["TUNEFORGE_MODELS_DIR"]), tiny_model)

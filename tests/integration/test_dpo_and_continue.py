@@ -13,9 +13,9 @@ from tests.helpers import preference_rows, wait_sdk_job
 
 def test_sdk_dpo_job_then_continue_from_its_adapter(
     sdk: OpenAI,
-    live_worker: subprocess.Popen,
+    live_worker: subprocess.Popen[bytes],
     tiny_model: str,
-    tmp_path: Path,  # type: ignore[type-arg]
+    tmp_path: Path,
 ) -> None:
     data = tmp_path / "prefs.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in preference_rows(32)) + "\n")

@@ -42,12 +42,12 @@ CURL = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not inst
         pytest.param(["bash", "examples/sweep_curl.sh"], ["adapter_model.safetensors"], id="sweep_curl", marks=CURL),
     ],
 )
-def test_example_runs_to_a_succeeded_job(  # type: ignore[no-untyped-def]
+def test_example_runs_to_a_succeeded_job(
     command: list[str],
     expected: list[str],
     env: dict[str, str],
     dataset: Path,
-    live_worker,
+    live_worker: subprocess.Popen[bytes],
     tiny_model: str,
     tmp_path: Path,
 ) -> None:

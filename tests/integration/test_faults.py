@@ -11,9 +11,10 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -21,7 +22,7 @@ from sqlalchemy import update
 
 from tests.helpers import free_port, shakespeare_rows, spawn, stop, upload_jsonl, wait_http, wait_job
 
-LONG = {"max_steps": 100, "batch_size": 2, "save_every": 10, "learning_rate": 1e-3}
+LONG: dict[str, Any] = {"max_steps": 100, "batch_size": 2, "save_every": 10, "learning_rate": 1e-3}
 
 
 @dataclass
@@ -32,8 +33,8 @@ class Cluster:
     redis_dir: Path
     logs: Path
     client: httpx.Client
-    redis: subprocess.Popen | None = None  # type: ignore[type-arg]
-    workers: list[subprocess.Popen] = field(default_factory=list)  # type: ignore[type-arg]
+    redis: subprocess.Popen[bytes] | None = None
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
 
     def start_redis(self) -> None:
@@ -58,12 +59,12 @@ class Cluster:
             self.redis.kill()
             self.redis.wait()
 
-    def start_worker(self, name: str) -> subprocess.Popen:  # type: ignore[type-arg]
+    def start_worker(self, name: str) -> subprocess.Popen[bytes]:
         proc = spawn(["worker", "--hostname", f"{name}@%h"], env=self.env, log=self.logs / f"{name}.log")
         self.workers.append(proc)
         return proc
 
-    def create(self, model: str, training: dict, rows: int = 40) -> dict:  # type: ignore[type-arg]
+    def create(self, model: str, training: dict[str, Any], rows: int = 40) -> dict[str, Any]:
         file_id = upload_jsonl(self.client, shakespeare_rows(rows))["id"]
         r = self.client.post(
             "/v1/fine_tuning/jobs", json={"model": model, "training_file": file_id, "training": training}
@@ -71,18 +72,18 @@ class Cluster:
         assert r.status_code == 200, r.text
         return r.json()
 
-    def job(self, job_id: str) -> dict:  # type: ignore[type-arg]
+    def job(self, job_id: str) -> dict[str, Any]:
         return self.client.get(f"/v1/fine_tuning/jobs/{job_id}").json()
 
     def events(self, job_id: str) -> list[str]:
         data = self.client.get(f"/v1/fine_tuning/jobs/{job_id}/events", params={"limit": 1000}).json()["data"]
         return [e["message"] for e in reversed(data)]
 
-    def wait(self, job_id: str, pred, timeout: float = 120) -> dict:  # type: ignore[no-untyped-def, type-arg]
+    def wait(self, job_id: str, pred: Callable[[dict[str, Any]], bool], timeout: float = 120) -> dict[str, Any]:
         """Until `pred(job)`, while the job makes progress (`wait_job`). An error envelope (a 503
         while PostgreSQL restarts) or a refused connection means: ask again."""
 
-        def fetch() -> dict:  # type: ignore[type-arg]
+        def fetch() -> dict[str, Any]:
             job = self.job(job_id)
             job["status"]
             return job
@@ -140,7 +141,7 @@ def cluster(tiny_model: str, api_key: str, tmp_path_factory: pytest.TempPathFact
         c.stop_redis()
 
 
-def running_past(step: int):  # type: ignore[no-untyped-def]
+def running_past(step: int) -> Callable[[dict[str, Any]], bool]:
     return lambda j: j["status"] == "running" and j["progress"]["step"] >= step
 
 

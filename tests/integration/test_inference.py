@@ -14,14 +14,18 @@ import httpx
 import openai
 import pytest
 from openai import OpenAI
+from openai.types.chat import ChatCompletionMessageParam
+from openai.types.fine_tuning import FineTuningJob
 
 from tests.helpers import TMP, shakespeare_rows, wait_sdk_job, worker_log
 
-PROMPT = [{"role": "user", "content": "Speak, friend."}]
+PROMPT: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Speak, friend."}]
 
 
 @pytest.fixture(scope="module")
-def trained(sdk: OpenAI, tiny_model: str, live_worker: subprocess.Popen, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def,type-arg]
+def trained(
+    sdk: OpenAI, tiny_model: str, live_worker: subprocess.Popen[bytes], tmp_path_factory: pytest.TempPathFactory
+) -> FineTuningJob:
     """A succeeded job with a checkpoint: 4 steps of QLoRA on the tiny Llama."""
     data = tmp_path_factory.mktemp("inference") / "train.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in shakespeare_rows(16)) + "\n")
@@ -45,11 +49,11 @@ def _log() -> str:
 
 def test_sdk_chat_with_a_fine_tuned_model_streaming_and_not(
     sdk: OpenAI,
-    trained,  # type: ignore[no-untyped-def]
-    inference_worker: subprocess.Popen,  # type: ignore[type-arg]
+    trained: FineTuningJob,
+    inference_worker: subprocess.Popen[bytes],
 ) -> None:
-    model = trained.fine_tuned_model
-    done = sdk.chat.completions.create(model=model, messages=PROMPT, max_tokens=6, temperature=0)  # type: ignore[arg-type]
+    model: str = trained.fine_tuned_model  # type: ignore[assignment]  # set on every succeeded job
+    done = sdk.chat.completions.create(model=model, messages=PROMPT, max_tokens=6, temperature=0)
     assert done.object == "chat.completion" and done.model == model, _log()
     choice = done.choices[0]
     assert choice.message.role == "assistant" and isinstance(choice.message.content, str)
@@ -61,7 +65,7 @@ def test_sdk_chat_with_a_fine_tuned_model_streaming_and_not(
     chunks = list(
         sdk.chat.completions.create(
             model=model,
-            messages=PROMPT,  # type: ignore[arg-type]
+            messages=PROMPT,
             max_tokens=6,
             temperature=0,
             stream=True,
@@ -76,7 +80,7 @@ def test_sdk_chat_with_a_fine_tuned_model_streaming_and_not(
 
     # seed makes sampling repeatable
     a, b = (
-        sdk.chat.completions.create(model=model, messages=PROMPT, max_tokens=5, temperature=1.0, seed=5)  # type: ignore[arg-type]
+        sdk.chat.completions.create(model=model, messages=PROMPT, max_tokens=5, temperature=1.0, seed=5)
         for _ in range(2)
     )
     assert a.choices[0].message.content == b.choices[0].message.content
@@ -85,8 +89,8 @@ def test_sdk_chat_with_a_fine_tuned_model_streaming_and_not(
 def test_completions_and_checkpoints(
     sdk: OpenAI,
     tiny_model: str,
-    trained,  # type: ignore[no-untyped-def]
-    inference_worker: subprocess.Popen,  # type: ignore[type-arg]
+    trained: FineTuningJob,
+    inference_worker: subprocess.Popen[bytes],
 ) -> None:
     done = sdk.completions.create(model=tiny_model, prompt="To be, or not", max_tokens=4, temperature=0)
     assert done.object == "text_completion" and done.choices[0].finish_reason in ("stop", "length"), _log()
@@ -98,7 +102,7 @@ def test_completions_and_checkpoints(
 
     ckpt = sdk.fine_tuning.jobs.checkpoints.list(trained.id).data[-1]
     assert ckpt.fine_tuned_model_checkpoint.endswith(":ckpt-step-2")
-    chat = sdk.chat.completions.create(model=ckpt.fine_tuned_model_checkpoint, messages=PROMPT, max_tokens=3)  # type: ignore[arg-type]
+    chat = sdk.chat.completions.create(model=ckpt.fine_tuned_model_checkpoint, messages=PROMPT, max_tokens=3)
     assert chat.model == ckpt.fine_tuned_model_checkpoint and chat.choices[0].message.content is not None
 
 
@@ -107,21 +111,21 @@ def test_bad_requests_are_clear_4xx(
     live_api: str,
     other_key: str,
     tiny_model: str,
-    trained,  # type: ignore[no-untyped-def]
-    inference_worker: subprocess.Popen,  # type: ignore[type-arg]
+    trained: FineTuningJob,
+    inference_worker: subprocess.Popen[bytes],
 ) -> None:
-    model = trained.fine_tuned_model
+    model: str = trained.fine_tuned_model  # type: ignore[assignment]  # set on every succeeded job
     other = OpenAI(base_url=f"{live_api}/v1", api_key=other_key, max_retries=0)
     with pytest.raises(openai.NotFoundError) as nf:
-        other.chat.completions.create(model=model, messages=PROMPT)  # type: ignore[arg-type]
-    assert nf.value.body["param"] == "model" and nf.value.body["code"] == "model_not_found"  # type: ignore[index]
+        other.chat.completions.create(model=model, messages=PROMPT)
+    assert nf.value.body["param"] == "model" and nf.value.body["code"] == "model_not_found"  # type: ignore[index]  # .body is typed object
     with pytest.raises(openai.NotFoundError):
-        sdk.chat.completions.create(model=model + ":ckpt-step-999", messages=PROMPT)  # type: ignore[arg-type]
+        sdk.chat.completions.create(model=model + ":ckpt-step-999", messages=PROMPT)
     with pytest.raises(openai.NotFoundError):
-        sdk.chat.completions.create(model="../etc", messages=PROMPT)  # type: ignore[arg-type]
+        sdk.chat.completions.create(model="../etc", messages=PROMPT)
 
     with pytest.raises(openai.BadRequestError) as big:
-        sdk.chat.completions.create(model=model, messages=PROMPT, max_tokens=10**6)  # type: ignore[arg-type]
+        sdk.chat.completions.create(model=model, messages=PROMPT, max_tokens=10**6)
     assert big.value.body["param"] == "max_tokens"  # type: ignore[index]
 
     with pytest.raises(openai.BadRequestError) as long:
@@ -141,7 +145,7 @@ def test_bad_requests_are_clear_4xx(
         config.pop("chat_template", None)
         (plain / "tokenizer_config.json").write_text(json.dumps(config))
     with pytest.raises(openai.BadRequestError) as no_template:
-        sdk.chat.completions.create(model="tiny-plain", messages=PROMPT, max_tokens=2)  # type: ignore[arg-type]
+        sdk.chat.completions.create(model="tiny-plain", messages=PROMPT, max_tokens=2)
     assert no_template.value.body["param"] == "model" and "chat template" in no_template.value.body["message"]  # type: ignore[index]
 
     r = httpx.post(
@@ -161,8 +165,8 @@ def test_bad_requests_are_clear_4xx(
 def test_the_documented_example_runs(
     live_api: str,
     api_key: str,
-    trained,  # type: ignore[no-untyped-def]
-    inference_worker: subprocess.Popen,  # type: ignore[type-arg]
+    trained: FineTuningJob,
+    inference_worker: subprocess.Popen[bytes],
 ) -> None:
     import sys
 
@@ -170,7 +174,7 @@ def test_the_documented_example_runs(
 
     env = {**os.environ, "TUNEFORGE_URL": f"{live_api}/v1", "TUNEFORGE_API_KEY": api_key}
     out = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "chat.py"), trained.fine_tuned_model],
+        [sys.executable, str(ROOT / "examples" / "chat.py"), trained.fine_tuned_model],  # type: ignore[list-item]  # set on every succeeded job
         env=env,
         capture_output=True,
         text=True,

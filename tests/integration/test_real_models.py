@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -52,7 +53,7 @@ def imported(tmp_path_factory: pytest.TempPathFactory) -> str:
     return MODEL
 
 
-def _upload(client: OpenAI, rows: list[dict], path: Path) -> str:  # type: ignore[type-arg]
+def _upload(client: OpenAI, rows: list[dict[str, Any]], path: Path) -> str:
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     with path.open("rb") as fh:
         return client.files.create(file=fh, purpose="fine-tune").id
@@ -62,9 +63,9 @@ def test_imported_gguf_trains_reports_before_after_and_lists_via_sdk(
     live_api: str,
     api_key: str,
     other_key: str,
-    live_worker: subprocess.Popen,
+    live_worker: subprocess.Popen[bytes],
     imported: str,
-    tmp_path: Path,  # type: ignore[type-arg]
+    tmp_path: Path,
 ) -> None:
     sdk = OpenAI(base_url=f"{live_api}/v1", api_key=api_key, max_retries=0)
     rows = shakespeare_rows(60)

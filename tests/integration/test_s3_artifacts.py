@@ -89,7 +89,7 @@ def http(s3_api: tuple[str, FaultyProxy, Path], api_key: str) -> Iterator[httpx.
         yield c
 
 
-def start_worker(endpoint: str, data_dir: Path, name: str) -> subprocess.Popen:  # type: ignore[type-arg]
+def start_worker(endpoint: str, data_dir: Path, name: str) -> subprocess.Popen[bytes]:
     env = {
         **s3_env(endpoint, PREFIX, data_dir),
         "TUNEFORGE_LEASE_SECONDS": "10",

@@ -8,12 +8,15 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 
 from tests.helpers import make_spec, shakespeare_rows
+
+if TYPE_CHECKING:
+    from tuneforge.worker.training.reporter import MemoryReporter
 
 # Dropout off: ranks draw their own masks, so a 2-rank step differs from a 1-rank one by noise.
 SPEC = {
@@ -50,8 +53,8 @@ def test_two_processes_give_the_loss_curve_of_one_with_the_same_global_batch(mod
     assert result.trained_tokens == pytest.approx(run_tokens(one), rel=0.01)
 
 
-def run_tokens(rep: object) -> int:
-    return max(int(p.get("num_tokens") or 0) for p in rep.points)  # type: ignore[attr-defined]
+def run_tokens(rep: MemoryReporter) -> int:
+    return max(int(p.get("num_tokens") or 0) for p in rep.points)
 
 
 def test_a_rank_killed_mid_run_raises_rank_lost_instead_of_hanging(model_dir: Path, tmp_path: Path) -> None:

@@ -104,7 +104,7 @@ def test_cache_is_bounded_and_a_failed_load_leaves_nothing(model_dir: Path, tmp_
         base = load(model_dir, None, CPU).model
         torch.manual_seed(i)
         peft_model = get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False))
-        peft_model.save_pretrained(tmp_path / f"a{i}")
+        peft_model.save_pretrained(tmp_path / f"a{i}")  # type: ignore[arg-type]  # typed str, takes any path
         adapters.append(tmp_path / f"a{i}")
     broken = tmp_path / "broken"
     broken.mkdir()
