@@ -3,6 +3,8 @@ checkpoint of the same organization and a compatible base; anything else is refu
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 
 from tests.helpers import shakespeare_rows, upload_jsonl
@@ -11,7 +13,7 @@ from tuneforge.worker.runner import execute
 TRAINING = {"max_steps": 4, "batch_size": 8, "learning_rate": 1e-2, "save_every": 2}
 
 
-def create(client: httpx.Client, body: dict, headers: dict[str, str] | None = None) -> httpx.Response:  # type: ignore[type-arg]
+def create(client: httpx.Client, body: dict[str, Any], headers: dict[str, str] | None = None) -> httpx.Response:
     return client.post("/v1/fine_tuning/jobs", json=body, headers=headers)
 
 

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import httpx
 import pytest
 import redis
 
 from tests.helpers import REDIS_URL, make_key, shakespeare_rows, upload_jsonl
+from tuneforge.app.core.config import Settings
 
 
 @pytest.fixture
@@ -12,7 +16,7 @@ def training_file(client: httpx.Client) -> str:
     return upload_jsonl(client, shakespeare_rows(20))["id"]
 
 
-def job_body(model: str, file_id: str, **over: object) -> dict:  # type: ignore[type-arg]
+def job_body(model: str, file_id: str, **over: object) -> dict[str, Any]:
     return {"model": model, "training_file": file_id, "training": {"max_steps": 2}, **over}
 
 
@@ -62,8 +66,8 @@ def test_bad_input_is_4xx_naming_the_field(
     client: httpx.Client,
     tiny_model: str,
     training_file: str,
-    over: dict,
-    param: str,  # type: ignore[type-arg]
+    over: dict[str, Any],
+    param: str,
 ) -> None:
     before = client.get("/v1/fine_tuning/jobs", params={"limit": 1000}).json()["data"]
     r = client.post("/v1/fine_tuning/jobs", json={**job_body(tiny_model, training_file), **over})
@@ -75,7 +79,9 @@ def test_bad_input_is_4xx_naming_the_field(
     assert len(after) == len(before)  # nothing was created, so nothing can be stuck
 
 
-def test_symlink_out_of_models_root_is_refused(client: httpx.Client, settings, training_file: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_symlink_out_of_models_root_is_refused(
+    client: httpx.Client, settings: Settings, training_file: str, tmp_path: Path
+) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "config.json").write_text("{}")
@@ -90,7 +96,9 @@ def test_symlink_out_of_models_root_is_refused(client: httpx.Client, settings, t
     assert "outside the models root" in r.json()["error"]["message"]
 
 
-def test_pickle_only_and_remote_code_models_are_refused(client: httpx.Client, settings, training_file: str) -> None:  # type: ignore[no-untyped-def]
+def test_pickle_only_and_remote_code_models_are_refused(
+    client: httpx.Client, settings: Settings, training_file: str
+) -> None:
     pickled = settings.models_dir / "pickled"
     pickled.mkdir(exist_ok=True)
     (pickled / "config.json").write_text("{}")
@@ -209,7 +217,7 @@ def test_hostile_query_parameters_are_400(
     tiny_model: str,
     training_file: str,
     path: str,
-    params: dict,  # type: ignore[type-arg]
+    params: dict[str, Any],
 ) -> None:
     job = client.post("/v1/fine_tuning/jobs", json=job_body(tiny_model, training_file)).json()
     r = client.get(path.format(job=job["id"]), params=params)

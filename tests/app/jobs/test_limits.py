@@ -4,11 +4,13 @@ Retry-After for the queue; a running-jobs cap that leaves extra jobs queued at c
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import httpx
 import pytest
 
 from tests.helpers import make_key, shakespeare_rows, upload_jsonl
+from tuneforge.app.core.config import Settings
 
 
 @pytest.fixture
@@ -36,12 +38,12 @@ def tenant(client: httpx.Client, request: pytest.FixtureRequest) -> tuple[dict[s
 )
 def test_spec_caps_are_configurable_and_name_the_field(
     client: httpx.Client,
-    settings,  # type: ignore[no-untyped-def]
+    settings: Settings,
     monkeypatch: pytest.MonkeyPatch,
     tiny_model: str,
     setting: str,
     cap: int,
-    body: dict,  # type: ignore[type-arg]
+    body: dict[str, Any],
     param: str,
 ) -> None:
     file_id = upload_jsonl(client, shakespeare_rows(8))["id"]
@@ -60,10 +62,10 @@ def test_spec_caps_are_configurable_and_name_the_field(
 
 def test_queued_jobs_over_the_org_limit_get_429_with_retry_after(
     client: httpx.Client,
-    settings,
+    settings: Settings,
     monkeypatch: pytest.MonkeyPatch,
     tiny_model: str,
-    tenant,  # type: ignore[no-untyped-def]
+    tenant: tuple[dict[str, str], str],
 ) -> None:
     headers, file_id = tenant
     monkeypatch.setattr(settings, "max_queued_jobs_per_org", 2)
@@ -91,10 +93,10 @@ def test_queued_jobs_over_the_org_limit_get_429_with_retry_after(
 
 def test_running_cap_leaves_extra_jobs_queued_and_frees_the_worker(
     client: httpx.Client,
-    settings,
+    settings: Settings,
     monkeypatch: pytest.MonkeyPatch,
     tiny_model: str,
-    tenant,  # type: ignore[no-untyped-def]
+    tenant: tuple[dict[str, str], str],
 ) -> None:
     from tuneforge.app.db.engine import session_scope
     from tuneforge.app.jobs import repository

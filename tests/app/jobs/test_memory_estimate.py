@@ -6,6 +6,7 @@ import httpx
 import pytest
 
 from tests.helpers import shakespeare_rows, upload_jsonl
+from tuneforge.app.core.config import Settings
 from tuneforge.app.jobs.memory_estimate import GB, estimate
 from tuneforge.contract.spec import JobSpec
 
@@ -49,7 +50,7 @@ def test_the_estimate_follows_batch_length_and_checkpointing() -> None:
 
 def test_a_job_that_cannot_fit_the_largest_gpu_is_refused_with_the_estimate(
     client: httpx.Client,
-    settings,  # type: ignore[no-untyped-def]
+    settings: Settings,
     monkeypatch: pytest.MonkeyPatch,
     tiny_model: str,
 ) -> None:

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from tests.helpers import make_spec, shakespeare_rows, upload_jsonl
+from tuneforge.app.core.config import Settings
 
 
 def test_merged_export_of_a_classification_job_says_what_is_supported(client: httpx.Client, tiny_model: str) -> None:
@@ -35,7 +36,7 @@ def test_merged_export_of_a_classification_job_says_what_is_supported(client: ht
 
 
 def test_simultaneous_first_requests_share_one_merge(
-    settings,  # type: ignore[no-untyped-def]
+    settings: Settings,
     tiny_model: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,

@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 from sqlalchemy import select, update
 
 from tests.helpers import shakespeare_rows, upload_jsonl
+from tuneforge.app.core.config import Settings
 from tuneforge.app.db.engine import session_scope
 from tuneforge.app.db.models import Job
 from tuneforge.app.db.types import utcnow
 from tuneforge.app.jobs.reconciler import reconcile_once
+
+if TYPE_CHECKING:
+    from tuneforge.contract.spec import JobSpec
+    from tuneforge.worker.training.reporter import Reporter
+    from tuneforge.worker.training.run import RunResult
 
 
 def make_job(client: httpx.Client, model: str, **over: object) -> str:
@@ -32,7 +40,9 @@ def messages(client: httpx.Client, job_id: str) -> list[str]:
     return [e["message"] for e in client.get(f"/v1/fine_tuning/jobs/{job_id}/events?limit=100").json()["data"]]
 
 
-def test_pausing_a_queued_job_holds_it_and_resume_queues_it(client: httpx.Client, tiny_model: str, settings) -> None:  # type: ignore[no-untyped-def]
+def test_pausing_a_queued_job_holds_it_and_resume_queues_it(
+    client: httpx.Client, tiny_model: str, settings: Settings
+) -> None:
     job_id = make_job(client, tiny_model)
     r = client.post(f"/v1/fine_tuning/jobs/{job_id}/pause")
     assert r.status_code == 200, r.text
@@ -90,7 +100,9 @@ def test_resume_before_the_worker_stopped_withdraws_the_pause(client: httpx.Clie
     assert messages(client, job_id)[0] == "Pause withdrawn; the job keeps training"
 
 
-def test_a_worker_lost_while_pausing_leaves_the_job_paused(client: httpx.Client, tiny_model: str, settings) -> None:  # type: ignore[no-untyped-def]
+def test_a_worker_lost_while_pausing_leaves_the_job_paused(
+    client: httpx.Client, tiny_model: str, settings: Settings
+) -> None:
     job_id = make_job(client, tiny_model)
     set_job(job_id, status="pause_requested", worker_id="dead", lease_expires_at=utcnow() - dt.timedelta(minutes=1))
     with session_scope() as s:
@@ -111,7 +123,15 @@ def test_runner_pauses_with_a_checkpoint_then_resumes_exactly(
     job_id = make_job(client, tiny_model, training=training)
     real_run = runner.run
 
-    def pause_after_start(spec, model_dir, rows, val, out_dir, reporter, **kw):  # type: ignore[no-untyped-def]
+    def pause_after_start(
+        spec: JobSpec,
+        model_dir: Path,
+        rows: list[dict[str, Any]],
+        val: list[dict[str, Any]] | None,
+        out_dir: Path,
+        reporter: Reporter,
+        **kw: Any,
+    ) -> RunResult:
         set_job(job_id, status="pause_requested")
         real_progress = reporter.progress
 
@@ -123,7 +143,7 @@ def test_runner_pauses_with_a_checkpoint_then_resumes_exactly(
             while step == 2 and reporter.stop_requested() is None and time.monotonic() < deadline:
                 time.sleep(0.05)
 
-        reporter.progress = progress
+        reporter.progress = progress  # type: ignore[method-assign]  # wraps this one reporter's method
         return real_run(spec, model_dir, rows, val, out_dir, reporter, **kw)
 
     monkeypatch.setattr(runner, "run", pause_after_start)

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import httpx
 from sqlalchemy import update
 
 from tests.helpers import shakespeare_rows, upload_jsonl
+from tuneforge.app.core.config import Settings
 from tuneforge.app.db.engine import session_scope
 from tuneforge.app.db.models import Job
 from tuneforge.app.db.types import utcnow
@@ -22,11 +24,11 @@ def set_job(job_id: str, **values: object) -> None:
         s.execute(update(Job).where(Job.id == job_id).values(**values))
 
 
-def get_job(client: httpx.Client, job_id: str) -> dict:  # type: ignore[type-arg]
+def get_job(client: httpx.Client, job_id: str) -> dict[str, Any]:
     return client.get(f"/v1/fine_tuning/jobs/{job_id}").json()
 
 
-def test_lost_message_is_resent(client: httpx.Client, tiny_model: str, settings) -> None:  # type: ignore[no-untyped-def]
+def test_lost_message_is_resent(client: httpx.Client, tiny_model: str, settings: Settings) -> None:
     job_id = make_job(client, tiny_model)
     set_job(job_id, enqueued_at=None)  # as if the broker never got it
     sent: list[str] = []
@@ -39,7 +41,9 @@ def test_lost_message_is_resent(client: httpx.Client, tiny_model: str, settings)
     assert job_id not in sent
 
 
-def test_expired_lease_is_requeued_then_fails_worker_lost(client: httpx.Client, tiny_model: str, settings) -> None:  # type: ignore[no-untyped-def]
+def test_expired_lease_is_requeued_then_fails_worker_lost(
+    client: httpx.Client, tiny_model: str, settings: Settings
+) -> None:
     job_id = make_job(client, tiny_model)
     past = utcnow() - dt.timedelta(minutes=5)
     set_job(job_id, status="running", worker_id="dead-worker", lease_expires_at=past)
@@ -58,7 +62,7 @@ def test_expired_lease_is_requeued_then_fails_worker_lost(client: httpx.Client, 
     assert job["error"]["code"] == "worker_lost"
 
 
-def test_expired_cancel_request_is_cancelled(client: httpx.Client, tiny_model: str, settings) -> None:  # type: ignore[no-untyped-def]
+def test_expired_cancel_request_is_cancelled(client: httpx.Client, tiny_model: str, settings: Settings) -> None:
     job_id = make_job(client, tiny_model)
     set_job(job_id, status="cancel_requested", worker_id="dead", lease_expires_at=utcnow() - dt.timedelta(minutes=1))
     with session_scope() as s:
@@ -66,7 +70,7 @@ def test_expired_cancel_request_is_cancelled(client: httpx.Client, tiny_model: s
     assert get_job(client, job_id)["status"] == "cancelled"
 
 
-def test_live_lease_is_left_alone(client: httpx.Client, tiny_model: str, settings) -> None:  # type: ignore[no-untyped-def]
+def test_live_lease_is_left_alone(client: httpx.Client, tiny_model: str, settings: Settings) -> None:
     job_id = make_job(client, tiny_model)
     set_job(job_id, status="running", worker_id="alive", lease_expires_at=utcnow() + dt.timedelta(minutes=1))
     with session_scope() as s:

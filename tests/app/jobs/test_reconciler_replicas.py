@@ -24,6 +24,7 @@ from tests.helpers import (
     upload_jsonl,
     wait_http,
 )
+from tuneforge.app.core.config import Settings
 from tuneforge.app.db.engine import session_scope
 from tuneforge.app.db.models import Job, JobEvent
 from tuneforge.app.db.types import utcnow
@@ -41,7 +42,7 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def test_two_api_processes_reconcile_and_deliver_each_job_once(tiny_model: str, settings) -> None:  # type: ignore[no-untyped-def]
+def test_two_api_processes_reconcile_and_deliver_each_job_once(tiny_model: str, settings: Settings) -> None:
     key = make_key("replicas-co")
     port = free_port()
     base = f"http://127.0.0.1:{port}"

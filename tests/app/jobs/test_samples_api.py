@@ -16,7 +16,7 @@ def test_samples_by_step_and_their_events(
     client: httpx.Client,
     live_api: str,
     other_key: str,
-    live_worker: subprocess.Popen,  # type: ignore[type-arg]
+    live_worker: subprocess.Popen[bytes],
     tiny_model: str,
 ) -> None:
     file_id = upload_jsonl(client, shakespeare_rows(32))["id"]

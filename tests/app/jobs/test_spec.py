@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from pydantic import ValidationError
 
@@ -8,7 +10,7 @@ from tuneforge.app.jobs.request import JobCreate
 from tuneforge.contract.spec import DEFAULT_LEARNING_RATE, JobSpec, SpecError
 
 
-def body(**over: object) -> dict:  # type: ignore[type-arg]
+def body(**over: object) -> dict[str, Any]:
     return {"model": "m", "training_file": "file-1", **over}
 
 
@@ -16,7 +18,7 @@ def param_of(exc: ValidationError) -> str:
     import json
 
     resp = validation_error_response(list(exc.errors()))
-    return json.loads(resp.body)["error"]["param"]
+    return json.loads(resp.body)["error"]["param"]  # type: ignore[arg-type]  # bytes here, never a memoryview
 
 
 def test_defaults_are_qlora() -> None:
@@ -66,7 +68,7 @@ def test_defaults_are_qlora() -> None:
         ),
     ],
 )
-def test_bad_specs_name_the_field(over: dict, param: str) -> None:  # type: ignore[type-arg]
+def test_bad_specs_name_the_field(over: dict[str, Any], param: str) -> None:
     with pytest.raises(ValidationError) as info:
         JobCreate.model_validate(body(**over))
     assert param_of(info.value) == param
@@ -122,7 +124,7 @@ def test_resolved_spec_round_trips() -> None:
         ({"task": "sequence_classification", "training": {"packing": True}}, "training.packing"),
     ],
 )
-def test_task_specific_options_are_refused_elsewhere(over: dict, param: str) -> None:  # type: ignore[type-arg]
+def test_task_specific_options_are_refused_elsewhere(over: dict[str, Any], param: str) -> None:
     with pytest.raises(ValidationError) as info:
         JobCreate.model_validate(body(**over))
     assert param_of(info.value) == param
