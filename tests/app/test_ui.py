@@ -233,7 +233,7 @@ def test_dashboard_end_to_end(
     # samples every 2 steps.
     body = {"model": tiny_model, "training_file": file_id, "seed": 1, "metadata": {"suite": "ui"}}
     training = {"max_steps": 100_000, "learning_rate": 0.001, "eval_every": 2, "batch_size": 2, "max_seq_length": 64}
-    samples = {"prompts": ["To be, or not", "Now is the"], "from_validation": 0, "max_new_tokens": 4}
+    samples: dict[str, Any] = {"prompts": ["To be, or not", "Now is the"], "from_validation": 0, "max_new_tokens": 4}
     r = api.post("/v1/fine_tuning/jobs", json={**body, "training": training, "samples": samples})
     assert r.status_code == 200, r.text
     job = r.json()["id"]

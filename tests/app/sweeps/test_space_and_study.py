@@ -51,7 +51,7 @@ def test_apply_writes_dotted_paths_into_a_copy() -> None:
 )
 def test_bad_dimensions_name_the_path(raw: dict[str, object], message: str) -> None:
     with pytest.raises(SpecError) as err:
-        space.parse_space(raw)  # type: ignore[arg-type]
+        space.parse_space(raw)
     assert err.value.param.startswith("search_space.") and message in err.value.message
 
 

@@ -19,7 +19,7 @@ SWEEPS = "/v1/fine_tuning/sweeps"
 
 
 @pytest.fixture
-def api(live_api: str, api_key: str, live_worker: subprocess.Popen) -> httpx.Client:  # type: ignore[type-arg]
+def api(live_api: str, api_key: str, live_worker: subprocess.Popen[bytes]) -> httpx.Client:
     return httpx.Client(base_url=live_api, headers={"Authorization": f"Bearer {api_key}"}, timeout=30)
 
 
@@ -159,7 +159,7 @@ def test_a_trial_whose_worker_is_killed_resumes_and_its_sweep_completes(
     api: httpx.Client,
     tiny_model: str,
     training_file: str,
-    live_worker: subprocess.Popen,  # type: ignore[type-arg]
+    live_worker: subprocess.Popen[bytes],
 ) -> None:
     """Last in this module: it kills the module's worker (SIGKILL, no hand-back) and starts another.
     The reconciler re-queues the trial when its lease expires; the new worker resumes it from its
