@@ -214,7 +214,7 @@ def child(args: dict[str, Any]) -> None:
 
     losses.TaskLoss.__call__ = call  # type: ignore[method-assign]
     register_optimizer_step_pre_hook(lambda *_: peaks.enter("optimizer"))
-    real_evaluate = run_mod.evaluate
+    real_evaluate = run_mod.Run.evaluate
     evaluated = [0]
 
     def evaluate(*a: Any, **kw: Any) -> Any:
@@ -226,7 +226,7 @@ def child(args: dict[str, Any]) -> None:
         finally:
             peaks.enter("save" if final else "other")
 
-    run_mod.evaluate = evaluate
+    run_mod.Run.evaluate = evaluate  # type: ignore[method-assign]
 
     steps = args["steps"]
     rows = workload_rows(args["workload"], BATCH * steps + BATCH)

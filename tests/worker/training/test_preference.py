@@ -13,7 +13,7 @@ from tests.helpers import make_spec, preference_rows
 from tuneforge.contract.status import StopReason
 from tuneforge.worker.training.data import collate
 from tuneforge.worker.training.errors import StopTraining
-from tuneforge.worker.training.preference import (
+from tuneforge.worker.training.methods.dpo import (
     _answer_logps,
     collate_pairs,
     encode_preference,

@@ -14,7 +14,7 @@ from tuneforge.app.files.preference import PREFERENCE_FIELDS
 from tuneforge.app.jobs import repository
 from tuneforge.app.jobs.memory_estimate import GB, RUNTIME_ALLOWANCE_GB, estimate
 from tuneforge.contract.formats import SHAPES, detect_columns, shapes_of
-from tuneforge.contract.spec import JobSpec
+from tuneforge.contract.spec import JobSpec, RowShape
 from tuneforge.contract.spec.data import data_fields
 from tuneforge.contract.status import WAITING
 
@@ -27,11 +27,11 @@ def check_data_against_spec(spec: JobSpec, f: File, param: str) -> None:
     cols = f.columns or {}
     d = spec.data
     listed = ", ".join(sorted(cols)) or "none"
-    if spec.method == "dpo":
+    if spec.row_shape is RowShape.PREFERENCE:
         missing = [name for name in PREFERENCE_FIELDS if name not in cols]
         if missing:
             raise InvalidRequest(
-                f"File {f.id} has columns [{listed}]; method.type=dpo needs preference rows with "
+                f"File {f.id} has columns [{listed}]; method.type={spec.method} needs preference rows with "
                 f"{', '.join(repr(n) for n in PREFERENCE_FIELDS)} (missing: {', '.join(missing)}).",
                 param=param,
                 code="invalid_file",

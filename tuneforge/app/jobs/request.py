@@ -7,19 +7,21 @@ fully resolved `JobSpec` (tuneforge/contract/spec) that is stored on the job and
 from __future__ import annotations
 
 import random
-from typing import Annotated, Any, Literal
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import Field, model_validator
 
 from tuneforge.contract.spec import (
     DEFAULT_LEARNING_RATE,
     JobSpec,
-    PreferenceSpec,
+    MethodName,
     SpecBlocks,
     SpecError,
     Strict,
     set_to_non_default,
 )
+from tuneforge.contract.spec.method import check_option_blocks
 
 
 class SupervisedHyperparameters(Strict):
@@ -60,18 +62,23 @@ class DpoMethod(Strict):
 
 
 class Method(Strict):
-    type: Literal["supervised", "dpo"] = Field(
-        "supervised", description="`supervised`, or `dpo` on OpenAI's preference rows."
-    )
+    """OpenAI's `method`: a type, and at most one block, the one named by the type."""
+
+    type: MethodName = Field("supervised", description="`supervised`, or `dpo` on OpenAI's preference rows.")
     supervised: SupervisedMethod | None = None
     dpo: DpoMethod | None = None
 
     @model_validator(mode="after")
     def _check(self) -> Method:
-        other = "dpo" if self.type == "supervised" else "supervised"
-        if getattr(self, other) is not None:
-            raise SpecError(other, f"method.{other} does not go with method.type={self.type}")
+        for other in get_args(MethodName):
+            if other != self.type and getattr(self, other) is not None:
+                raise SpecError(other, f"method.{other} does not go with method.type={self.type}")
         return self
+
+    def block(self) -> SupervisedMethod | DpoMethod | None:
+        """The block of this method's type, if given."""
+        block: SupervisedMethod | DpoMethod | None = getattr(self, self.type)
+        return block
 
 
 Metadata = Annotated[
@@ -125,14 +132,11 @@ class JobCreate(SpecBlocks):
     )
 
     def _hyperparameters(self) -> tuple[SupervisedHyperparameters | None, str]:
-        if self.method is not None and self.method.dpo is not None:
+        block = self.method.block() if self.method is not None else None
+        if self.method is not None and block is not None:
             if self.hyperparameters is not None:
-                raise SpecError("hyperparameters", "give hyperparameters in method.dpo only, not both")
-            return self.method.dpo.hyperparameters, "method.dpo.hyperparameters"
-        if self.method is not None and self.method.supervised is not None:
-            if self.hyperparameters is not None:
-                raise SpecError("hyperparameters", "give hyperparameters in method.supervised only, not both")
-            return self.method.supervised.hyperparameters, "method.supervised.hyperparameters"
+                raise SpecError("hyperparameters", f"give hyperparameters in method.{self.method.type} only, not both")
+            return block.hyperparameters, f"method.{self.method.type}.hyperparameters"
         return self.hyperparameters, "hyperparameters"
 
     def resolve(self) -> JobSpec:
@@ -178,8 +182,7 @@ class JobCreate(SpecBlocks):
             if set_to_non_default(self.preference, "beta") and self.preference.beta != hp.beta:
                 raise SpecError(f"{where}.beta", "contradicts preference.beta")
             preference.beta = float(hp.beta)
-        if method != "dpo" and "preference" in self.model_fields_set and preference != PreferenceSpec():
-            raise SpecError("preference", "the preference block applies to method.type=dpo only")
+        check_option_blocks(method, self)  # e.g. a preference block with method.type=supervised
         return JobSpec(
             method=method,
             from_checkpoint=self.from_checkpoint,
@@ -205,9 +208,14 @@ def openai_hyperparameters(spec: JobSpec) -> dict[str, Any]:
     }
 
 
+# Each method's own hyperparameters, shown beside the shared ones.
+_METHOD_HYPERPARAMETERS: dict[MethodName, Callable[[JobSpec], dict[str, Any]]] = {
+    "supervised": lambda spec: {},
+    "dpo": lambda spec: {"beta": spec.preference.beta},
+}
+
+
 def openai_method(spec: JobSpec) -> dict[str, Any]:
     """The job object's `method`, as OpenAI shows it."""
-    hp = openai_hyperparameters(spec)
-    if spec.method == "dpo":
-        return {"type": "dpo", "dpo": {"hyperparameters": {**hp, "beta": spec.preference.beta}}}
-    return {"type": "supervised", "supervised": {"hyperparameters": hp}}
+    hp = {**openai_hyperparameters(spec), **_METHOD_HYPERPARAMETERS[spec.method](spec)}
+    return {"type": spec.method, spec.method: {"hyperparameters": hp}}

@@ -16,6 +16,7 @@ from tuneforge.contract.spec.blocks import (
 )
 from tuneforge.contract.spec.data import DataSpec
 from tuneforge.contract.spec.job import JobSpec, SpecBlocks, TaskName
+from tuneforge.contract.spec.method import METHOD_RULES, MethodName, MethodRules, RowShape
 from tuneforge.contract.spec.optim import (
     OPTIMIZER_NAMES,
     SCHEDULERS,
@@ -31,11 +32,12 @@ from tuneforge.contract.spec.optim import (
     SchedulerSpec,
     SGDSpec,
 )
-from tuneforge.contract.spec.preference import MethodName, PreferenceLossName, PreferenceSpec
+from tuneforge.contract.spec.preference import PreferenceLossName, PreferenceSpec
 from tuneforge.contract.spec.samples import SamplesSpec
 
 __all__ = [
     "DEFAULT_LEARNING_RATE",
+    "METHOD_RULES",
     "OPTIMIZER_NAMES",
     "SCHEDULERS",
     "AdagradSpec",
@@ -51,6 +53,7 @@ __all__ = [
     "LossSpec",
     "LossWatchdogSpec",
     "MethodName",
+    "MethodRules",
     "OptimizerSpec",
     "PagedAdamW8bitSpec",
     "PagedAdamW32bitSpec",
@@ -58,6 +61,7 @@ __all__ = [
     "PreferenceSpec",
     "QuantizationSpec",
     "RMSpropSpec",
+    "RowShape",
     "SGDSpec",
     "SamplesSpec",
     "SchedulerName",

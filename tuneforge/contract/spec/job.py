@@ -10,8 +10,9 @@ from tuneforge.contract.formats import CHAT_SHAPES
 from tuneforge.contract.spec.base import SpecError, Strict, set_to_non_default
 from tuneforge.contract.spec.blocks import LoraSpec, QuantizationSpec, TrainingSpec
 from tuneforge.contract.spec.data import DataSpec
+from tuneforge.contract.spec.method import METHOD_RULES, MethodName, RowShape, check_method, check_option_blocks
 from tuneforge.contract.spec.optim import AdamWSpec, OptimizerSpec, SchedulerSpec
-from tuneforge.contract.spec.preference import MethodName, PreferenceSpec
+from tuneforge.contract.spec.preference import PreferenceSpec
 from tuneforge.contract.spec.samples import SamplesSpec
 
 TaskName = Literal["causal_lm", "sequence_classification", "regression"]
@@ -70,11 +71,11 @@ class JobSpec(SpecBlocks):
 
     @model_validator(mode="after")
     def _check_method(self) -> Self:
-        if self.method == "dpo":
-            if self.task != "causal_lm":
-                raise SpecError("task", "method.type=dpo applies to causal_lm only")
-            if self.training.packing:
-                raise SpecError("training.packing", "packing cannot be used with method.type=dpo")
-        elif "preference" in self.model_fields_set and self.preference != PreferenceSpec():
-            raise SpecError("preference", "the preference block applies to method.type=dpo only")
+        check_method(self.method, self.task, self.training.packing)
+        check_option_blocks(self.method, self)
         return self
+
+    @property
+    def row_shape(self) -> RowShape:
+        """What this job's training rows look like: its method's."""
+        return METHOD_RULES[self.method].rows

@@ -8,7 +8,6 @@ from pydantic import Field
 
 from tuneforge.contract.spec.base import Strict
 
-MethodName = Literal["supervised", "dpo"]
 PreferenceLossName = Literal["sigmoid", "ipo"]
 
 

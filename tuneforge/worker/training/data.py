@@ -1,11 +1,14 @@
-"""Rows -> splits -> token tensors -> batches. Pure functions; no I/O but what they are given."""
+"""Rows -> splits -> token tensors -> batches. Pure functions; no I/O but what they are given.
+
+The splits and the batch order serve every method; the encoders and `collate` are supervised training's
+(methods/supervised.py), per task and data shape (`messages` rows through chat_template.py).
+"""
 
 from __future__ import annotations
 
-import json
 import random
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -14,12 +17,9 @@ from tuneforge.contract import formats
 from tuneforge.contract.spec import DataSpec, JobSpec
 from tuneforge.contract.spec.data import data_fields
 from tuneforge.contract.status import ErrorCode
+from tuneforge.worker.training.chat_template import encode_chat
+from tuneforge.worker.training.encoded import IGNORE, Encoded
 from tuneforge.worker.training.errors import TrainingError
-
-IGNORE = -100
-# One tokenized example: `input_ids`, `labels` (token ids, or a class index / regression target),
-# and `position_ids` for packed rows.
-Example = dict[str, Any]
 
 
 @dataclass
@@ -27,17 +27,6 @@ class Splits:
     train: list[dict[str, Any]]
     validation: list[dict[str, Any]]
     test: list[dict[str, Any]]
-
-
-@dataclass
-class Encoded:
-    examples: list[Example]
-    truncated: int = 0
-    dropped: int = 0
-    real_tokens: int = 0
-    # Tokens whose prediction is trained on (labels not ignored, after the one-token shift).
-    loss_tokens: int = 0
-    label_names: list[str] = field(default_factory=list)
 
 
 def make_splits(rows: list[dict[str, Any]], validation_rows: list[dict[str, Any]] | None, spec: JobSpec) -> Splits:
@@ -111,118 +100,6 @@ def _causal_kind(row: dict[str, Any], d: DataSpec) -> str:
     )
 
 
-def template_messages(chat: formats.Chat) -> list[dict[str, Any]]:
-    """OpenAI messages as Hugging Face chat templates expect them: tool-call arguments as objects."""
-    out = []
-    for m in chat.messages:
-        if "tool_calls" in m:
-            calls = []
-            for c in m["tool_calls"]:
-                args: Any = c["function"]["arguments"]
-                try:
-                    parsed = json.loads(args)
-                    args = parsed if isinstance(parsed, dict) else args
-                except json.JSONDecodeError:
-                    pass
-                calls.append({**c, "function": {**c["function"], "arguments": args}})
-            m = {**m, "tool_calls": calls}
-        out.append(m)
-    return out
-
-
-def _render(tokenizer: Any, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, **kw: Any) -> Any:
-    if tools:
-        kw["tools"] = tools
-    return tokenizer.apply_chat_template(messages, **kw)
-
-
-def check_template_tools(tokenizer: Any, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> None:
-    """Refuse (invalid_spec) a template that would silently drop the tools or the assistant's tool calls."""
-    probe = [{"role": "user", "content": "hi"}]
-    if tools and _render(tokenizer, probe, tools, tokenize=False) == _render(tokenizer, probe, None, tokenize=False):
-        raise TrainingError(
-            ErrorCode.INVALID_SPEC,
-            "The model's chat template does not render `tools` (tokenizer.apply_chat_template(..., tools=...) "
-            "ignores them), so function-calling data cannot be trained on this model. Use a model whose chat "
-            "template supports tools.",
-            "model",
-        )
-    for i, m in enumerate(messages):
-        if "tool_calls" in m:
-            bare = {k: v for k, v in m.items() if k != "tool_calls"}
-            with_calls = _render(tokenizer, messages[: i + 1], tools, tokenize=False)
-            if with_calls == _render(tokenizer, [*messages[:i], bare], tools, tokenize=False):
-                raise TrainingError(
-                    ErrorCode.INVALID_SPEC,
-                    "The model's chat template does not render assistant `tool_calls`, so function-calling data "
-                    "cannot be trained on this model. Use a model whose chat template supports tools.",
-                    "model",
-                )
-            return
-
-
-def _chat_ids(
-    tokenizer: Any,
-    messages: list[dict[str, Any]],
-    tools: list[dict[str, Any]] | None = None,
-    trainable: list[bool] | None = None,
-) -> tuple[list[int], list[bool]]:
-    """Token ids of a conversation, and for each token whether a trainable assistant turn produced it
-    (every assistant turn, unless `trainable` says otherwise: OpenAI's `weight: 0`).
-
-    Works with any chat template that renders conversations prefix-stably: an assistant turn's tokens
-    are those between the prefix rendered with a generation prompt and the conversation rendered up
-    to and including that turn. No `{% generation %}` markers are needed in the template."""
-    ids = _ids(_render(tokenizer, messages, tools, tokenize=True))
-    mask = [False] * len(ids)
-    for i, m in enumerate(messages):
-        if m["role"] != "assistant" or (trainable is not None and not trainable[i]):
-            continue
-        start = len(_ids(_render(tokenizer, messages[:i], tools, add_generation_prompt=True, tokenize=True)))
-        full = _ids(_render(tokenizer, messages[: i + 1], tools, tokenize=True))
-        if ids[: len(full)] != full:
-            raise TrainingError(
-                ErrorCode.INVALID_SPEC,
-                "The model's chat template renders earlier turns differently as the conversation grows, "
-                "so assistant turns cannot be located; set training.train_on_inputs=true to train on all tokens.",
-                "model",
-            )
-        for k in range(start, len(full)):
-            mask[k] = True
-    return ids, mask
-
-
-def _ids(out: Any) -> list[int]:
-    if isinstance(out, dict) or hasattr(out, "keys"):
-        out = out["input_ids"]
-    return list(out)
-
-
-def _encode_chat(row: dict[str, Any], tokenizer: Any, spec: JobSpec, checked: set[str]) -> tuple[list[int], list[int]]:
-    d, t = spec.data, spec.training
-    if not getattr(tokenizer, "chat_template", None):
-        raise TrainingError(
-            ErrorCode.INVALID_SPEC,
-            "The model's tokenizer has no chat template, so `messages` data cannot be used.",
-            "model",
-        )
-    try:
-        chat = formats.from_openai(row[d.messages_field], row.get("tools"), row.get("functions"), d.messages_field)
-    except formats.RowError as exc:
-        raise TrainingError(ErrorCode.INVALID_FILE, f"A chat row: {exc}", "training_file") from exc
-    messages = template_messages(chat)
-    calls = any("tool_calls" in m for m in messages)
-    if (chat.tools and "tools" not in checked) or (calls and "tool_calls" not in checked):
-        check_template_tools(tokenizer, messages, chat.tools)  # a property of the template: once per run
-        checked.update(["tools"] if chat.tools else [])
-        checked.update(["tool_calls"] if calls else [])
-    if t.train_on_inputs:
-        ids = _ids(_render(tokenizer, messages, chat.tools, tokenize=True))
-        return ids, list(ids)
-    ids, is_target = _chat_ids(tokenizer, messages, chat.tools, chat.trainable)
-    return ids, [i if m else IGNORE for i, m in zip(ids, is_target, strict=True)]
-
-
 def encode_causal(rows: list[dict[str, Any]], tokenizer: Any, spec: JobSpec) -> Encoded:
     d, t = spec.data, spec.training
     eos = tokenizer.eos_token_id
@@ -231,7 +108,7 @@ def encode_causal(rows: list[dict[str, Any]], tokenizer: Any, spec: JobSpec) -> 
     for row in rows:
         kind = _causal_kind(row, d)
         if kind == "messages":
-            ids, labels = _encode_chat(row, tokenizer, spec, checked)
+            ids, labels = encode_chat(row, tokenizer, spec, checked)
         elif kind == "prompt_completion":
             # The tokenizer's own special tokens (a BOS, for most causal LMs) go on the prompt only.
             p = list(tokenizer(str(row[d.prompt_field]))["input_ids"])
@@ -333,10 +210,7 @@ def regression_norm(rows: list[dict[str, Any]], spec: JobSpec) -> tuple[float, f
 
 
 def collate(batch: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
-    if "rejected_ids" in batch[0]:  # preference pairs (tuneforge/worker/training/preference.py)
-        from tuneforge.worker.training.preference import collate_pairs
-
-        return collate_pairs(batch, pad_id)
+    """Examples of one row each (`input_ids`, `labels`, and `position_ids` if packed) as padded tensors."""
     width = max(len(ex["input_ids"]) for ex in batch)
     n = len(batch)
     input_ids = torch.full((n, width), pad_id, dtype=torch.long)

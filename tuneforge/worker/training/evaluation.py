@@ -1,5 +1,6 @@
-"""Held-out evaluation: loss and perplexity for causal LM, accuracy/F1 for classification, MSE/MAE/R2
-for regression (reported in the target's own units)."""
+"""Supervised training's held-out evaluation: loss and perplexity for causal LM, accuracy/F1 for
+classification, MSE/MAE/R2 for regression (reported in the target's own units). Another training
+method evaluates its own way (methods/)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from tuneforge.contract.spec import JobSpec
-from tuneforge.worker.training.data import IGNORE, Encoded, Example, collate
+from tuneforge.worker.training.data import collate
+from tuneforge.worker.training.encoded import IGNORE, Encoded, Example
 from tuneforge.worker.training.lm_loss import causal_lm_loss
 
 
@@ -25,10 +27,6 @@ def evaluate(
 ) -> dict[str, Any]:
     model.eval()
     bs = max(1, spec.training.batch_size)
-    if spec.method == "dpo":
-        from tuneforge.worker.training.preference import evaluate_preference
-
-        return evaluate_preference(model, data, spec, pad_id, device)
     if spec.task == "causal_lm":
         return _causal(model, data.examples, bs, pad_id, device)
     preds: list[Any] = []

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from tuneforge.worker.training.data import IGNORE
+from tuneforge.worker.training.encoded import IGNORE
 
 # fp32 elements of one chunk of logits (32 MiB): big enough that the loop is a few iterations.
 CHUNK_ELEMENTS = 1 << 23

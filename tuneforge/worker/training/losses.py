@@ -1,41 +1,19 @@
-"""The training loss of each task, with its options (class weights, label smoothing, Huber).
+"""Supervised training's loss for each task, with its options (class weights, label smoothing, Huber).
 
-A new training method plugs in here, as a loss over its own batch shape; the loop does not change.
+Another training method brings its own loss (methods/); the loop calls either through `Loss`
+(methods/base.py).
 """
 
 from __future__ import annotations
-
-from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 
 from tuneforge.contract.spec import JobSpec
 from tuneforge.contract.status import ErrorCode
-from tuneforge.worker.training.data import Encoded
+from tuneforge.worker.training.encoded import Encoded
 from tuneforge.worker.training.errors import TrainingError
 from tuneforge.worker.training.lm_loss import causal_lm_loss
-
-
-class Loss(Protocol):
-    """What the loop calls: the loss of one micro-batch, and any extra per-step metrics gathered
-    since the last logging step (read once per logging step: one host sync)."""
-
-    # The last micro-batch's (correct, counted) target tokens on the device, for token accuracy;
-    # None for losses that do not predict tokens one by one (preference pairs).
-    last_accuracy: tuple[torch.Tensor, torch.Tensor] | None
-
-    def __call__(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...
-
-    def take_metrics(self) -> dict[str, float] | None: ...
-
-
-def make_loss(spec: JobSpec, train: Encoded, device: torch.device) -> Loss:
-    if spec.method == "dpo":
-        from tuneforge.worker.training.preference import PreferenceLoss
-
-        return PreferenceLoss(spec)
-    return TaskLoss(spec, train, device)
 
 
 class TaskLoss:

@@ -24,10 +24,10 @@ from tuneforge.worker.training import checkpoints as ckpt
 from tuneforge.worker.training import distributed as ddp
 from tuneforge.worker.training.configs import pick_device
 from tuneforge.worker.training.controls import EarlyStopping, LossWatchdog
-from tuneforge.worker.training.data import batch_order, collate
+from tuneforge.worker.training.data import batch_order
 from tuneforge.worker.training.errors import StopTraining, TrainingError
-from tuneforge.worker.training.evaluation import evaluate, format_metrics
-from tuneforge.worker.training.losses import Loss, make_loss
+from tuneforge.worker.training.evaluation import format_metrics
+from tuneforge.worker.training.methods import Loss, TrainingMethod, method_for
 from tuneforge.worker.training.optim import (
     Scheduler,
     build_optimizer,
@@ -58,6 +58,8 @@ class Run:
     """The parts of a run that the loop uses but does not replace."""
 
     spec: JobSpec
+    # Supervised, DPO, ...: how batches are made, the loss, the evaluation. The loop never asks which.
+    method: TrainingMethod
     data: PreparedData
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
@@ -78,7 +80,7 @@ class Run:
 
     def evaluate(self, split: str = "validation") -> dict[str, Any]:
         data = self.data.validation if split == "validation" else self.data.test
-        return evaluate(self.model, data, self.spec, self.data.pad_id, self.device, self.data.norm)
+        return self.method.evaluate(self.model, data, self.data.pad_id, self.device, self.data.norm)
 
     def sample(self, step: int) -> None:
         """Greedy generations from the sample prompts with the adapter as it is now (rank 0 alone)."""
@@ -129,7 +131,8 @@ def run(
     # ---- setup
     device = pick_device()
     set_seed(spec.seed)
-    data = prepare_data(spec, model_dir, rows, validation_rows, reporter)
+    method = method_for(spec)
+    data = prepare_data(spec, model_dir, rows, validation_rows, reporter, method)
     model = prepare_model(spec, model_dir, data.labels, device, reporter)
     plan = plan_steps(spec, len(data.train.examples))
     optimizer = build_optimizer(
@@ -137,6 +140,7 @@ def run(
     )
     r = Run(
         spec=spec,
+        method=method,
         data=data,
         model=model,
         optimizer=optimizer,
@@ -156,7 +160,7 @@ def run(
         },
         early=EarlyStopping(spec.training.early_stopping),
         watchdog=LossWatchdog(spec.training.loss_watchdog),
-        loss=make_loss(spec, data.train, device),
+        loss=method.make_loss(data.train, device),
     )
     state = TrainState()
 
@@ -298,7 +302,7 @@ def _optimizer_step(
     for i in range(state.micro_in_epoch, group_end):
         examples = [r.data.train.examples[j] for j in order[i]]
         n_real = sum(len(ex["input_ids"]) for ex in examples)  # host-side: no device sync
-        batch = {k: v.to(r.device) for k, v in collate(examples, r.data.pad_id).items()}
+        batch = {k: v.to(r.device) for k, v in r.method.collate(examples, r.data.pad_id).items()}
         loss = r.loss(r.model, batch) / n_micro
         loss.backward()
         window.add(loss, n_real)
@@ -331,7 +335,7 @@ def _micro_batches_distributed(
         if not examples:
             continue  # an epoch's short last micro-batch: fewer examples than ranks
         tokens += sum(len(ex["input_ids"]) for ex in examples)
-        batch = {k: v.to(r.device) for k, v in collate(examples, r.data.pad_id).items()}
+        batch = {k: v.to(r.device) for k, v in r.method.collate(examples, r.data.pad_id).items()}
         loss = r.loss(r.model, batch) / n_micro
         loss.backward()
         step_loss += loss.detach()

@@ -15,7 +15,7 @@ import torch
 from tuneforge.contract import formats
 from tuneforge.contract.spec import JobSpec
 from tuneforge.contract.spec.data import data_fields
-from tuneforge.worker.training.data import template_messages
+from tuneforge.worker.training.chat_template import template_messages
 
 # Characters of a text row used as its prompt when the row has no prompt of its own: its first half, at most this.
 TEXT_PROMPT_CHARS = 200
@@ -28,18 +28,18 @@ class SamplePrompt:
 
 
 def sample_prompts(spec: JobSpec, tokenizer: Any, validation_rows: list[dict[str, Any]]) -> list[SamplePrompt]:
-    """The spec's prompts, then up to `from_validation` taken from the validation split. causal_lm only."""
+    """The spec's prompts, then up to `from_validation` taken from `validation_rows` (supervised rows:
+    chat, prompt/completion or text; a method whose rows are not passes none). causal_lm only."""
     s = spec.samples
     if spec.task != "causal_lm":
         return []
     out = [_plain(p, tokenizer) for p in s.prompts]
-    if spec.method == "supervised":
-        for row in validation_rows:
-            if len(out) >= len(s.prompts) + s.from_validation:
-                break
-            prompt = _from_row(row, spec, tokenizer)
-            if prompt is not None and prompt.ids:
-                out.append(prompt)
+    for row in validation_rows:
+        if len(out) >= len(s.prompts) + s.from_validation:
+            break
+        prompt = _from_row(row, spec, tokenizer)
+        if prompt is not None and prompt.ids:
+            out.append(prompt)
     return out
 
 

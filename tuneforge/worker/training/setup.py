@@ -1,4 +1,5 @@
-"""A run's setup: rows to token tensors, the base model to a LoRA-wrapped one, and the step plan."""
+"""A run's setup: rows to token tensors (encoded by the job's training method), the base model to a
+LoRA-wrapped one, and the step plan."""
 
 from __future__ import annotations
 
@@ -15,17 +16,11 @@ from tuneforge.contract.spec import JobSpec
 from tuneforge.contract.status import ErrorCode
 from tuneforge.worker.training.augment import augment
 from tuneforge.worker.training.configs import compute_dtype, describe, get_peft_config
-from tuneforge.worker.training.data import (
-    Encoded,
-    encode_causal,
-    encode_labeled,
-    label_names,
-    make_splits,
-    normalize_rows,
-    regression_norm,
-)
+from tuneforge.worker.training.data import make_splits, normalize_rows
 from tuneforge.worker.training.dropout import compact_lora_dropout
+from tuneforge.worker.training.encoded import Encoded
 from tuneforge.worker.training.errors import TrainingError
+from tuneforge.worker.training.methods import TrainingMethod, method_for
 from tuneforge.worker.training.model import (
     check_target_modules,
     load_model,
@@ -33,9 +28,8 @@ from tuneforge.worker.training.model import (
     prepare_quantized,
     return_large_blocks_to_the_os,
 )
-from tuneforge.worker.training.preference import encode_preference
 from tuneforge.worker.training.reporter import Reporter
-from tuneforge.worker.training.samples import SamplePrompt, sample_prompts
+from tuneforge.worker.training.samples import SamplePrompt
 
 
 @dataclass
@@ -69,27 +63,17 @@ def prepare_data(
     rows: list[dict[str, Any]],
     validation_rows: list[dict[str, Any]] | None,
     reporter: Reporter,
+    method: TrainingMethod | None = None,
 ) -> PreparedData:
+    method = method or method_for(spec)
     rows = normalize_rows(rows, spec)
     if validation_rows is not None:
         validation_rows = normalize_rows(validation_rows, spec, "validation_file")
     splits = make_splits(rows, validation_rows, spec)
     splits.train, augmented = augment(splits.train, spec)  # the training split only
     tokenizer = load_tokenizer(model_dir)
-    labels: list[str] | None = None
-    norm: tuple[float, float] | None = None
-    if spec.method == "dpo":
-        train, val, test = (
-            encode_preference(s, tokenizer, spec) for s in (splits.train, splits.validation, splits.test)
-        )
-    elif spec.task == "causal_lm":
-        train, val, test = (encode_causal(s, tokenizer, spec) for s in (splits.train, splits.validation, splits.test))
-    else:
-        labels = label_names(splits.train, spec) if spec.task == "sequence_classification" else None
-        norm = regression_norm(splits.train, spec) if spec.task == "regression" else None
-        train, val, test = (
-            encode_labeled(s, tokenizer, spec, labels, norm) for s in (splits.train, splits.validation, splits.test)
-        )
+    encoded = method.encode(splits, tokenizer)
+    train, val, test = encoded.train, encoded.validation, encoded.test
     if not train.examples:
         raise TrainingError(ErrorCode.INVALID_FILE, "No usable training examples after tokenization.", "training_file")
     extra = f" ({augmented} of them augmented copies)" if spec.data.augmentation else ""
@@ -108,8 +92,8 @@ def prepare_data(
             "augmented": augmented,
         },
     )
-    prompts = sample_prompts(spec, tokenizer, splits.validation)
-    return PreparedData(tokenizer, train, val, test, labels, norm, prompts)
+    prompts = method.sample_prompts(tokenizer, splits.validation)
+    return PreparedData(tokenizer, train, val, test, encoded.labels, encoded.norm, prompts)
 
 
 def prepare_model(

@@ -1,8 +1,9 @@
-"""Preference tuning (DPO, IPO) as a batch shape and a loss; the training loop is the SFT loop.
+"""Preference tuning (DPO, IPO): a method plug-in (`DpoTraining`) with its own batch shape, loss and
+evaluation; the training loop, checkpoints and resume are the engine's, unchanged.
 
 An example holds the chosen answer as `input_ids`/`labels` and the rejected one as
 `rejected_ids`/`rejected_labels`, both rendered after the same prompt with the chat template;
-labels are IGNORE on the prompt. `collate` stacks a batch of n pairs as 2n rows, chosen first.
+labels are IGNORE on the prompt. `collate_pairs` stacks a batch of n pairs as 2n rows, chosen first.
 
 Only the answers' log-probabilities count, so only the positions that predict an answer token get
 logits: the batch's `labels` cover its last columns only (from the earliest answer token on), and
@@ -17,22 +18,56 @@ so no second copy of the weights is held in memory.
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 
-from tuneforge.contract.spec import JobSpec
+from tuneforge.contract.spec import JobSpec, MethodName
 from tuneforge.contract.status import ErrorCode
-from tuneforge.worker.training.data import IGNORE, Encoded, Example, _ids, collate
+from tuneforge.worker.training.chat_template import require_template, token_ids
+from tuneforge.worker.training.data import Splits, collate
+from tuneforge.worker.training.encoded import IGNORE, Encoded, Example
 from tuneforge.worker.training.errors import TrainingError
+from tuneforge.worker.training.methods.base import EncodedSplits, TrainingMethod
+
+
+class DpoTraining(TrainingMethod):
+    """`method.type=dpo`: rows are OpenAI's preference rows, a batch of n pairs is 2n rows, the loss is
+    DPO's or IPO's (`spec.preference`) against the base model as reference."""
+
+    name: ClassVar[MethodName] = "dpo"
+
+    def encode(self, splits: Splits, tokenizer: Any) -> EncodedSplits:
+        train, val, test = (
+            encode_preference(s, tokenizer, self.spec) for s in (splits.train, splits.validation, splits.test)
+        )
+        return EncodedSplits(train, val, test)
+
+    def collate(self, examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
+        return collate_pairs(examples, pad_id)
+
+    def make_loss(self, train: Encoded, device: torch.device) -> PreferenceLoss:
+        return PreferenceLoss(self.spec)
+
+    def evaluate(
+        self,
+        model: torch.nn.Module,
+        data: Encoded,
+        pad_id: int,
+        device: torch.device,
+        norm: tuple[float, float] | None,
+    ) -> dict[str, Any]:
+        return evaluate_preference(model, data, self.spec, pad_id, device)
+
+    # Sample prompts: the spec's own only (the default); validation rows are pairs, not prompts.
 
 
 def _render(
     tokenizer: Any, prompt: list[dict[str, Any]], answer: list[dict[str, Any]], max_len: int
 ) -> tuple[list[int], list[int]] | None:
-    start = len(_ids(tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True)))
-    ids = _ids(tokenizer.apply_chat_template([*prompt, *answer], tokenize=True))
+    start = len(token_ids(tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True)))
+    ids = token_ids(tokenizer.apply_chat_template([*prompt, *answer], tokenize=True))
     if start >= len(ids):
         return None
     labels = [IGNORE] * start + ids[start:]
@@ -40,12 +75,7 @@ def _render(
 
 
 def encode_preference(rows: list[dict[str, Any]], tokenizer: Any, spec: JobSpec) -> Encoded:
-    if not getattr(tokenizer, "chat_template", None):
-        raise TrainingError(
-            ErrorCode.INVALID_SPEC,
-            "The model's tokenizer has no chat template, so preference rows (method.type=dpo) cannot be rendered.",
-            "model",
-        )
+    require_template(tokenizer, "preference rows (method.type=dpo) cannot be rendered")
     out = Encoded(examples=[])
     max_len = spec.training.max_seq_length
     for row in rows:
