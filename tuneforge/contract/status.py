@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Literal
 
 
@@ -33,6 +36,90 @@ LIVE: tuple[JobStatus, ...] = (JobStatus.VALIDATING_FILES, JobStatus.QUEUED, *TR
 TERMINAL: tuple[JobStatus, ...] = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 # Waiting for a worker: counted against the per-organization queue limit.
 WAITING: tuple[JobStatus, ...] = (JobStatus.VALIDATING_FILES, JobStatus.QUEUED)
+
+
+class Transition(StrEnum):
+    """Every change of a job's status, named for what causes it. `TRANSITIONS` says where each may
+    start and where it ends; tuneforge/app/jobs/lifecycle.py applies them (one function each) and
+    is the only writer of a job's status. A job is created `queued`."""
+
+    # A worker took a queued job (each attempt).
+    CLAIM = "claim"
+    # A worker found the organization at its running-jobs cap: the job stays queued, unsent, for
+    # the reconciler to send again.
+    DEFER = "defer"
+    # The owning worker recorded the run's end.
+    SUCCEED = "succeed"
+    FAIL = "fail"
+    # A user cancelled a job no worker holds (waiting, or paused).
+    CANCEL = "cancel"
+    # A user cancelled a training job: its worker stops at the next step boundary.
+    REQUEST_CANCEL = "request_cancel"
+    # A sweep's pruner stopped a running trial: it ends `cancelled` with stop_reason `pruned`.
+    PRUNE = "prune"
+    # The owning worker stopped on a cancel (or a prune).
+    COMPLETE_CANCEL = "complete_cancel"
+    # A user paused a job no worker has claimed: held until resumed.
+    HOLD = "hold"
+    # A user paused a running job: its worker checkpoints at the next step boundary.
+    REQUEST_PAUSE = "request_pause"
+    # Resumed before the worker stopped: it keeps training.
+    WITHDRAW_PAUSE = "withdraw_pause"
+    # The owning worker checkpointed and let go.
+    COMPLETE_PAUSE = "complete_pause"
+    # A user resumed a paused job: queued again, to continue from its last complete checkpoint.
+    RESUME = "resume"
+    # The owning worker gives the job back as a new attempt (it is shutting down, a rank of a
+    # multi-device job died, or a pause was withdrawn after the checkpoint was saved).
+    HAND_BACK = "hand_back"
+    # The reconciler, for a job whose lease expired (its worker died): a new attempt; or
+    # `worker_lost` once the attempts are used up; a cancel or a pause the worker never finished.
+    REQUEUE_EXPIRED = "requeue_expired"
+    FAIL_EXPIRED = "fail_expired"
+    CANCEL_EXPIRED = "cancel_expired"
+    PAUSE_EXPIRED = "pause_expired"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Where a transition may start (`sources`), where it ends, and the webhook event it sends."""
+
+    sources: tuple[JobStatus, ...]
+    target: JobStatus
+    webhook: str | None = None
+
+
+def _notifying(sources: tuple[JobStatus, ...], target: JobStatus) -> Rule:
+    """A transition that sends the job's `fine_tuning.job.<target>` webhook (docs/webhooks.md)."""
+    return Rule(sources, target, f"fine_tuning.job.{target}")
+
+
+_S = JobStatus
+# The allowed transitions. Terminal states are never a source: they are final. Every update is
+# conditional on the sources (`UPDATE ... WHERE status IN (...)`), so two processes racing on a job
+# cannot both apply a transition, and the loser writes nothing.
+TRANSITIONS: Mapping[Transition, Rule] = MappingProxyType(
+    {
+        Transition.CLAIM: _notifying((_S.QUEUED,), _S.RUNNING),
+        Transition.DEFER: Rule((_S.QUEUED,), _S.QUEUED),
+        Transition.SUCCEED: _notifying(TRAINING, _S.SUCCEEDED),
+        Transition.FAIL: _notifying(TRAINING, _S.FAILED),
+        Transition.CANCEL: _notifying((_S.VALIDATING_FILES, _S.QUEUED, _S.PAUSED), _S.CANCELLED),
+        Transition.REQUEST_CANCEL: Rule((_S.RUNNING, _S.PAUSE_REQUESTED), _S.CANCEL_REQUESTED),
+        Transition.PRUNE: Rule((_S.RUNNING,), _S.CANCEL_REQUESTED),
+        Transition.COMPLETE_CANCEL: _notifying((_S.CANCEL_REQUESTED,), _S.CANCELLED),
+        Transition.HOLD: Rule((_S.VALIDATING_FILES, _S.QUEUED), _S.PAUSED),
+        Transition.REQUEST_PAUSE: Rule((_S.RUNNING,), _S.PAUSE_REQUESTED),
+        Transition.WITHDRAW_PAUSE: Rule((_S.PAUSE_REQUESTED,), _S.RUNNING),
+        Transition.COMPLETE_PAUSE: Rule((_S.PAUSE_REQUESTED,), _S.PAUSED),
+        Transition.RESUME: Rule((_S.PAUSED,), _S.QUEUED),
+        Transition.HAND_BACK: Rule((_S.RUNNING,), _S.QUEUED),
+        Transition.REQUEUE_EXPIRED: Rule((_S.RUNNING,), _S.QUEUED),
+        Transition.FAIL_EXPIRED: _notifying((_S.RUNNING,), _S.FAILED),
+        Transition.CANCEL_EXPIRED: _notifying((_S.CANCEL_REQUESTED,), _S.CANCELLED),
+        Transition.PAUSE_EXPIRED: Rule((_S.PAUSE_REQUESTED,), _S.PAUSED),
+    }
+)
 
 
 class StopReason(StrEnum):

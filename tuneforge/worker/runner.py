@@ -19,9 +19,8 @@ from tuneforge.app.core.logging import request_id_var
 from tuneforge.app.db.engine import session_scope
 from tuneforge.app.files import repository as files_repo
 from tuneforge.app.files.parsing import iter_rows
-from tuneforge.app.jobs import continuation, dispatch, repository
+from tuneforge.app.jobs import continuation, dispatch, lifecycle, repository
 from tuneforge.app.jobs.model_path import resolve_model
-from tuneforge.app.webhooks import service as webhooks
 from tuneforge.contract.spec import JobSpec, SpecError
 from tuneforge.contract.status import ErrorCode, JobStatus, RunOutcome, StopReason
 from tuneforge.storage import StoreMissing
@@ -39,7 +38,6 @@ OOM_HINT = (
     "Out of memory while training. Lower training.batch_size or training.max_seq_length, "
     "or set training.gradient_checkpointing=true."
 )
-WAITING = "Waiting for a training slot"
 
 
 @dataclass(frozen=True)
@@ -97,7 +95,7 @@ def _execute(job_id: str, worker_id: str) -> RunOutcome:
     if outcome.status == StopReason.PAUSED:
         return retry("recording the pause", lambda: _record_pause(job_id, worker_id, outcome.values), attempts=10)
     if outcome.status == StopReason.PRUNED:  # a sweep's pruner: cancelled, with the reason kept
-        outcome.status, outcome.values["stop_reason"] = JobStatus.CANCELLED, StopReason.PRUNED.value
+        outcome = Outcome(JobStatus.CANCELLED, outcome.values | {"stop_reason": StopReason.PRUNED.value})
     status = JobStatus(outcome.status)
     if not retry("recording the outcome", lambda: _record(job_id, worker_id, status, outcome.values), attempts=10):
         log.warning("job %s: could not record %s; it was no longer ours", job_id, status)
@@ -106,18 +104,17 @@ def _execute(job_id: str, worker_id: str) -> RunOutcome:
 
 
 def _claim(session: Session, job_id: str, worker_id: str, settings: Settings) -> Claimed | RunOutcome:
-    if not repository.claim(session, job_id, worker_id, settings.lease_seconds, settings.max_running_jobs_per_org):
+    cap = settings.max_running_jobs_per_org
+    if not lifecycle.claim(session, job_id, worker_id, lease_seconds=settings.lease_seconds, max_running_per_org=cap):
+        # Still queued: its organization is at the running cap (a finished or taken job is not).
+        if lifecycle.defer(session, job_id, cap=cap):
+            log.info("job %s deferred: its organization is at the running-jobs cap", job_id)
+            return RunOutcome.DEFERRED
         job = repository.get(session, None, job_id)
-        if job is not None and job.status == JobStatus.QUEUED:
-            return _defer(session, job_id, settings.max_running_jobs_per_org)
         log.info("job %s not claimed (status %s): a duplicate delivery or a finished job", job_id, job and job.status)
         return RunOutcome.SKIPPED
     job = repository.get(session, None, job_id)
     assert job is not None, "a job this worker just claimed exists"
-    repository.add_event(
-        session, job_id, f"Worker {worker_id} started attempt {job.attempt}", data={"attempt": job.attempt}
-    )
-    webhooks.emit_job_status(session, job_id, JobStatus.RUNNING)
     return Claimed(
         job.spec, job.model, job.training_file, job.validation_file, job.organization_id, job.suffix, job.attempt
     )
@@ -177,20 +174,13 @@ def _train(job_id: str, job: Claimed, settings: Settings, reporter: DBReporter, 
 
 
 def _record(job_id: str, worker_id: str, status: JobStatus, values: dict[str, Any]) -> bool:
+    """The run's end, if the job is still this worker's."""
     with session_scope() as s:
-        if not repository.finish(s, job_id, worker_id, status, **values):
-            return False
-        webhooks.emit_job_status(s, job_id, status)
         if status == JobStatus.SUCCEEDED:
-            repository.add_event(s, job_id, f"New fine-tuned model created: {values['fine_tuned_model']}")
-            repository.add_event(s, job_id, "The job has successfully completed")
-        elif status == JobStatus.CANCELLED and values.get("stop_reason") == StopReason.PRUNED:
-            repository.add_event(s, job_id, "Trial pruned by its sweep; its checkpoints are kept")
-        elif status == JobStatus.CANCELLED:
-            repository.add_event(s, job_id, "Job cancelled; its checkpoints are kept")
-        else:
-            repository.add_event(s, job_id, f"Job failed: {values['error']['message']}", level="error")
-        return True
+            return lifecycle.succeed(s, job_id, worker_id, **values)
+        if status == JobStatus.CANCELLED:
+            return lifecycle.complete_cancel(s, job_id, worker_id, **values)
+        return lifecycle.fail(s, job_id, worker_id, **values)
 
 
 def _init_adapter(spec: JobSpec, org_id: str) -> Path | None:
@@ -222,18 +212,13 @@ def _record_pause(job_id: str, worker_id: str, values: dict[str, Any]) -> RunOut
     was cancelled meanwhile it is cancelled; if the pause was withdrawn too late to keep training,
     it is queued again and continues from the checkpoint just saved."""
     with session_scope() as s:
-        if repository.mark_paused(s, job_id, worker_id, **values):
-            step = values.get("step")
-            repository.add_event(s, job_id, f"Job paused at step {step}; checkpoint saved", data={"step": step})
-            log.info("job %s paused at step %s", job_id, step)
+        # At most one applies: each is conditional on the job's status and on this worker owning it.
+        if lifecycle.complete_pause(s, job_id, worker_id, **values):
+            log.info("job %s paused at step %s", job_id, values.get("step"))
             return RunOutcome.PAUSED
-        job = repository.get(s, None, job_id)
-        status = job.status if job is not None and job.worker_id == worker_id else None
-        if status == JobStatus.CANCEL_REQUESTED and repository.finish(s, job_id, worker_id, JobStatus.CANCELLED):
-            repository.add_event(s, job_id, "Job cancelled; its checkpoints are kept")
+        if lifecycle.complete_cancel(s, job_id, worker_id, **values):
             return RunOutcome.CANCELLED
-        if status == JobStatus.RUNNING and repository.release(s, job_id, worker_id):
-            repository.add_event(s, job_id, "Pause withdrawn after the checkpoint was saved; job re-queued")
+        if lifecycle.hand_back(s, job_id, worker_id, why=StopReason.PAUSED):
             s.commit()  # committed before it is published
             dispatch.publish_and_mark(s, job_id)
             return RunOutcome.REQUEUED
@@ -258,39 +243,20 @@ def _load_rows(sync: ArtifactSync, file_id: str, param: str) -> list[dict[str, A
     return list(iter_rows(path, fmt))
 
 
-def _defer(session: Session, job_id: str, cap: int) -> RunOutcome:
-    """The organization is at its running-jobs cap: leave the job queued for the reconciler to send
-    again, and free this worker for another organization's job."""
-    repository.mark_unsent(session, job_id)
-    if not (repository.last_event_message(session, job_id) or "").startswith(WAITING):
-        repository.add_event(
-            session,
-            job_id,
-            f"{WAITING}: your organization has {cap} jobs running (TUNEFORGE_MAX_RUNNING_JOBS_PER_ORG)",
-        )
-    log.info("job %s deferred: its organization is at the running-jobs cap", job_id)
-    return RunOutcome.DEFERRED
-
-
 def _hand_back(job_id: str, worker_id: str, why: StopReason = StopReason.SHUTDOWN) -> RunOutcome:
     """Graceful shutdown: the job goes back to `queued` as a new attempt and is published again, so
     another worker resumes it from the checkpoint just saved. If it was being cancelled meanwhile,
-    it is cancelled instead."""
+    it is cancelled instead; if it was being paused, it is paused."""
 
     def release() -> RunOutcome:
         with session_scope() as s:
-            if repository.release(s, job_id, worker_id):
-                message = (
-                    "Worker shutting down; checkpoint saved and job re-queued"
-                    if why == StopReason.SHUTDOWN
-                    else "A rank of this multi-device job died; job re-queued to resume from its last checkpoint"
-                )
-                repository.add_event(s, job_id, message, level="warn")
+            # At most one applies: each is conditional on the job's status and on this worker owning it.
+            if lifecycle.hand_back(s, job_id, worker_id, why=why):
                 return RunOutcome.REQUEUED
-            if repository.finish(s, job_id, worker_id, JobStatus.CANCELLED):
-                repository.add_event(s, job_id, "Job cancelled; its checkpoints are kept")
-                webhooks.emit_job_status(s, job_id, JobStatus.CANCELLED)
+            if lifecycle.complete_cancel(s, job_id, worker_id):
                 return RunOutcome.CANCELLED
+            if lifecycle.complete_pause(s, job_id, worker_id):
+                return RunOutcome.PAUSED
             return RunOutcome.LOST
 
     outcome: RunOutcome = retry("handing the job back", release, attempts=10)

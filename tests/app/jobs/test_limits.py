@@ -99,15 +99,16 @@ def test_running_cap_leaves_extra_jobs_queued_and_frees_the_worker(
     tenant: tuple[dict[str, str], str],
 ) -> None:
     from tuneforge.app.db.engine import session_scope
-    from tuneforge.app.jobs import repository
-    from tuneforge.worker.runner import WAITING, execute
+    from tuneforge.app.jobs import lifecycle, repository
+    from tuneforge.app.jobs.lifecycle import WAITING
+    from tuneforge.worker.runner import execute
 
     headers, file_id = tenant
     monkeypatch.setattr(settings, "max_running_jobs_per_org", 1)
     body = {"model": tiny_model, "training_file": file_id, "training": {"max_steps": 1}}
     first, second = (client.post("/v1/fine_tuning/jobs", headers=headers, json=body).json()["id"] for _ in range(2))
     with session_scope() as s:
-        assert repository.claim(s, first, "w1", 60, settings.max_running_jobs_per_org)
+        assert lifecycle.claim(s, first, "w1", lease_seconds=60, max_running_per_org=settings.max_running_jobs_per_org)
 
     # The worker that receives the second job leaves it queued, un-sent, with one event saying why.
     assert execute(second, "w2") == "deferred"
@@ -121,6 +122,6 @@ def test_running_cap_leaves_extra_jobs_queued_and_frees_the_worker(
 
     # When the first finishes, the second can be claimed.
     with session_scope() as s:
-        assert repository.finish(s, first, "w1", "cancelled")
-        assert repository.claim(s, second, "w2", 60, settings.max_running_jobs_per_org)
-        assert repository.finish(s, second, "w2", "cancelled")
+        assert lifecycle.request_cancel(s, first) and lifecycle.complete_cancel(s, first, "w1")
+        assert lifecycle.claim(s, second, "w2", lease_seconds=60, max_running_per_org=settings.max_running_jobs_per_org)
+        assert lifecycle.request_cancel(s, second) and lifecycle.complete_cancel(s, second, "w2")

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from tuneforge.app.core.errors import Conflict
 from tuneforge.app.db.models import Job
-from tuneforge.app.jobs import repository
+from tuneforge.app.jobs import lifecycle
 from tuneforge.contract.status import TERMINAL, JobStatus
 
 
@@ -28,10 +28,8 @@ def pause_job(session: Session, job: Job) -> None:
     _refuse_finished(job, "paused")
     if job.status == JobStatus.CANCEL_REQUESTED:
         raise Conflict(f"Job {job.id} is being cancelled; it cannot be paused.", code="job_cancelling")
-    if repository.hold_queued(session, job.id):
-        repository.add_event(session, job.id, "Job paused before it started; resume queues it")
-    elif repository.request_pause(session, job.id):
-        repository.add_event(session, job.id, "Pause requested; the worker saves a checkpoint and stops within seconds")
+    if not lifecycle.hold(session, job.id):
+        lifecycle.request_pause(session, job.id)
     session.refresh(job)
 
 
@@ -40,10 +38,8 @@ def resume_job(session: Session, job: Job) -> bool:
     _refuse_finished(job, "resumed")
     if job.status == JobStatus.CANCEL_REQUESTED:
         raise Conflict(f"Job {job.id} is being cancelled; it cannot be resumed.", code="job_cancelling")
-    queued = repository.unpause(session, job.id)
-    if queued:
-        repository.add_event(session, job.id, "Job resumed; queued to continue from its last checkpoint")
-    elif repository.withdraw_pause(session, job.id):
-        repository.add_event(session, job.id, "Pause withdrawn; the job keeps training")
+    queued = lifecycle.resume(session, job.id)
+    if not queued:
+        lifecycle.withdraw_pause(session, job.id)
     session.refresh(job)
     return queued

@@ -24,9 +24,8 @@ from tuneforge.app.core.config import Settings
 from tuneforge.app.db.engine import session_scope
 from tuneforge.app.db.types import utcnow
 from tuneforge.app.fleet import routing
-from tuneforge.app.jobs import dispatch, repository
-from tuneforge.app.webhooks import service as webhooks
-from tuneforge.contract.status import ErrorCode, JobStatus
+from tuneforge.app.jobs import dispatch, lifecycle, repository
+from tuneforge.contract.status import JobStatus
 
 log = logging.getLogger("tuneforge.reconciler")
 
@@ -35,31 +34,19 @@ def reconcile_once(session: Session, settings: Settings, publish: Callable[[str]
     now = utcnow()
     counts = {"resent": 0, "requeued": 0, "failed": 0, "cancelled": 0, "paused": 0}
     for job in repository.expired_leases(session, now):
-        # Read before the conditional updates: they refresh the loaded row.
-        attempt = job.attempt
+        # Each is a conditional update guarded by the worker read here and its expired lease, so a
+        # job claimed or renewed meanwhile, or handled by another replica, is left alone.
+        job_id, worker_id = job.id, job.worker_id
         if job.status == JobStatus.CANCEL_REQUESTED:
-            if repository.end_expired(session, job.id, job.worker_id, JobStatus.CANCELLED, None):
-                repository.add_event(session, job.id, "Job cancelled (its worker stopped answering)")
-                webhooks.emit_job_status(session, job.id, JobStatus.CANCELLED)
+            if lifecycle.cancel_expired(session, job_id, worker_id):
                 counts["cancelled"] += 1
         elif job.status == JobStatus.PAUSE_REQUESTED:
-            if repository.mark_paused(session, job.id, job.worker_id, lease_expired=True):
-                repository.add_event(
-                    session,
-                    job.id,
-                    "Job paused (its worker stopped answering); resume continues from the last checkpoint",
-                )
+            if lifecycle.pause_expired(session, job_id, worker_id):
                 counts["paused"] += 1
-        elif attempt >= settings.max_attempts:
-            message = f"The worker stopped answering and all {settings.max_attempts} attempts are used up."
-            error = {"code": ErrorCode.WORKER_LOST, "message": message, "param": None}
-            if repository.end_expired(session, job.id, job.worker_id, JobStatus.FAILED, error):
-                repository.add_event(session, job.id, message, level="error")
-                webhooks.emit_job_status(session, job.id, JobStatus.FAILED)
-                counts["failed"] += 1
-        elif repository.requeue_expired(session, job.id, job.worker_id):
-            repository.add_event(session, job.id, f"Worker lost; re-queued as attempt {attempt + 1}", level="warn")
+        elif lifecycle.requeue_expired(session, job_id, worker_id, max_attempts=settings.max_attempts):
             counts["requeued"] += 1
+        elif lifecycle.fail_expired(session, job_id, worker_id, max_attempts=settings.max_attempts):
+            counts["failed"] += 1
     session.commit()
     counts["unserved"] = routing.note_unserved(session, settings)
     session.commit()

@@ -1,5 +1,6 @@
-"""Every query on jobs, their events, metrics and checkpoints. State changes are conditional
-updates, so two processes racing on one job cannot both win."""
+"""Every query on jobs, their events, metrics and checkpoints, except the changes of a job's status:
+those are tuneforge/app/jobs/lifecycle.py's (conditional updates, so two processes racing on one job
+cannot both win)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, Result, and_, delete, func, select, update
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from tuneforge.app.core.ids import new_id
 from tuneforge.app.db import paging
@@ -169,11 +170,6 @@ def add_event(
     return event
 
 
-def mark_unsent(session: Session, job_id: str) -> None:
-    """The job's message was consumed without starting it; the reconciler sends it again."""
-    session.execute(update(Job).where(Job.id == job_id, Job.status == JobStatus.QUEUED).values(enqueued_at=None))
-
-
 def last_event_message(session: Session, job_id: str) -> str | None:
     stmt = select(JobEvent.message).where(JobEvent.job_id == job_id).order_by(JobEvent.seq.desc()).limit(1)
     return session.scalar(stmt)
@@ -183,117 +179,12 @@ def mark_enqueued(session: Session, job_id: str) -> None:
     session.execute(update(Job).where(Job.id == job_id, Job.status == JobStatus.QUEUED).values(enqueued_at=utcnow()))
 
 
-def cancel_queued(session: Session, job_id: str) -> bool:
-    """Cancel a job no worker holds: waiting, or paused."""
-    now = utcnow()
-    result = session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.status.in_((JobStatus.QUEUED, JobStatus.VALIDATING_FILES, JobStatus.PAUSED)))
-        .values(status=JobStatus.CANCELLED, finished_at=now, updated_at=now)
-    )
-    return _changed(result)
-
-
-def request_cancel(session: Session, job_id: str) -> bool:
-    result = session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.status.in_((JobStatus.RUNNING, JobStatus.PAUSE_REQUESTED)))
-        .values(status=JobStatus.CANCEL_REQUESTED, updated_at=utcnow())
-    )
-    return _changed(result)
-
-
-# ----------------------------------------------------------------------------- pause and resume
-
-
-def hold_queued(session: Session, job_id: str) -> bool:
-    """Pause a job no worker has claimed yet: it stays out of the queue until resumed (a message
-    already sent finds it not `queued`, and the reconciler sends only `queued` jobs)."""
-    result = session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.status.in_((JobStatus.QUEUED, JobStatus.VALIDATING_FILES)))
-        .values(status=JobStatus.PAUSED, enqueued_at=None, updated_at=utcnow())
-    )
-    return _changed(result)
-
-
-def request_pause(session: Session, job_id: str) -> bool:
-    result = session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
-        .values(status=JobStatus.PAUSE_REQUESTED, updated_at=utcnow())
-    )
-    return _changed(result)
-
-
-def withdraw_pause(session: Session, job_id: str) -> bool:
-    """Resume before the worker stopped: it simply keeps training."""
-    result = session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.status == JobStatus.PAUSE_REQUESTED)
-        .values(status=JobStatus.RUNNING, updated_at=utcnow())
-    )
-    return _changed(result)
-
-
-def mark_paused(
-    session: Session, job_id: str, worker_id: str | None, *, lease_expired: bool = False, **values: Any
-) -> bool:
-    """The owning worker checkpointed and let go; or (`lease_expired`, the reconciler) its worker
-    died while pausing, and the job keeps its last complete checkpoint."""
-    now = utcnow()
-    owned = and_(Job.id == job_id, Job.worker_id == worker_id, Job.status == JobStatus.PAUSE_REQUESTED)
-    if lease_expired:
-        owned = and_(owned, Job.lease_expires_at < now)
-    result = session.execute(
-        update(Job)
-        .where(owned)
-        .values(status=JobStatus.PAUSED, worker_id=None, lease_expires_at=None, updated_at=now, **values)
-    )
-    return _changed(result)
-
-
-def unpause(session: Session, job_id: str) -> bool:
-    """Back to `queued`, unsent: the caller publishes it (and the reconciler would, if that fails).
-    The attempt count is kept: a pause is not a failure."""
-    result = session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.status == JobStatus.PAUSED)
-        .values(status=JobStatus.QUEUED, enqueued_at=None, updated_at=utcnow())
-    )
-    return _changed(result)
+# ----------------------------------------------------------------------------- the worker's heartbeat
 
 
 def stop_reason(session: Session, job_id: str) -> str | None:
     """Why a `cancel_requested` job is stopping: null for a user's cancel, `pruned` for a sweep's."""
     return session.scalar(select(Job.stop_reason).where(Job.id == job_id))
-
-
-def claim(session: Session, job_id: str, worker_id: str, lease_seconds: int, max_running_per_org: int) -> bool:
-    """Take a queued job with a lease. A second delivery of the same message finds it taken, and a
-    job whose organization already has `max_running_per_org` jobs training is left queued. (Two
-    workers claiming for one org in the same instant can both pass the count: the cap is soft by
-    at most the number of workers racing, which is the price of not locking the org.)"""
-    now = utcnow()
-    other = aliased(Job)
-    running = (
-        select(func.count())
-        .select_from(other)
-        .where(other.organization_id == Job.organization_id, other.status.in_(TRAINING))
-        .scalar_subquery()
-    )
-    result = session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.status == JobStatus.QUEUED, running < max_running_per_org)
-        .values(
-            status=JobStatus.RUNNING,
-            worker_id=worker_id,
-            lease_expires_at=now + dt.timedelta(seconds=lease_seconds),
-            started_at=func.coalesce(Job.started_at, now),
-            updated_at=now,
-        )
-    )
-    return _changed(result)
 
 
 def renew_lease(session: Session, job_id: str, worker_id: str, lease_seconds: int, **progress: Any) -> JobStatus | None:
@@ -308,40 +199,6 @@ def renew_lease(session: Session, job_id: str, worker_id: str, lease_seconds: in
     if not _changed(result):
         return None
     return session.scalar(select(Job.status).where(Job.id == job_id))
-
-
-def finish(session: Session, job_id: str, worker_id: str, status: JobStatus, **values: Any) -> bool:
-    """Move an owned job to a terminal state. Terminal states are final: the update is conditional."""
-    now = utcnow()
-    result = session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.worker_id == worker_id, Job.status.in_(TRAINING))
-        .values(status=status, finished_at=now, lease_expires_at=None, updated_at=now, **values)
-    )
-    return _changed(result)
-
-
-def _next_attempt(now: dt.datetime) -> dict[str, Any]:
-    """Back to `queued` as a new attempt, with no owner; the reconciler publishes it."""
-    return {
-        "status": JobStatus.QUEUED,
-        "worker_id": None,
-        "lease_expires_at": None,
-        "attempt": Job.attempt + 1,
-        "enqueued_at": None,
-        "updated_at": now,
-    }
-
-
-def release(session: Session, job_id: str, worker_id: str) -> bool:
-    """A worker shutting down hands its running job back to the queue as a new attempt."""
-    now = utcnow()
-    result = session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.worker_id == worker_id, Job.status == JobStatus.RUNNING)
-        .values(**_next_attempt(now))
-    )
-    return _changed(result)
 
 
 def upsert_metrics(session: Session, job_id: str, points: Iterable[dict[str, Any]]) -> None:
@@ -418,32 +275,3 @@ def stale_queued(session: Session, older_than: dt.datetime) -> list[str]:
 def expired_leases(session: Session, now: dt.datetime) -> list[Job]:
     stmt = select(Job).where(Job.status.in_(TRAINING), Job.lease_expires_at < now)
     return list(session.scalars(stmt))
-
-
-def requeue_expired(session: Session, job_id: str, worker_id: str | None) -> bool:
-    now = utcnow()
-    result = session.execute(
-        update(Job)
-        .where(
-            Job.id == job_id, Job.status == JobStatus.RUNNING, Job.worker_id == worker_id, Job.lease_expires_at < now
-        )
-        .values(**_next_attempt(now))
-    )
-    return _changed(result)
-
-
-def end_expired(
-    session: Session, job_id: str, worker_id: str | None, status: JobStatus, error: dict[str, Any] | None
-) -> bool:
-    now = utcnow()
-    result = session.execute(
-        update(Job)
-        .where(
-            Job.id == job_id,
-            Job.status.in_(TRAINING),
-            Job.worker_id == worker_id,
-            Job.lease_expires_at < now,
-        )
-        .values(status=status, error=error, finished_at=now, lease_expires_at=None, updated_at=now)
-    )
-    return _changed(result)

@@ -15,12 +15,11 @@ from tuneforge.app.core.ids import new_id
 from tuneforge.app.db.models import Checkpoint, File, Job, JobEvent, JobMetric, JobSample
 from tuneforge.app.files import repository as files_repo
 from tuneforge.app.fleet import routing
-from tuneforge.app.jobs import continuation, dispatch, repository
+from tuneforge.app.jobs import continuation, dispatch, lifecycle, repository
 from tuneforge.app.jobs.admission import check_caps, check_data_against_spec, check_gpu_memory, check_queue_room
 from tuneforge.app.jobs.model_path import model_config, resolve_model
 from tuneforge.app.jobs.pausing import pause_job, resume_job
 from tuneforge.app.jobs.request import JobCreate
-from tuneforge.app.webhooks import service as webhooks
 from tuneforge.contract.spec import SpecError
 from tuneforge.contract.status import TERMINAL, JobStatus
 
@@ -126,11 +125,9 @@ def cancel(session: Session, principal: Principal, job_id: str) -> Job:
     job = get(session, principal, job_id, write=True)
     if job.status in TERMINAL:
         raise Conflict(f"Job {job_id} is already {job.status}; it cannot be cancelled.", code="job_finished")
-    if repository.cancel_queued(session, job_id):
-        repository.add_event(session, job_id, "Job cancelled before it started")
-        webhooks.emit_job_status(session, job_id, JobStatus.CANCELLED)
-    elif repository.request_cancel(session, job_id):
-        repository.add_event(session, job_id, "Cancellation requested; the worker stops within seconds")
+    # At most one applies: a job no worker holds is cancelled now; a training one is asked to stop.
+    if not lifecycle.cancel(session, job_id):
+        lifecycle.request_cancel(session, job_id)
     session.refresh(job)
     return job
 

@@ -22,10 +22,12 @@ from tuneforge.app.core.errors import APIError, TooManyRequests
 from tuneforge.app.db.engine import session_scope
 from tuneforge.app.db.models import Sweep
 from tuneforge.app.jobs import dispatch
+from tuneforge.app.jobs import lifecycle as jobs_lifecycle
 from tuneforge.app.jobs import repository as jobs_repo
 from tuneforge.app.jobs import service as jobs_service
 from tuneforge.app.jobs.request import JobCreate
 from tuneforge.app.sweeps import repository, space, study, trials
+from tuneforge.app.sweeps import service as sweeps_service
 from tuneforge.contract.status import LIVE, JobStatus, SweepStatus
 
 log = logging.getLogger("tuneforge.sweeps")
@@ -59,18 +61,16 @@ def _prune(session: Session, sweep: Sweep, views: list[trials.TrialView]) -> Non
     records = [v.record() for v in views]
     verdicts = study.to_prune(sweep.id, sweep.direction, sweep.search_space, sweep.pruner, records)
     for v in views:
-        if v.job.status != JobStatus.RUNNING or v.trial.number not in verdicts:
+        if v.job.status != JobStatus.RUNNING or v.trial.number not in verdicts or not v.intermediate:
             continue
-        if repository.request_prune(session, v.job.id):
-            step = max(v.intermediate)
-            jobs_repo.add_event(
-                session,
-                v.job.id,
-                f"Pruned by sweep {sweep.id} ({sweep.pruner['type']} pruner): {sweep.objective_metric}="
-                f"{v.intermediate[step]:.4f} at step {step}; stopping at the next step",
-                level="warn",
-                data={"sweep_id": sweep.id, "step": step, sweep.objective_metric: v.intermediate[step]},
-            )
+        step = max(v.intermediate)
+        if jobs_lifecycle.prune(
+            session,
+            v.job.id,
+            message=f"Pruned by sweep {sweep.id} ({sweep.pruner['type']} pruner): {sweep.objective_metric}="
+            f"{v.intermediate[step]:.4f} at step {step}; stopping at the next step",
+            data={"sweep_id": sweep.id, "step": step, sweep.objective_metric: v.intermediate[step]},
+        ):
             log.info("sweep %s: pruned trial %s (%s)", sweep.id, v.trial.number, v.job.id)
     session.commit()
 
@@ -105,7 +105,7 @@ def _create_trial(session: Session, settings: Settings, sweep: Sweep, views: lis
         session.rollback()
         message = f"Trial {number} could not be created: {getattr(exc, 'message', str(exc))}"
         error = {"code": "trial_invalid", "message": message, "param": getattr(exc, "param", None)}
-        repository.finish(session, sweep.id, SweepStatus.FAILED, None, error)
+        sweeps_service.finish(session, sweep, SweepStatus.FAILED, error=error)
         session.commit()
         return None
     repository.add_trial(session, sweep.id, number, job.id, params)
@@ -117,12 +117,11 @@ def _create_trial(session: Session, settings: Settings, sweep: Sweep, views: lis
 def _finish(session: Session, sweep: Sweep, views: list[trials.TrialView]) -> None:
     best = trials.best(sweep, views)
     if best is not None:
-        repository.finish(session, sweep.id, SweepStatus.SUCCEEDED, best.job.id, None)
+        sweeps_service.finish(session, sweep, SweepStatus.SUCCEEDED, best_job_id=best.job.id)
     else:
         message = "No trial finished with a value for the objective."
-        repository.finish(
-            session, sweep.id, SweepStatus.FAILED, None, {"code": "no_trials_succeeded", "message": message}
-        )
+        error = {"code": "no_trials_succeeded", "message": message}
+        sweeps_service.finish(session, sweep, SweepStatus.FAILED, error=error)
     session.commit()
 
 

@@ -1,6 +1,6 @@
 """Every query on sweeps and their trials. State changes are conditional updates, so several API
-processes driving the same sweep cannot double-apply one (two cannot both create trial n, finish the
-sweep twice, or prune a trial that already stopped)."""
+processes driving the same sweep cannot double-apply one (two cannot both create trial n, or finish the
+sweep twice). A trial's status, pruned or cancelled, changes through tuneforge/app/jobs/lifecycle.py."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from tuneforge.app.db import paging
 from tuneforge.app.db.models import Job, JobMetric, Sweep, SweepTrial
 from tuneforge.app.db.types import utcnow
-from tuneforge.contract.status import JobStatus, StopReason, SweepStatus
+from tuneforge.contract.status import SweepStatus
 
 
 def _changed(result: Result[Any]) -> bool:
@@ -101,16 +101,5 @@ def finish(
         update(Sweep)
         .where(Sweep.id == sweep_id, Sweep.status == SweepStatus.RUNNING)
         .values(status=status, best_job_id=best_job_id, error=error, finished_at=now, updated_at=now)
-    )
-    return _changed(result)
-
-
-def request_prune(session: Session, job_id: str) -> bool:
-    """Ask a running trial to stop as pruned: the worker's heartbeat reads `cancel_requested` with
-    stop_reason `pruned`, and the job ends `cancelled` with that reason (a user's cancel has none)."""
-    result = session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
-        .values(status=JobStatus.CANCEL_REQUESTED, stop_reason=StopReason.PRUNED.value, updated_at=utcnow())
     )
     return _changed(result)

@@ -21,12 +21,13 @@ from tuneforge.app.core.errors import (
 from tuneforge.app.core.ids import new_id
 from tuneforge.app.db.models import File, Sweep
 from tuneforge.app.files import repository as files_repo
-from tuneforge.app.jobs import repository as jobs_repo
+from tuneforge.app.jobs import lifecycle as jobs_lifecycle
 from tuneforge.app.jobs.admission import check_caps, check_data_against_spec, check_gpu_memory, check_queue_room
 from tuneforge.app.jobs.model_path import model_config, resolve_model
 from tuneforge.app.jobs.request import JobCreate
 from tuneforge.app.sweeps import repository, space, trials
 from tuneforge.app.sweeps.request import ALIASES, TASK_METRICS, SweepCreate
+from tuneforge.app.webhooks import service as webhooks
 from tuneforge.contract.spec import SpecError
 from tuneforge.contract.status import LIVE, SweepStatus
 
@@ -187,16 +188,34 @@ def cancel(session: Session, principal: Principal, sweep_id: str) -> Sweep:
     sweep = get(session, principal, sweep_id, write=True)
     if sweep.status != SweepStatus.RUNNING:
         raise Conflict(f"Sweep {sweep_id} is already {sweep.status}; it cannot be cancelled.", code="sweep_finished")
-    repository.finish(session, sweep.id, SweepStatus.CANCELLED, None, None)
+    # Finished first: a trial another process is creating now either commits before this update
+    # (and is read below) or finds the sweep no longer running.
+    finish(session, sweep, SweepStatus.CANCELLED)
     for _trial, job in repository.trials(session, sweep.id):
         if job.status not in LIVE:
             continue
-        if jobs_repo.cancel_queued(session, job.id):
-            jobs_repo.add_event(session, job.id, f"Job cancelled before it started (sweep {sweep.id} cancelled)")
-        elif jobs_repo.request_cancel(session, job.id):
-            jobs_repo.add_event(session, job.id, f"Cancellation requested: sweep {sweep.id} was cancelled")
+        # At most one applies: a trial no worker holds is cancelled now; a training one is asked to stop.
+        if not jobs_lifecycle.cancel(session, job.id, note=f"sweep {sweep.id} cancelled"):
+            jobs_lifecycle.request_cancel(session, job.id, note=f"sweep {sweep.id} cancelled")
     session.refresh(sweep)
     return sweep
+
+
+def finish(
+    session: Session,
+    sweep: Sweep,
+    status: SweepStatus,
+    *,
+    best_job_id: str | None = None,
+    error: dict[str, Any] | None = None,
+) -> bool:
+    """End a running sweep (succeeded, failed or cancelled) and queue its `fine_tuning.sweep.completed`
+    webhook in the same transaction. Conditional: a sweep ends once, however many processes try."""
+    org_id, sweep_id = sweep.organization_id, sweep.id
+    if not repository.finish(session, sweep_id, status, best_job_id, error):
+        return False
+    webhooks.emit_sweep_completed(session, org_id, sweep_id)
+    return True
 
 
 def view(session: Session, sweep: Sweep) -> tuple[Sweep, list[trials.TrialView], trials.TrialView | None]:

@@ -1,8 +1,9 @@
 """Webhook use cases: manage endpoints, and emit events into the outbox.
 
-Emitting is one call from the service that changes a job (or a sweep), inside its transaction:
-the delivery rows commit with the status change or not at all, and the deliverer (a thread in each
-API process, tuneforge/app/webhooks/deliverer.py) posts them later. Nothing is sent from inside a request.
+Emitting is one call, inside the transaction that made the change: a job's from its status
+transition (tuneforge/app/jobs/lifecycle.py), a sweep's from the sweep service when the sweep ends. The
+delivery rows commit with the change or not at all, and the deliverer (a thread in each API process,
+tuneforge/app/webhooks/deliverer.py) posts them later. Nothing is sent from inside a request.
 """
 
 from __future__ import annotations
@@ -18,10 +19,9 @@ from tuneforge.app.core.ids import new_id
 from tuneforge.app.db.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from tuneforge.app.db.types import unix, utcnow
 from tuneforge.app.webhooks import repository
-from tuneforge.app.webhooks.events import JOB_STATUS_EVENTS, WebhookEvent
+from tuneforge.app.webhooks.events import WebhookEvent
 from tuneforge.app.webhooks.signing import new_secret
 from tuneforge.app.webhooks.ssrf import UnsafeURL, check_url
-from tuneforge.contract.status import JobStatus
 
 
 def create_endpoint(
@@ -84,17 +84,15 @@ def _enqueue(session: Session, endpoints: list[WebhookEndpoint], event: WebhookE
     return len(subscribed)
 
 
-def emit_job_status(session: Session, job_id: str, status: JobStatus) -> int:
-    """Queue the webhook event of a job's new status (running, succeeded, failed, cancelled) for
-    every endpoint of its organization that subscribed to it. Call it in the transaction that made
-    the change. Returns how many deliveries were queued."""
-    event = JOB_STATUS_EVENTS.get(status)
-    if event is None:
-        return 0
+def emit_job_event(session: Session, job_id: str, event: WebhookEvent) -> int:
+    """Queue a job's event (`fine_tuning.job.*`) for every endpoint of its organization that
+    subscribed to it. tuneforge/app/jobs/lifecycle.py calls it, in the transaction that changed the
+    job's status, with the event its transition names. Returns how many deliveries were queued."""
     return _enqueue(session, repository.endpoints_of_job_org(session, job_id), event, {"id": job_id})
 
 
 def emit_sweep_completed(session: Session, org_id: str, sweep_id: str) -> int:
-    """`fine_tuning.sweep.completed`: one call from the sweep service when a sweep finishes."""
+    """`fine_tuning.sweep.completed`: one call from the sweep service when a sweep finishes
+    (succeeded, failed or cancelled), in the transaction that finished it."""
     endpoints = repository.endpoints_of_org(session, org_id)
     return _enqueue(session, endpoints, WebhookEvent.SWEEP_COMPLETED, {"id": sweep_id})
