@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
 import httpx
 import pytest
 from sqlalchemy import select, update
@@ -11,8 +14,13 @@ from tuneforge.app.db.engine import session_scope
 from tuneforge.app.db.models import Checkpoint, Job, JobMetric
 from tuneforge.worker.runner import execute
 
+if TYPE_CHECKING:
+    from tuneforge.contract.spec import JobSpec
+    from tuneforge.worker.training.reporter import Reporter
+    from tuneforge.worker.training.run import RunResult
 
-def create(client: httpx.Client, model: str, **over: object) -> dict:  # type: ignore[type-arg]
+
+def create(client: httpx.Client, model: str, **over: object) -> dict[str, Any]:
     file_id = upload_jsonl(client, shakespeare_rows(40))["id"]
     body = {"model": model, "training_file": file_id, "seed": 5, **over}
     r = client.post("/v1/fine_tuning/jobs", json=body)
@@ -68,7 +76,7 @@ def test_execute_trains_and_records_everything(client: httpx.Client, tiny_model:
     assert execute(job["id"], worker_id="w-dup") == "skipped"
 
 
-def test_adapter_archive_holds_a_peft_folder(client: httpx.Client, tiny_model: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_adapter_archive_holds_a_peft_folder(client: httpx.Client, tiny_model: str, tmp_path: Path) -> None:
     import io
     import tarfile
 
@@ -89,7 +97,7 @@ def test_adapter_archive_holds_a_peft_folder(client: httpx.Client, tiny_model: s
 
     from peft import PeftConfig
 
-    assert PeftConfig.from_pretrained(str(tmp_path / prefix)).r == 16
+    assert PeftConfig.from_pretrained(str(tmp_path / prefix)).r == 16  # type: ignore[attr-defined]  # a LoraConfig
     mid = client.get(f"/v1/fine_tuning/jobs/{job['id']}/adapter", params={"checkpoint": 2})
     assert mid.status_code == 200
     assert client.get(f"/v1/fine_tuning/jobs/{job['id']}/adapter", params={"checkpoint": 3}).status_code == 404
@@ -111,7 +119,7 @@ def test_unexpected_crash_is_failed_not_stuck(
 ) -> None:
     import tuneforge.worker.runner as runner
 
-    def boom(*a, **k):  # type: ignore[no-untyped-def]
+    def boom(*a: object, **k: object) -> NoReturn:
         raise KeyError("/secret/server/path")
 
     monkeypatch.setattr(runner, "run", boom)
@@ -129,18 +137,26 @@ def test_cancel_while_running(client: httpx.Client, tiny_model: str, monkeypatch
     job = create(client, tiny_model, training={"max_steps": 500, "batch_size": 2, "save_every": 1})
     real_run = runner.run
 
-    def cancel_after_first_checkpoint(spec, model_dir, rows, val, out_dir, reporter, **kw):  # type: ignore[no-untyped-def]
+    def cancel_after_first_checkpoint(
+        spec: JobSpec,
+        model_dir: Path,
+        rows: list[dict[str, Any]],
+        val: list[dict[str, Any]] | None,
+        out_dir: Path,
+        reporter: Reporter,
+        **kw: Any,
+    ) -> RunResult:
         # The cancel follows progress, not the clock: it is requested once a checkpoint is recorded,
         # however long loading took on a busy machine.
         record = reporter.checkpoint
 
-        def checkpoint_then_cancel(*args, **kwargs):  # type: ignore[no-untyped-def]
+        def checkpoint_then_cancel(*args: Any, **kwargs: Any) -> None:
             record(*args, **kwargs)
             reporter.event("test: requesting cancel")
             with session_scope() as s:
                 s.execute(update(Job).where(Job.id == job["id"]).values(status="cancel_requested"))
 
-        reporter.checkpoint = checkpoint_then_cancel
+        reporter.checkpoint = checkpoint_then_cancel  # type: ignore[method-assign]  # wraps this one reporter's method
         return real_run(spec, model_dir, rows, val, out_dir, reporter, **kw)
 
     monkeypatch.setattr(runner, "run", cancel_after_first_checkpoint)
@@ -163,7 +179,7 @@ def test_out_of_memory_fails_with_an_actionable_message(
 
     import tuneforge.worker.runner as runner
 
-    def oom(*a, **k):  # type: ignore[no-untyped-def]
+    def oom(*a: object, **k: object) -> NoReturn:
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(runner, "run", oom)

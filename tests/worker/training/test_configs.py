@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -62,13 +64,13 @@ def test_lora_config_mapping() -> None:
     )
     cfg = get_peft_config(spec.lora, "causal_lm")
     assert (cfg.r, cfg.lora_alpha, cfg.lora_dropout, cfg.bias, cfg.use_rslora) == (4, 8, 0.1, "lora_only", True)
-    assert set(cfg.target_modules) == {"q_proj", "v_proj"}
+    assert set(cfg.target_modules) == {"q_proj", "v_proj"}  # type: ignore[arg-type]  # a list here, by the spec
     assert cfg.task_type == "CAUSAL_LM"
     cls = get_peft_config(make_spec().lora, "sequence_classification", head_modules=["classifier"])
     assert cls.modules_to_save == ["classifier"] and cls.task_type == "SEQ_CLS"
 
 
-def test_packed_examples_do_not_attend_to_each_other(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_packed_examples_do_not_attend_to_each_other(tmp_path: Path) -> None:
     """A packed row gives every example the logits it gets alone: position ids restart per example
     and no attention mask is sent, so transformers masks block-diagonally."""
     import torch

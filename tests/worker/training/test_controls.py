@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -79,7 +80,7 @@ def test_early_stopping_keeps_the_best_adapter(model_dir: Path, tmp_path: Path) 
     assert any(m.startswith("Keeping the best adapter, from step 2") for m in messages)
 
 
-def _sms(n: int = 120) -> list[dict]:  # type: ignore[type-arg]
+def _sms(n: int = 120) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (FIXTURES / "sms_spam_300.jsonl").read_text().splitlines()[:n]]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,7 +18,7 @@ ROWS = shakespeare_rows(12, width=120)
 
 @pytest.mark.parametrize("scheduler", SCHEDULERS)
 @pytest.mark.parametrize("optimizer", OPTIMIZERS, ids=lambda o: o["name"])
-def test_optimizer_and_schedule(model_dir: Path, tmp_path: Path, optimizer: dict, scheduler: str) -> None:  # type: ignore[type-arg]
+def test_optimizer_and_schedule(model_dir: Path, tmp_path: Path, optimizer: dict[str, Any], scheduler: str) -> None:
     spec = make_spec(
         optimizer=optimizer,
         scheduler={"name": scheduler, "warmup_steps": 1},
@@ -38,7 +39,7 @@ def test_optimizer_and_schedule(model_dir: Path, tmp_path: Path, optimizer: dict
     [{"bits": 4, "quant_type": "fp4", "double_quant": False}, {"bits": 8}, {"bits": None}],
     ids=["4bit-fp4", "8bit", "none"],
 )
-def test_quantization_choices_train(model_dir: Path, tmp_path: Path, quantization: dict) -> None:  # type: ignore[type-arg]
+def test_quantization_choices_train(model_dir: Path, tmp_path: Path, quantization: dict[str, Any]) -> None:
     rep = MemoryReporter()
     spec = make_spec(quantization=quantization, training={"max_steps": 6, "batch_size": 4, "learning_rate": 1e-2})
     run(spec, model_dir, shakespeare_rows(24), None, tmp_path, rep)

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -86,7 +87,7 @@ print(json.dumps({{"adapted": evaluate(model, val, spec, tok.pad_token_id, pick_
     ],
     ids=["prompt_completion", "messages"],
 )
-def test_other_causal_formats_train(model_dir: Path, tmp_path: Path, rows: list[dict]) -> None:  # type: ignore[type-arg]
+def test_other_causal_formats_train(model_dir: Path, tmp_path: Path, rows: list[dict[str, Any]]) -> None:
     rep = MemoryReporter()
     result = run(make_spec(training={**FAST, "max_steps": 8}), model_dir, rows, None, tmp_path, rep)
     curve = losses(rep)
@@ -95,7 +96,7 @@ def test_other_causal_formats_train(model_dir: Path, tmp_path: Path, rows: list[
 
 
 def test_cancel_stops_within_a_step(model_dir: Path, tmp_path: Path) -> None:
-    rep = MemoryReporter(stop_at_step=2, stop_reason="cancelled")
+    rep = MemoryReporter(stop_at_step=2, stop_reason="cancelled")  # type: ignore[arg-type]  # StopReason's value
     with pytest.raises(StopTraining) as info:
         run(make_spec(training={**FAST, "max_steps": 50}), model_dir, shakespeare_rows(40), None, tmp_path, rep)
     assert info.value.reason == "cancelled"
@@ -109,7 +110,7 @@ def test_resume_from_checkpoint_matches_a_straight_run(model_dir: Path, tmp_path
 
     with pytest.raises(StopTraining):
         run(spec, model_dir, rows, None, tmp_path / "b", MemoryReporter(stop_at_step=3))
-    assert latest_complete(tmp_path / "b" / "checkpoints").name == "step-00000003"
+    assert latest_complete(tmp_path / "b" / "checkpoints").name == "step-00000003"  # type: ignore[union-attr]
     rep = MemoryReporter()
     resumed = run(spec, model_dir, rows, None, tmp_path / "b", rep)
     assert any(msg == "Resumed from step 3 (attempt 1)" for _, msg, _ in rep.events)
@@ -145,7 +146,7 @@ def test_nan_loss_fails_the_run(model_dir: Path, tmp_path: Path, monkeypatch: py
     real_call = TaskLoss.__call__
     calls = {"n": 0}
 
-    def poisoned(self, model, batch):  # type: ignore[no-untyped-def]
+    def poisoned(self: TaskLoss, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         calls["n"] += 1
         loss = real_call(self, model, batch)
         return loss * float("nan") if calls["n"] >= 3 else loss

@@ -92,10 +92,10 @@ def test_generation_reuses_keys_and_values_although_training_turns_the_cache_off
     """Each new token is one position through the model, not the whole sequence again."""
     spec = make_spec()
     model = prepare_model(spec, model_dir, None, torch.device("cpu"), MemoryReporter())
-    assert model.config.use_cache is False  # as training leaves it
+    assert model.config.use_cache is False  # type: ignore[union-attr]  # as training leaves it
     seen: list[int] = []
-    embed = model.get_input_embeddings()
-    embed.register_forward_pre_hook(lambda _m, args: seen.append(args[0].shape[1]) and None)
+    embed = model.get_input_embeddings()  # type: ignore[operator]  # prepare_model returns an nn.Module
+    embed.register_forward_pre_hook(lambda _m, args: seen.append(args[0].shape[1]) and None)  # type: ignore[func-returns-value]
     prompt = SamplePrompt("x", list(range(5, 17)))
     [item] = generate_samples(model, [prompt], load_tokenizer(model_dir), 4, 64, torch.device("cpu"))
     assert seen[0] == 12 and seen[1:] == [1] * (len(seen) - 1) and len(seen) == item["tokens"]

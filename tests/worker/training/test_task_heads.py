@@ -81,7 +81,7 @@ def test_training_after_an_evaluation_keeps_full_gradients(minilm_dir: Path, tmp
     embeddings = model.get_input_embeddings()
     captured = {}
 
-    def keep(module, inputs, out):  # type: ignore[no-untyped-def]
+    def keep(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> torch.Tensor:
         out = out if out.requires_grad else out.requires_grad_()
         out.retain_grad()
         captured["h"] = out
@@ -95,6 +95,6 @@ def test_training_after_an_evaluation_keeps_full_gradients(minilm_dir: Path, tmp
     assert captured["h"].grad is not None and captured["h"].grad.abs().sum() > 0
     assert not any(
         getattr(getattr(m, "weight", None), "quant_state", None)
-        and getattr(m.weight.quant_state, "packing_format_for_cpu", False)
+        and getattr(m.weight.quant_state, "packing_format_for_cpu", False)  # type: ignore[union-attr]
         for m in model.modules()
     )
