@@ -1,9 +1,10 @@
 """One training run, top to bottom: setup, resume, loop, finish.
 
-`run()` knows nothing about Celery or the database. It reads a spec and rows, writes artifacts
-under `out_dir`, and reports through a `Reporter`. Everything that can resume a run (adapter,
-optimizer, scheduler, RNG, data position) is in each checkpoint, so a resumed run continues
-bit for bit.
+`run()` knows nothing about Celery or the database, nor which training method it runs: the spec's
+`TrainingMethod` (methods/) encodes the rows, makes the batches, the loss and the evaluation. It
+reads a spec and rows, writes artifacts under `out_dir`, and reports through a `Reporter`.
+Everything that can resume a run (adapter, optimizer, scheduler, RNG, data position) is in each
+checkpoint, so a resumed run continues bit for bit.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ class Run:
 
     def evaluate(self, split: str = "validation") -> dict[str, Any]:
         data = self.data.validation if split == "validation" else self.data.test
-        return self.method.evaluate(self.model, data, self.data.pad_id, self.device, self.data.norm)
+        return self.method.evaluate(self.model, data, self.data.tokenizer, self.device, self.data.norm)
 
     def sample(self, step: int) -> None:
         """Greedy generations from the sample prompts with the adapter as it is now (rank 0 alone)."""
@@ -160,7 +161,7 @@ def run(
         },
         early=EarlyStopping(spec.training.early_stopping),
         watchdog=LossWatchdog(spec.training.loss_watchdog),
-        loss=method.make_loss(data.train, device),
+        loss=method.make_loss(data.train, data.tokenizer, device),
     )
     state = TrainState()
 

@@ -7,6 +7,8 @@ do the same for every method: splits, the deterministic batch order, the optimiz
 accumulation, data parallelism, checkpoints and exact resume, early stopping on `eval_loss`, the
 loss watchdog, pause and cancel. What they need of a method's examples: `input_ids`, whose length
 is the example's token count (the loop's `tokens_seen`, `group_by_length`); the rest is the method's.
+Random numbers a loss draws (sampled rollouts, say) must come from torch's and Python's global
+generators: checkpoints save and restore those, so a resumed run draws the same ones.
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ class TrainingMethod(ABC):
         """A micro-batch of examples as the tensors the loss and the evaluation read (on the host)."""
 
     @abstractmethod
-    def make_loss(self, train: Encoded, device: torch.device) -> Loss:
+    def make_loss(self, train: Encoded, tokenizer: Any, device: torch.device) -> Loss:
         """The training loss, made once per run (it may keep state between logging steps)."""
 
     @abstractmethod
@@ -72,12 +74,13 @@ class TrainingMethod(ABC):
         self,
         model: torch.nn.Module,
         data: Encoded,
-        pad_id: int,
+        tokenizer: Any,
         device: torch.device,
         norm: tuple[float, float] | None,
     ) -> dict[str, Any]:
-        """Held-out metrics, `eval_loss` among them (early stopping and the schedule's plateau watch it).
-        Draws no random numbers, so a run that evaluates trains exactly as one that does not."""
+        """Held-out metrics, `eval_loss` among them (lower is better: early stopping and the plateau
+        schedule watch it). `norm` is what `encode` returned. Draws no random numbers (or forks the RNG
+        around them, as samples.py does), so a run that evaluates trains exactly as one that does not."""
 
     def sample_prompts(self, tokenizer: Any, validation_rows: list[dict[str, Any]]) -> list[SamplePrompt]:
         """Prompts to generate from before training, at each evaluation and at the end: by default the

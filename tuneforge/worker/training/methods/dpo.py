@@ -47,18 +47,18 @@ class DpoTraining(TrainingMethod):
     def collate(self, examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
         return collate_pairs(examples, pad_id)
 
-    def make_loss(self, train: Encoded, device: torch.device) -> PreferenceLoss:
+    def make_loss(self, train: Encoded, tokenizer: Any, device: torch.device) -> PreferenceLoss:
         return PreferenceLoss(self.spec)
 
     def evaluate(
         self,
         model: torch.nn.Module,
         data: Encoded,
-        pad_id: int,
+        tokenizer: Any,
         device: torch.device,
         norm: tuple[float, float] | None,
     ) -> dict[str, Any]:
-        return evaluate_preference(model, data, self.spec, pad_id, device)
+        return evaluate_preference(model, data, self.spec, int(tokenizer.pad_token_id), device)
 
     # Sample prompts: the spec's own only (the default); validation rows are pairs, not prompts.
 

@@ -42,18 +42,18 @@ class SupervisedTraining(TrainingMethod):
     def collate(self, examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
         return collate(examples, pad_id)
 
-    def make_loss(self, train: Encoded, device: torch.device) -> TaskLoss:
+    def make_loss(self, train: Encoded, tokenizer: Any, device: torch.device) -> TaskLoss:
         return TaskLoss(self.spec, train, device)
 
     def evaluate(
         self,
         model: torch.nn.Module,
         data: Encoded,
-        pad_id: int,
+        tokenizer: Any,
         device: torch.device,
         norm: tuple[float, float] | None,
     ) -> dict[str, Any]:
-        return evaluate(model, data, self.spec, pad_id, device, norm)
+        return evaluate(model, data, self.spec, int(tokenizer.pad_token_id), device, norm)
 
     def sample_prompts(self, tokenizer: Any, validation_rows: list[dict[str, Any]]) -> list[SamplePrompt]:
         """The spec's prompts, then some of the validation rows' own (their conversation up to the last
