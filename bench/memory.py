@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import SHARED_DATA, in_fresh_process, print_result, proc_status, record
+from tuneforge.contract.status import EventLevel
 from tuneforge.worker.training.reporter import MemoryReporter
 
 # name -> (hidden, intermediate, layers, heads, kv_heads). 1b is TinyLlama-1.1B's shape, 7b LLaMA-7B's.
@@ -134,7 +135,7 @@ class PhaseReporter(MemoryReporter):
 
     load_peak = 0
 
-    def event(self, message: str, *, level: str = "info", data: dict[str, Any] | None = None) -> None:
+    def event(self, message: str, *, level: EventLevel = "info", data: dict[str, Any] | None = None) -> None:
         if message.startswith("Training started"):
             self.load_peak = proc_status("VmHWM")
             Path("/proc/self/clear_refs").write_text("5")
