@@ -6,6 +6,7 @@ boto3 only when an `s3://` store is opened.
 """
 
 from tuneforge.storage.base import ArtifactStore, StoreError, StoreMissing
+from tuneforge.storage.compose import Composition, Source
 from tuneforge.storage.local import LocalStore
 from tuneforge.storage.manifest import MANIFEST, ManifestMismatch, fetch_folder, read_manifest, sha256_file
 from tuneforge.storage.open import open_store
@@ -13,8 +14,10 @@ from tuneforge.storage.open import open_store
 __all__ = [
     "MANIFEST",
     "ArtifactStore",
+    "Composition",
     "LocalStore",
     "ManifestMismatch",
+    "Source",
     "StoreError",
     "StoreMissing",
     "fetch_folder",

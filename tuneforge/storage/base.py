@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
+
+from tuneforge.storage.compose import Composition, Source
 
 
 class StoreError(Exception):
@@ -45,6 +47,9 @@ class ArtifactStore(Protocol):
 
     def local_path(self, key: str) -> Path | None:
         """The file's path when the store is a local directory, else None."""
+
+    def compose(self, key: str, sources: Sequence[Source]) -> Composition:
+        """`key` made of `sources` in order, written while the caller reads it (storage/compose.py)."""
 
     def presigned_url(self, key: str, expires: int, filename: str | None = None) -> str | None:
         """A time-limited URL a client can GET directly, where the store supports it."""

@@ -6,11 +6,14 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
 from tuneforge.storage.base import StoreError, StoreMissing
+from tuneforge.storage.compose import Composition, Source
+
+CHUNK = 1 << 20
 
 
 class LocalStore:
@@ -100,8 +103,50 @@ class LocalStore:
     def presigned_url(self, key: str, expires: int, filename: str | None = None) -> str | None:
         return None
 
+    def compose(self, key: str, sources: Sequence[Source]) -> Composition:
+        return _LocalComposition(self._path(key), [(self._path(s.key), s) for s in sources])
+
     def check(self) -> None:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"{self.url}: {exc}") from exc
+
+
+class _LocalComposition:
+    """The parts copied, in order, into a temp file beside the result; renamed into place on commit."""
+
+    def __init__(self, dest: Path, sources: list[tuple[Path, Source]]) -> None:
+        self.dest = dest
+        self.sources = sources
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
+        self.tmp = Path(tmp)
+        self.out = os.fdopen(fd, "wb")
+        self.complete = False
+
+    def chunks(self) -> Iterator[bytes]:
+        with self.out:
+            for path, source in self.sources:
+                copied = 0
+                try:
+                    fh = path.open("rb")
+                except FileNotFoundError as exc:
+                    raise StoreMissing(source.key) from exc
+                with fh:
+                    while data := fh.read(CHUNK):
+                        copied += len(data)
+                        self.out.write(data)
+                        yield data
+                if copied != source.size:
+                    raise StoreError(f"{source.key} holds {copied} bytes; {source.size} were recorded")
+        self.complete = True
+
+    def commit(self) -> None:
+        if not self.complete:
+            raise StoreError("a composition was committed before all of its bytes were written")
+        os.replace(self.tmp, self.dest)
+
+    def abort(self) -> None:
+        self.out.close()
+        self.tmp.unlink(missing_ok=True)

@@ -8,9 +8,10 @@ so callers handle one family.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from tuneforge.storage.base import StoreError, StoreMissing
+from tuneforge.storage.compose import MAX_PARTS, Composition, Source, Span, plan_parts
 
 MISSING = {"404", "NoSuchKey", "NotFound"}
 
@@ -146,3 +148,90 @@ class S3Store:
             self.client.head_bucket(Bucket=self.bucket)
         except (BotoCoreError, ClientError) as exc:
             raise _error(exc, "") from exc
+
+    def compose(self, key: str, sources: Sequence[Source]) -> Composition:
+        return _S3Composition(self, key, sources)
+
+
+class _S3Composition:
+    """A multipart upload planned by `plan_parts`: large parts copied inside the bucket, small runs
+    sent up from the bytes already read for the caller. Aborted, it leaves no incomplete upload."""
+
+    def __init__(self, store: S3Store, key: str, sources: Sequence[Source]) -> None:
+        self.store = store
+        self.key = key
+        self.plan = plan_parts(sources)
+        if len(self.plan) > MAX_PARTS:
+            raise StoreError(f"{key}: {len(self.plan)} parts, over S3's limit of {MAX_PARTS}")
+        self.upload_id: str | None = None
+        self.parts: list[dict[str, Any]] = []
+        self.complete = False
+
+    def _read(self, span: Span) -> Iterator[bytes]:
+        if span.size == 0:
+            return
+        body = self.store.client.get_object(
+            Bucket=self.store.bucket, Key=self.store._key(span.key), Range=f"bytes={span.start}-{span.end - 1}"
+        )["Body"]
+        got = 0
+        try:
+            while data := body.read(1 << 20):
+                got += len(data)
+                yield data
+        finally:
+            body.close()
+        if got != span.size:
+            raise StoreError(f"{span.key}: read {got} bytes of [{span.start}, {span.end})")
+
+    def chunks(self) -> Iterator[bytes]:
+        client, bucket, key = self.store.client, self.store.bucket, self.store._key(self.key)
+        try:
+            if self.plan:
+                self.upload_id = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+            for number, part in enumerate(self.plan, start=1):
+                target = {"Bucket": bucket, "Key": key, "UploadId": self.upload_id, "PartNumber": number}
+                if part.copy:
+                    (span,) = part.spans
+                    yield from self._read(span)
+                    source = {"Bucket": bucket, "Key": self.store._key(span.key)}
+                    copied = client.upload_part_copy(
+                        **target, CopySource=source, CopySourceRange=f"bytes={span.start}-{span.end - 1}"
+                    )
+                    etag = copied["CopyPartResult"]["ETag"]
+                else:
+                    body = bytearray()
+                    for span in part.spans:
+                        for data in self._read(span):
+                            body += data
+                            yield data
+                    etag = client.upload_part(**target, Body=bytes(body))["ETag"]
+                self.parts.append({"PartNumber": number, "ETag": etag})
+        except (BotoCoreError, ClientError) as exc:
+            raise _error(exc, self.key) from exc
+        self.complete = True
+
+    def commit(self) -> None:
+        if not self.complete:
+            raise StoreError("a composition was committed before all of its bytes were written")
+        client, bucket, key = self.store.client, self.store.bucket, self.store._key(self.key)
+        try:
+            if self.upload_id is None:  # no bytes at all: S3 has no multipart upload of zero parts
+                client.put_object(Bucket=bucket, Key=key, Body=b"")
+            else:
+                client.complete_multipart_upload(
+                    Bucket=bucket, Key=key, UploadId=self.upload_id, MultipartUpload={"Parts": self.parts}
+                )
+                self.upload_id = None
+        except (BotoCoreError, ClientError) as exc:
+            raise _error(exc, self.key) from exc
+
+    def abort(self) -> None:
+        if self.upload_id is None:
+            return
+        upload_id, self.upload_id = self.upload_id, None
+        # Best effort: an upload left incomplete costs storage until the bucket's lifecycle rule
+        # (AbortIncompleteMultipartUpload, docs/api.md "Uploads") removes it; the caller's error matters more.
+        with contextlib.suppress(BotoCoreError, ClientError):
+            self.store.client.abort_multipart_upload(
+                Bucket=self.store.bucket, Key=self.store._key(self.key), UploadId=upload_id
+            )

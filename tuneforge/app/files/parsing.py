@@ -1,16 +1,24 @@
 """Dataset parsing shared by upload validation (API) and training (worker).
 
-Pure functions over a file on disk: no web or database code. JSONL lines must each be a JSON object;
-CSV needs a header row (comma, tab or semicolon separated). Errors name the line they are on.
+Pure functions over a file on disk or a stream of byte chunks: no web or database code. JSONL lines
+must each be a JSON object; CSV needs a header row (comma, tab or semicolon separated). Errors name
+the line they are on.
+
+Validation streams (`validate_stream`): it reads one line at a time, at most `max_line_bytes + 1`
+bytes of it, so its memory stays flat whatever the file's size, and the same code validates a file
+on disk (`POST /v1/files`) and the parts of an upload as they are assembled (`/v1/uploads`).
 """
 
 from __future__ import annotations
 
 import csv
+import io
+import itertools
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -114,25 +122,59 @@ def sniff_format(head: bytes) -> Format:
     return "jsonl" if stripped.startswith(b"{") else "csv"
 
 
-def _text_lines(path: Path, max_line_bytes: int, errors: list[str]) -> Iterator[tuple[int, str]]:
+class _ChunkReader(io.RawIOBase):
+    """A readable stream over an iterator of byte chunks, so that `io.BufferedReader.readline` (C
+    speed, and bounded by a size) splits lines whatever the chunks' sizes."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self._view = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._view:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._view = memoryview(chunk)
+        n = min(len(buffer), len(self._view))
+        buffer[:n] = self._view[:n]
+        self._view = self._view[n:]
+        return n
+
+
+def read_chunks(path: Path, size: int = 1 << 20) -> Iterator[bytes]:
     with path.open("rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            if len(raw) > max_line_bytes:
-                errors.append(f"line {lineno}: longer than the limit of {max_line_bytes} bytes")
-                return
-            if b"\x00" in raw:
-                errors.append(f"line {lineno}: contains NUL bytes; this is not a text (JSONL/CSV) file")
-                return
-            try:
-                text = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
-            except UnicodeDecodeError as exc:
-                errors.append(f"line {lineno}: not valid UTF-8 (byte {exc.start}); this is not a text file")
-                return
-            yield lineno, text
+        while chunk := fh.read(size):
+            yield chunk
 
 
-def _jsonl_rows(path: Path, max_line_bytes: int, errors: list[str]) -> Iterator[tuple[int, dict[str, Any]]]:
-    for lineno, text in _text_lines(path, max_line_bytes, errors):
+def _raw_lines(reader: io.BufferedIOBase, max_line_bytes: int) -> Iterator[bytes]:
+    """The lines of `reader` with their newline. A line longer than the limit comes back cut at
+    `max_line_bytes + 1` bytes, which is enough to refuse it without reading it whole."""
+    return iter(partial(reader.readline, max_line_bytes + 1), b"")
+
+
+def _text_lines(lines: Iterable[bytes], max_line_bytes: int, errors: list[str]) -> Iterator[tuple[int, str]]:
+    for lineno, raw in enumerate(lines, start=1):
+        if len(raw) > max_line_bytes:
+            errors.append(f"line {lineno}: longer than the limit of {max_line_bytes} bytes")
+            return
+        if b"\x00" in raw:
+            errors.append(f"line {lineno}: contains NUL bytes; this is not a text (JSONL/CSV) file")
+            return
+        try:
+            text = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            errors.append(f"line {lineno}: not valid UTF-8 (byte {exc.start}); this is not a text file")
+            return
+        yield lineno, text
+
+
+def _jsonl_rows(lines: Iterable[bytes], max_line_bytes: int, errors: list[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    for lineno, text in _text_lines(lines, max_line_bytes, errors):
         if not text.strip():
             continue
         try:
@@ -146,8 +188,8 @@ def _jsonl_rows(path: Path, max_line_bytes: int, errors: list[str]) -> Iterator[
         yield lineno, obj
 
 
-def _csv_rows(path: Path, max_line_bytes: int, errors: list[str]) -> Iterator[tuple[int, dict[str, Any]]]:
-    lines = _text_lines(path, max_line_bytes, errors)
+def _csv_rows(raw: Iterable[bytes], max_line_bytes: int, errors: list[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    lines = _text_lines(raw, max_line_bytes, errors)
     first = next(lines, None)
     if first is None:
         return
@@ -196,24 +238,45 @@ def iter_rows(path: Path, fmt: Format, *, max_line_bytes: int = 10_000_000) -> I
     """Rows of an already validated file, for training."""
     errors: list[str] = []
     rows = _jsonl_rows if fmt == "jsonl" else _csv_rows
-    for _, row in rows(path, max_line_bytes, errors):
-        yield row
+    with path.open("rb") as fh:
+        for _, row in rows(_raw_lines(fh, max_line_bytes), max_line_bytes, errors):
+            yield row
     if errors:
         raise DatasetError(errors)
 
 
 def validate_file(path: Path, *, max_rows: int, max_line_bytes: int) -> FileReport:
     """Parse the whole file once; raise DatasetError listing the first problems with line numbers."""
-    with path.open("rb") as fh:
-        head = fh.read(4096)
-    if not head.strip() and path.stat().st_size <= len(head):
+    return validate_stream(read_chunks(path), max_rows=max_rows, max_line_bytes=max_line_bytes)
+
+
+HEAD_BYTES = 4096
+
+
+def validate_stream(chunks: Iterable[bytes], *, max_rows: int, max_line_bytes: int) -> FileReport:
+    """`validate_file` over byte chunks in order (any sizes), read once, one line in memory at a time.
+
+    On success every chunk has been consumed; on a DatasetError the rest may not have been."""
+    it = iter(chunks)
+    # The first bytes decide the format; they are read ahead and put back in front.
+    head_chunks: list[bytes] = []
+    seen, ended = 0, False
+    while seen <= HEAD_BYTES and not ended:
+        chunk = next(it, None)
+        ended = chunk is None
+        if chunk is not None:
+            head_chunks.append(chunk)
+            seen += len(chunk)
+    head = b"".join(head_chunks)[:HEAD_BYTES]
+    if ended and seen <= HEAD_BYTES and not head.strip():
         raise DatasetError(["the file has no rows"])
     fmt = sniff_format(head)
+    reader = io.BufferedReader(_ChunkReader(itertools.chain(head_chunks, it)), buffer_size=1 << 20)
     errors: list[str] = []
     columns: dict[str, ColumnSummary] = {}
     n_rows = 0
     rows = _jsonl_rows if fmt == "jsonl" else _csv_rows
-    for lineno, row in rows(path, max_line_bytes, errors):
+    for lineno, row in rows(_raw_lines(reader, max_line_bytes), max_line_bytes, errors):
         n_rows += 1
         if n_rows > max_rows:
             errors.append(f"line {lineno}: more than the limit of {max_rows} rows")
