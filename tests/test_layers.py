@@ -100,6 +100,7 @@ WORKER_MAY_IMPORT = {
     "tuneforge.app.core.errors",  # plain exceptions (tuneforge.app.core.http_errors is the API's)
     "tuneforge.app.core.ids",
     "tuneforge.app.core.logging",
+    "tuneforge.app.core.loops",  # the loop names TUNEFORGE_DISABLED_LOOPS is checked against
     "tuneforge.app.core.storage",
     "tuneforge.app.db",
     "tuneforge.app.db.engine",

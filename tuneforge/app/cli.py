@@ -14,6 +14,7 @@ from typing import Any
 
 from tuneforge.app.core.config import get_settings
 from tuneforge.app.core.logging import configure_logging
+from tuneforge.app.core.loops import API_LOOPS, LoopName
 from tuneforge.app.models import cli as models_cli
 
 
@@ -30,15 +31,15 @@ def cmd_migrate(_: argparse.Namespace) -> int:
 def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from tuneforge.app.main import NO_RECONCILER_ENV, create_app
+    from tuneforge.app.main import create_app
 
+    if args.no_reconciler:
+        disable_loops(API_LOOPS)
     settings = get_settings()
-    if args.workers > 1:
-        # N processes need an import string; each builds its app (and its reconciler and webhook
-        # deliverer, which claim work with conditional updates) from the factory.
-        os.environ[NO_RECONCILER_ENV] = "1" if args.no_reconciler else ""
     uvicorn.run(
-        "tuneforge.app.main:create_api_app" if args.workers > 1 else create_app(run_reconciler=not args.no_reconciler),
+        # N processes need an import string; each builds its app (and its loops, whose rounds are
+        # conditional updates) from the factory, with the environment this process set.
+        "tuneforge.app.main:create_api_app" if args.workers > 1 else create_app(run_loops=True),
         factory=args.workers > 1,
         workers=args.workers if args.workers > 1 else None,
         host=args.host or settings.host,
@@ -84,12 +85,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
         "--without-gossip",
         "--without-mingle",
     ]  # fmt: skip
-    presence = Presence(WORKER_ID, queues)  # lets the API tell a queue nobody serves
-    presence.start()
+    # Lets the API tell a queue nobody serves (unless TUNEFORGE_DISABLED_LOOPS has `presence`).
+    presence = Presence(WORKER_ID, queues) if LoopName.PRESENCE not in settings.disabled_loops else None
+    if presence is not None:
+        presence.start()
     try:
         celery_app.worker_main(argv)
     finally:
-        presence.stop()
+        if presence is not None:
+            presence.stop()
     return 0
 
 
@@ -130,9 +134,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     # kills this process on the spot and skips the `finally` below, orphaning the worker.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
-        uvicorn.run(
-            create_app(run_reconciler=True), host=args.host, port=args.port, log_level="warning", log_config=None
-        )
+        uvicorn.run(create_app(run_loops=True), host=args.host, port=args.port, log_level="warning", log_config=None)
     finally:
         for proc in (inference, worker):
             proc.send_signal(signal.SIGTERM)
@@ -142,6 +144,17 @@ def cmd_up(args: argparse.Namespace) -> int:
             except subprocess.TimeoutExpired:
                 proc.kill()
     return 0
+
+
+DISABLED_LOOPS_ENV = "TUNEFORGE_DISABLED_LOOPS"
+
+
+def disable_loops(names: Sequence[LoopName]) -> None:
+    """Add loops to TUNEFORGE_DISABLED_LOOPS, for this process and the processes it starts (a flag
+    such as `--no-reconciler` is this setting's shorthand)."""
+    current = [n.strip() for n in os.environ.get(DISABLED_LOOPS_ENV, "").split(",") if n.strip()]
+    os.environ[DISABLED_LOOPS_ENV] = ",".join(dict.fromkeys([*current, *names]))
+    get_settings.cache_clear()
 
 
 def _exit_on_sigterm(signum: int, _frame: object) -> None:
@@ -219,7 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
     api = sub.add_parser("api", help="run the HTTP API (uvicorn)")
     api.add_argument("--host", default=None, help="address to bind (default: TUNEFORGE_HOST, else 127.0.0.1)")
     api.add_argument("--port", type=int, default=None, help="port (default: TUNEFORGE_PORT, else 8000)")
-    api.add_argument("--no-reconciler", action="store_true", help="do not run the reconciler loop here")
+    api.add_argument(
+        "--no-reconciler",
+        action="store_true",
+        help="run none of the API's background loops here (reconciler, sweeps, webhooks); "
+        "TUNEFORGE_DISABLED_LOOPS turns them off one by one",
+    )
     api.add_argument(
         "--workers", type=_positive, default=1, help="uvicorn processes sharing the port (default 1; ~1 per core)"
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -11,10 +10,11 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from tuneforge.app.apidocs import install_offline_docs
-from tuneforge.app.core.config import get_settings
+from tuneforge.app.core.config import Settings, get_settings
 from tuneforge.app.core.guards import RejectNulMiddleware
 from tuneforge.app.core.http_errors import install_error_handlers
 from tuneforge.app.core.logging import RequestIdMiddleware
+from tuneforge.app.core.loops import Loop
 from tuneforge.app.files.endpoints import router as files_router
 from tuneforge.app.health.endpoints import router as health_router
 from tuneforge.app.inference.endpoints import router as inference_router
@@ -27,39 +27,37 @@ from tuneforge.app.webhooks.endpoints import router as webhooks_router
 log = logging.getLogger("tuneforge.api")
 
 
-NO_RECONCILER_ENV = "TUNEFORGE_API_NO_RECONCILER"
-
-
 def create_api_app() -> FastAPI:
     """The factory `tuneforge api --workers N` gives uvicorn: each process runs the background loops
-    unless the CLI was told `--no-reconciler`."""
-    return create_app(run_reconciler=not os.environ.get(NO_RECONCILER_ENV))
+    that TUNEFORGE_DISABLED_LOOPS (which `--no-reconciler` sets) leaves on."""
+    return create_app(run_loops=True)
 
 
-def create_app(*, run_reconciler: bool = False) -> FastAPI:
+def background_loops(settings: Settings) -> list[Loop]:
+    """The API process's loops (reconciler, sweeps, webhooks), less those TUNEFORGE_DISABLED_LOOPS names."""
+    from tuneforge.app.jobs.dispatch import publish
+    from tuneforge.app.jobs.reconciler import Reconciler
+    from tuneforge.app.sweeps.driver import SweepDriver
+    from tuneforge.app.webhooks.deliverer import Deliverer
+
+    made: list[Loop] = [Reconciler(settings, publish), SweepDriver(settings, publish), Deliverer(settings)]
+    return [loop for loop in made if loop.loop_name not in settings.disabled_loops]
+
+
+def create_app(*, run_loops: bool = False) -> FastAPI:
+    """The application; with `run_loops`, its lifespan runs the background loops (`tuneforge api`,
+    `tuneforge up`), which the tests' in-process clients leave to the live API process."""
     settings = get_settings()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         settings.ensure_dirs()
-        reconciler = None
-        if run_reconciler:
-            from tuneforge.app.jobs.dispatch import publish
-            from tuneforge.app.jobs.reconciler import Reconciler
-            from tuneforge.app.sweeps.driver import SweepDriver
-            from tuneforge.app.webhooks.deliverer import Deliverer
-
-            reconciler = Reconciler(settings, publish)
-            reconciler.start()
-            deliverer = Deliverer(settings)
-            deliverer.start()
-            sweeps = SweepDriver(settings, publish)
-            sweeps.start()
+        loops = background_loops(settings) if run_loops else []
+        for loop in loops:
+            loop.start()
         yield
-        if reconciler is not None:
-            reconciler.stop()
-            deliverer.stop()
-            sweeps.stop()
+        for loop in loops:
+            loop.stop()
 
     app = FastAPI(
         title="Tuneforge",

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from tuneforge.app.core.loops import LoopName, parse_loop_names
 
 # Passwords that ship in examples and images; a production deployment must not run on them.
 DEFAULT_SECRETS = frozenset(
@@ -111,6 +113,13 @@ class Settings(BaseSettings):
     max_attempts: int = Field(3, ge=1)
     reconcile_seconds: float = Field(15.0, gt=0)
     queued_resend_seconds: float = Field(60.0, gt=0, description="Re-send a queued job's message after this.")
+    # NoDecode: a comma-separated list, not JSON.
+    disabled_loops: Annotated[frozenset[LoopName], NoDecode] = Field(
+        frozenset(),
+        description="Background loops this process does not run, comma-separated: `reconciler`, `sweeps`, "
+        "`webhooks` (an API process's; `tuneforge api --no-reconciler` is all three) and `presence` (a "
+        "worker's). An unknown name stops the process at start-up.",
+    )
 
     # Spec caps: what one job may ask of a GPU. Over a cap is a 400 naming the field.
     max_steps: int = Field(100_000, ge=1, description="Largest training.max_steps a job may set.")
@@ -166,6 +175,16 @@ class Settings(BaseSettings):
     allow_pickle_weights: bool = Field(
         False, description="Accept models whose only weights are pickle files (.bin/.pt). Unsafe: pickle runs code."
     )
+
+    @field_validator("disabled_loops", mode="before")
+    @classmethod
+    def _loop_names(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        try:
+            return parse_loop_names(value)
+        except ValueError as exc:
+            raise ValueError(f"TUNEFORGE_DISABLED_LOOPS: {exc}") from exc
 
     @model_validator(mode="before")
     @classmethod

@@ -7,7 +7,8 @@
   with `worker_lost` once attempts are used up. An expired `cancel_requested` job is cancelled, an
   expired `pause_requested` job is paused. A `paused` job is never sent: only `resume` queues it.
 
-It runs as a thread inside every API process (`tuneforge api` / `tuneforge up`): every step is a
+It runs as a loop (tuneforge/app/core/loops.py, `reconciler`) inside every API process (`tuneforge
+api` / `tuneforge up`): every status change is a transition of tuneforge/app/jobs/lifecycle.py, a
 conditional update, so several API replicas running it at once cannot double-apply anything.
 """
 
@@ -15,12 +16,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import threading
 from collections.abc import Callable
 
 from sqlalchemy.orm import Session
 
 from tuneforge.app.core.config import Settings
+from tuneforge.app.core.loops import Loop, LoopName
 from tuneforge.app.db.engine import session_scope
 from tuneforge.app.db.types import utcnow
 from tuneforge.app.fleet import routing
@@ -59,22 +60,14 @@ def reconcile_once(session: Session, settings: Settings, publish: Callable[[str]
     return counts
 
 
-class Reconciler(threading.Thread):
+class Reconciler(Loop):
     def __init__(self, settings: Settings, publish: Callable[[str], None]) -> None:
-        super().__init__(name="tuneforge-reconciler", daemon=True)
+        super().__init__(LoopName.RECONCILER, settings.reconcile_seconds, log=log)
         self.settings = settings
         self.publish = publish
-        self.stopping = threading.Event()
 
-    def run(self) -> None:
-        while not self.stopping.wait(self.settings.reconcile_seconds):
-            try:
-                with session_scope() as session:
-                    counts = reconcile_once(session, self.settings, self.publish)
-                if any(counts.values()):
-                    log.info("reconciled: %s", counts)
-            except Exception:
-                log.exception("reconciler round failed; retrying next round")
-
-    def stop(self) -> None:
-        self.stopping.set()
+    def round(self) -> None:
+        with session_scope() as session:
+            counts = reconcile_once(session, self.settings, self.publish)
+        if any(counts.values()):
+            log.info("reconciled: %s", counts)

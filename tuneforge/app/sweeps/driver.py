@@ -11,7 +11,6 @@ of any of them, and restarts of workers leave one consistent sweep.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 
 from sqlalchemy.orm import Session
@@ -19,6 +18,7 @@ from sqlalchemy.orm import Session
 from tuneforge.app.auth.service import Principal
 from tuneforge.app.core.config import Settings
 from tuneforge.app.core.errors import APIError, TooManyRequests
+from tuneforge.app.core.loops import Loop, LoopName
 from tuneforge.app.db.engine import session_scope
 from tuneforge.app.db.models import Sweep
 from tuneforge.app.jobs import dispatch
@@ -125,23 +125,15 @@ def _finish(session: Session, sweep: Sweep, views: list[trials.TrialView]) -> No
     session.commit()
 
 
-class SweepDriver(threading.Thread):
+class SweepDriver(Loop):
     def __init__(self, settings: Settings, publish: Callable[[str], None]) -> None:
-        super().__init__(name="tuneforge-sweeps", daemon=True)
+        super().__init__(LoopName.SWEEPS, settings.sweep_seconds, log=log)
         self.settings = settings
         self.publish = publish
-        self.stopping = threading.Event()
 
-    def run(self) -> None:
-        while not self.stopping.wait(self.settings.sweep_seconds):
-            try:
-                with session_scope() as session:
-                    ids = repository.running_ids(session)
-                for sweep_id in ids:
-                    with session_scope() as session:
-                        advance(session, self.settings, sweep_id, self.publish)
-            except Exception:
-                log.exception("sweep driver round failed; retrying next round")
-
-    def stop(self) -> None:
-        self.stopping.set()
+    def round(self) -> None:
+        with session_scope() as session:
+            ids = repository.running_ids(session)
+        for sweep_id in ids:
+            with session_scope() as session:
+                advance(session, self.settings, sweep_id, self.publish)

@@ -1,4 +1,4 @@
-"""Posts the outbox: a thread in each API process (like the reconciler).
+"""Posts the outbox: a loop in each API process (tuneforge/app/core/loops.py, `webhooks`).
 
 Each round it claims due deliveries with a conditional update (`claimed_until`), so several API
 processes share the work without sending one delivery twice at once; a process that dies holding a
@@ -12,13 +12,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import httpx
 
 from tuneforge.app.core.config import Settings
+from tuneforge.app.core.loops import Loop, LoopName
 from tuneforge.app.db.engine import session_scope
 from tuneforge.app.db.types import utcnow
 from tuneforge.app.webhooks import repository
@@ -85,24 +87,25 @@ def deliver_due(settings: Settings, client: httpx.Client, pool: ThreadPoolExecut
     return len(claimed)
 
 
-class Deliverer(threading.Thread):
+class Deliverer(Loop):
     def __init__(self, settings: Settings) -> None:
-        super().__init__(name="tuneforge-webhooks", daemon=True)
+        super().__init__(LoopName.WEBHOOKS, settings.webhook_poll_seconds, log=log)
         self.settings = settings
-        self.stopping = threading.Event()
+        self._client: httpx.Client | None = None
+        self._pool: ThreadPoolExecutor | None = None
 
-    def run(self) -> None:
+    @contextmanager
+    def lifetime(self) -> Iterator[None]:
+        """One HTTP client and one pool of posting threads for the loop's life."""
         timeout = httpx.Timeout(self.settings.webhook_timeout_seconds)
         with (
-            httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client,
-            ThreadPoolExecutor(4, thread_name_prefix="tuneforge-webhook-post") as pool,
+            httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as self._client,
+            ThreadPoolExecutor(4, thread_name_prefix="tuneforge-webhook-post") as self._pool,
         ):
-            while not self.stopping.wait(self.settings.webhook_poll_seconds):
-                try:
-                    while deliver_due(self.settings, client, pool) == BATCH and not self.stopping.is_set():
-                        pass
-                except Exception:
-                    log.exception("webhook round failed; retrying next round")
+            yield
 
-    def stop(self) -> None:
-        self.stopping.set()
+    def round(self) -> None:
+        assert self._client is not None, "a round runs inside lifetime()"
+        # A full batch means more are due: keep going until the outbox is drained (or asked to stop).
+        while deliver_due(self.settings, self._client, self._pool) == BATCH and not self.stopping:
+            pass
