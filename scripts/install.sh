@@ -52,3 +52,17 @@ if [ ! -f /usr/share/wordnet/data.noun ] && command -v apt-get >/dev/null 2>&1; 
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq wordnet-base >/dev/null
 fi
+
+# The dashboard's lint (scripts/test.sh): ESLint from the npm registry at the versions locked in
+# scripts/jslint/package-lock.json, into scripts/jslint/node_modules; node and npm from Debian where missing.
+if ! command -v npm >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+  echo "install: installing node and npm (nodejs, npm) for the dashboard's lint"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq nodejs npm >/dev/null
+fi
+jslint=scripts/jslint
+if [ ! -x "$jslint/node_modules/.bin/eslint" ] || [ "$jslint/package-lock.json" -nt "$jslint/node_modules/.package-lock.json" ]; then
+  echo "install: the dashboard's lint (npm ci in $jslint)"
+  npm ci --prefix "$jslint" --no-audit --no-fund --loglevel=error
+fi

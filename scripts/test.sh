@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test command: install, make sure PostgreSQL and Redis run, lint, type-check, then the whole suite.
+# The test command: install, make sure PostgreSQL and Redis run, lint (ruff; ESLint for the dashboard),
+# type-check, then the whole suite.
 #
 # By default the suite runs in one process. TUNEFORGE_TEST_WORKERS=N (N > 1) runs it in N pytest-xdist
 # workers, one test file per worker at a time, each with its own database, data dir and Redis database
@@ -13,6 +14,8 @@ bash scripts/install.sh
 bash scripts/services.sh
 .venv/bin/ruff check --quiet .
 .venv/bin/ruff format --check --quiet .
+# the dashboard's ES modules: ESLint's recommended rules, lines up to 120, one statement a line
+scripts/jslint/node_modules/.bin/eslint --config scripts/jslint/eslint.config.js tuneforge/app/static/ui
 .venv/bin/mypy
 if [ $# -gt 0 ]; then
   exec .venv/bin/python -m pytest -q "$@"

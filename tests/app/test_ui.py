@@ -126,19 +126,24 @@ def status_of(driver: Any) -> str:
 # The page is fed by a live stream, so a table or a path found in one WebDriver call can be replaced
 # before the next one reads it (a StaleElementReferenceException in CI). What changes under the
 # stream is therefore read in one script, which runs between two of the page's own event handlers.
+# (The page also updates its lists and tables in place, keeping the nodes that did not change, and a
+# page's late answers never draw over the next page: lib/dom.js patch(), lib/api.js.)
 POINTS = """
 const path = document.querySelector(`figure[data-metric='${arguments[0]}'] path[data-points]`);
 return path ? Number(path.dataset.points) : 0;
 """
 SAMPLES = """
+const caption = document.querySelector('#samples-table caption');
 const steps = [...document.querySelectorAll('#samples-table thead th[data-step]')].map(c => Number(c.dataset.step));
 const rows = [...document.querySelectorAll('#samples-table tbody tr')].map(r => ({
   index: Number(r.dataset.index),
   prompt: r.querySelector('th').textContent,
   outputs: [...r.querySelectorAll('td')].map(c => c.textContent),
 }));
-return {steps, rows};
+return {caption: caption ? caption.textContent : '', steps, rows};
 """
+# Each page rendered (or re-rendered) in full counts up main's data-renders (app.js, route()).
+RENDERS = "return Number(document.getElementById('main').dataset.renders || 0)"
 
 
 def points(driver: Any, metric: str = "Loss") -> int:
@@ -146,8 +151,8 @@ def points(driver: Any, metric: str = "Loss") -> int:
 
 
 def samples_shown(driver: Any) -> dict[str, Any]:
-    """The samples table at one moment: its columns' steps (the first sampled step, then the one
-    beside it) and, per prompt, the prompt and the outputs under those steps."""
+    """The samples table at one moment: its caption, its columns' steps (the first sampled step, then
+    the one beside it) and, per prompt, the prompt and the outputs under those steps."""
     return dict(driver.execute_script(SAMPLES))
 
 
@@ -261,7 +266,7 @@ def test_dashboard_end_to_end(
         i = row["index"]
         assert row["prompt"] == by[(0, i)]["prompt"]
         assert row["outputs"] == [by[(step, i)]["output"] for step in table["steps"]]
-    assert "base model" in d.find_element(By.CSS_SELECTOR, "#samples-table caption").text
+    assert "base model" in table["caption"]
     series = api.get(f"/v1/fine_tuning/jobs/{job}/metrics").json()["data"]
     assert series[0]["step"] == 0 and series[0]["eval_loss"] is not None  # the step-0 baseline
     assert points(d, "Eval loss") >= 1 and points(d, "Token accuracy") >= 1
@@ -357,14 +362,18 @@ def test_dashboard_end_to_end(
     phase("job: cancel")
 
     # Compare: tick the cancelled job and both trials on the (filtered) Jobs page; the ticks survive
-    # the list's refresh; curves overlaid, the differing spec fields marked.
+    # the list's refresh, which keeps the rows that did not change (all three are finished) as they
+    # are; curves overlaid, the differing spec fields marked.
     trials = [t["job_id"] for t in api.get(f"/v1/fine_tuning/sweeps/{sweep}/trials").json()["data"]]
     d.get(f"{live_api}/ui/#/jobs?metadata=suite%3Dui")
     for j in (job, *trials):
         click(d, By.CSS_SELECTOR, f"input[value='{j}']", j)
-    d.execute_script("document.querySelector('#jobs tbody').dataset.old = 'yes'")
-    wait_for(lambda: d.execute_script("return !document.querySelector('#jobs tbody').dataset.old"), "a refresh")
+    row = f"document.querySelector(\"tr[data-job='{job}']\")"
+    d.execute_script(f"{row}.probe = 'kept'")  # a property of that node, not an attribute: it stays unchanged
+    renders = d.execute_script(RENDERS)
+    wait_for(lambda: d.execute_script(RENDERS) > renders, "a refresh")
     assert len(d.find_elements(By.CSS_SELECTOR, "input[name=pick]:checked")) == 3
+    assert d.execute_script(f"return {row}.probe") == "kept", "the refresh replaced a row that did not change"
     shot(d, "jobs")
     d.find_element(By.ID, "compare-selected").click()
     differs = wait_for(lambda: d.find_elements(By.CSS_SELECTOR, "#spec-diff tr[data-differs]"), "the spec diff")

@@ -1,11 +1,12 @@
-"""The dashboard's files without a browser: served at /ui/, `/` redirects there, no file names another
-origin (the browser test, tests/app/test_ui.py, also reads the resource entries), the files ship in
-the package, the page's accessible skeleton, and the stream cursors the Job page relies on."""
+"""The dashboard's files without a browser: served at /ui/ (the scripts as JavaScript, which a module
+script needs), `/` redirects there, no file names another origin (the browser test,
+tests/app/test_ui.py, also reads the resource entries), the files ship in the package, the page's
+accessible skeleton, and the stream cursors the Job page relies on."""
 
 from __future__ import annotations
 
 import datetime as dt
-import fnmatch
+import glob
 import json
 import re
 import tomllib
@@ -16,6 +17,10 @@ import httpx
 from tests.helpers import ROOT, shakespeare_rows, upload_jsonl
 from tuneforge.app.ui import UI_DIR
 
+# Every file the dashboard serves, in its subfolders too (the ES modules under lib/ and pages/).
+UI_FILES = sorted(p for p in UI_DIR.rglob("*") if p.is_file())
+SCRIPTS = [p for p in UI_FILES if p.suffix == ".js"]
+
 
 def test_served_and_redirected(client: httpx.Client) -> None:
     root = client.get("/", follow_redirects=False)
@@ -23,10 +28,14 @@ def test_served_and_redirected(client: httpx.Client) -> None:
     page = client.get("/ui/")
     assert page.status_code == 200 and 'src="app.js"' in page.text
     assert client.get("/ui/app.js").status_code == 200 and client.get("/ui/app.css").status_code == 200
+    assert len(SCRIPTS) > 1, SCRIPTS
+    for path in SCRIPTS:  # a browser refuses a module script served with another type
+        r = client.get(f"/ui/{path.relative_to(UI_DIR).as_posix()}")
+        assert r.status_code == 200 and "javascript" in r.headers["content-type"], (path, r.headers)
 
 
 def test_no_file_names_another_origin() -> None:
-    for path in UI_DIR.iterdir():
+    for path in UI_FILES:
         text = path.read_text().replace("http://www.w3.org/2000/svg", "")  # a namespace name, never fetched
         assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}", text), path
 
@@ -35,15 +44,19 @@ def test_the_files_ship_in_the_package() -> None:
     """A non-editable install (the Dockerfile's `pip install .`) carries only the package data listed."""
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     globs = pyproject["tool"]["setuptools"]["package-data"]["tuneforge.app"]
-    for path in UI_DIR.iterdir():
-        rel = str(path.relative_to(ROOT / "tuneforge" / "app"))
-        assert any(fnmatch.fnmatch(rel, g) for g in globs), f"{rel} is not package data"
+    package = ROOT / "tuneforge" / "app"
+    # matched as setuptools matches them: a `*` stays within its folder
+    shipped = {p for g in globs for p in glob.glob(g, root_dir=package)}
+    for path in UI_FILES:
+        rel = str(path.relative_to(package))
+        assert rel in shipped, f"{rel} is not package data"
 
 
 def test_accessible_skeleton() -> None:
     """A skip link first, a labelled navigation, an alert region and a polite status region that exist
-    before anything is written to them, a focusable main; in the script, only real buttons, links
-    and inputs are clickable (the browser test checks labels, captions and chart text per page)."""
+    before anything is written to them, a focusable main; in the scripts (ES modules, app.js first),
+    only real buttons, links and inputs are clickable (the browser test checks labels, captions and
+    chart text per page)."""
     html = (UI_DIR / "index.html").read_text()
     body = html.split("<body>", 1)[1].lstrip()
     assert body.startswith('<a class="skip" href="#main">')
@@ -51,10 +64,13 @@ def test_accessible_skeleton() -> None:
     assert '<div id="alert" role="alert"></div>' in html
     assert re.search(r'<div id="announce" class="sr-only" role="status" aria-live="polite"></div>', html)
     assert '<main id="main" tabindex="-1">' in html
-    js = (UI_DIR / "app.js").read_text()
-    # each click or key handler set through h(): the element it is set on is the nearest h("tag" before it
-    handlers = re.finditer(r"\bon(?:click|keydown|keyup): ", js)
-    clickable = [re.findall(r'h\("(\w+)"', js[: m.start()])[-1] for m in handlers]
+    assert '<script type="module" src="app.js"></script>' in html
+    clickable = []
+    for path in SCRIPTS:
+        js = path.read_text()
+        # each click or key handler set through h(): the element it is set on is the nearest h("tag" before it
+        handlers = re.finditer(r"\bon(?:click|keydown|keyup): ", js)
+        clickable += [re.findall(r'h\("(\w+)"', js[: m.start()])[-1] for m in handlers]
     assert len(clickable) >= 5 and set(clickable) <= {"button", "a", "input", "select", "textarea"}, clickable
     assert ":focus-visible" in (UI_DIR / "app.css").read_text()
 

@@ -182,3 +182,23 @@ class ErrorCode(StrEnum):
 # `samples` events announce sample generations, read with GET /v1/fine_tuning/jobs/{id}/samples).
 EventLevel = Literal["info", "warn", "error"]
 EventType = Literal["message", "metrics", "samples"]
+
+
+class JobAction(StrEnum):
+    """What a user may ask of a job, each `POST /v1/fine_tuning/jobs/{id}/<action>` (the dashboard's buttons)."""
+
+    CANCEL = "cancel"
+    PAUSE = "pause"
+    RESUME = "resume"
+
+
+def allowed_actions(status: JobStatus) -> tuple[JobAction, ...]:
+    """The actions that act on a job in `status` (the job object's `allowed_actions`), as the API's
+    rules say (tuneforge/app/jobs/service.py, pausing.py). Any other action is refused with a 409 (a
+    finished job; pausing or resuming one being cancelled) or changes nothing (pausing a paused job,
+    resuming a running one, cancelling one already being cancelled)."""
+    if status in (JobStatus.VALIDATING_FILES, JobStatus.QUEUED, JobStatus.RUNNING):
+        return (JobAction.CANCEL, JobAction.PAUSE)
+    if status in (JobStatus.PAUSE_REQUESTED, JobStatus.PAUSED):
+        return (JobAction.CANCEL, JobAction.RESUME)
+    return ()

@@ -9,7 +9,8 @@ from tuneforge.app.db.models import Checkpoint, Job, JobEvent, JobMetric, JobSam
 from tuneforge.app.db.types import unix, utcnow
 from tuneforge.app.jobs.request import openai_hyperparameters, openai_method
 from tuneforge.contract.spec import JobSpec
-from tuneforge.contract.status import TRAINING, EventLevel, EventType, JobStatus
+from tuneforge.contract.status import TRAINING, EventLevel, EventType, JobAction, JobStatus
+from tuneforge.contract.status import allowed_actions as actions_allowed_in
 
 
 class JobError(BaseModel):
@@ -56,6 +57,11 @@ class FineTuningJob(BaseModel):
     final_metrics: dict[str, Any] | None = Field(None, description="Final evaluation metrics, when trained.")
     gpu_class: str | None = Field(None, description="The GPU class (TUNEFORGE_GPU_QUEUES) the job was routed to.")
     stop_reason: str | None = Field(None, description="`pruned` when a sweep's pruner stopped this job.")
+    allowed_actions: list[JobAction] = Field(
+        default_factory=list,
+        description="The actions (`POST /v1/fine_tuning/jobs/{id}/cancel|pause|resume`) that act on the job in "
+        "its current status; empty once it is finished or being cancelled.",
+    )
 
     @classmethod
     def of(cls, job: Job, now: dt.datetime | None = None) -> FineTuningJob:
@@ -92,6 +98,7 @@ class FineTuningJob(BaseModel):
             final_metrics=job.final_metrics,
             gpu_class=job.gpu_class,
             stop_reason=job.stop_reason,
+            allowed_actions=list(actions_allowed_in(job.status)),
         )
 
 

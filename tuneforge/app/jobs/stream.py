@@ -56,7 +56,8 @@ async def job_stream(
         job, events, points = await run_in_threadpool(_poll, job_id, last_seq, last_step)
         status = (job["status"], job["progress"]["step"])
         if status != last_status:
-            yield _sse("status", {"id": job["id"], "status": job["status"], "progress": job["progress"]})
+            frame = {k: job[k] for k in ("id", "status", "progress", "allowed_actions")}
+            yield _sse("status", frame)
             last_status = status
         for seq, event in events:
             yield _sse("event", event)
