@@ -4,6 +4,8 @@ the allowed ones (`allowed_actions`, which the dashboard's buttons follow)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import httpx
 import pytest
 from sqlalchemy import update
@@ -11,6 +13,7 @@ from sqlalchemy import update
 from tests.helpers import shakespeare_rows, upload_jsonl
 from tuneforge.app.db.engine import session_scope
 from tuneforge.app.db.models import Job
+from tuneforge.app.db.types import utcnow
 from tuneforge.contract.status import TERMINAL, JobAction, JobStatus, allowed_actions
 
 
@@ -22,21 +25,37 @@ def test_a_finished_job_allows_nothing_and_every_action_is_allowed_somewhere() -
     assert {a for status in JobStatus for a in allowed_actions(status)} == set(JobAction)
 
 
-def _job_in(client: httpx.Client, model: str, file_id: str, status: JobStatus) -> str:
+def _set(job_ids: list[str], **values: object) -> None:
+    with session_scope() as s:
+        s.execute(update(Job).where(Job.id.in_(job_ids)).values(**values))
+
+
+@pytest.fixture
+def made() -> Iterator[list[str]]:
+    """The jobs a test made, finished afterwards: left training, they would count against the
+    organization's running cap and defer the jobs of the tests after this one."""
+    job_ids: list[str] = []
+    yield job_ids
+    _set(job_ids, status=JobStatus.CANCELLED, finished_at=utcnow())
+
+
+def _job_in(client: httpx.Client, model: str, file_id: str, status: JobStatus, made: list[str]) -> str:
     r = client.post("/v1/fine_tuning/jobs", json={"model": model, "training_file": file_id})
     assert r.status_code == 200, r.text
     job_id = str(r.json()["id"])
-    with session_scope() as s:  # straight to the status under test, as a worker or a user would have put it
-        s.execute(update(Job).where(Job.id == job_id).values(status=status))
+    made.append(job_id)
+    _set([job_id], status=status)  # straight to the status under test, as a worker or a user would put it
     return job_id
 
 
 @pytest.mark.parametrize("status", list(JobStatus))
-def test_the_api_does_what_allowed_actions_says(client: httpx.Client, tiny_model: str, status: JobStatus) -> None:
+def test_the_api_does_what_allowed_actions_says(
+    client: httpx.Client, tiny_model: str, status: JobStatus, made: list[str]
+) -> None:
     file_id = upload_jsonl(client, shakespeare_rows(8))["id"]
     allowed = allowed_actions(status)
     for action in JobAction:
-        job_id = _job_in(client, tiny_model, file_id, status)
+        job_id = _job_in(client, tiny_model, file_id, status, made)
         shown = client.get(f"/v1/fine_tuning/jobs/{job_id}").json()
         assert shown["allowed_actions"] == [a.value for a in allowed], shown
 
