@@ -22,6 +22,7 @@ from tuneforge.app.jobs.endpoints import router as jobs_router
 from tuneforge.app.models.endpoints import router as models_router
 from tuneforge.app.sweeps.endpoints import router as sweeps_router
 from tuneforge.app.ui import install_dashboard
+from tuneforge.app.uploads.endpoints import router as uploads_router
 from tuneforge.app.webhooks.endpoints import router as webhooks_router
 
 log = logging.getLogger("tuneforge.api")
@@ -77,6 +78,7 @@ def create_app(*, run_loops: bool = False) -> FastAPI:
     app.add_middleware(RequestIdMiddleware)  # added last, so outermost: guards' answers carry the id
     app.include_router(health_router)
     app.include_router(files_router)
+    app.include_router(uploads_router)  # with its lifespan: the upload sweeper thread
     app.include_router(jobs_router)
     install_offline_docs(app, title=app.title)
     app.include_router(inference_router)

@@ -29,6 +29,7 @@ class World:
     hook_id: str
     sweep_id: str
     ft_model: str
+    upload_id: str
 
     def stand_ins(self) -> list[tuple[str, str]]:
         """Each id of acme's, and an id of the same kind that does not exist."""
@@ -39,6 +40,7 @@ class World:
             (self.spare_file_id, "file-doesnotexist"),
             (self.hook_id, "wh-nope"),
             (self.sweep_id, "sweep-nope"),
+            (self.upload_id, "upload-nope"),
         ]
 
 
@@ -83,6 +85,10 @@ def world(api_key: str, other_key: str, tiny_model: str) -> Iterator[World]:
             },
         )
         assert sweep.status_code == 200, sweep.text
+        upload = c.post(
+            "/v1/uploads", json={"filename": "u.jsonl", "purpose": "fine-tune", "bytes": 15, "mime_type": "text/jsonl"}
+        )
+        assert upload.status_code == 200, upload.text
     # The task body itself, as a worker runs it: a real adapter, checkpoints, metrics and events.
     assert execute(job["id"], "auth-matrix-worker") == "succeeded"
     with TestClient(create_app(), headers={"Authorization": f"Bearer {api_key}"}) as c:
@@ -98,6 +104,7 @@ def world(api_key: str, other_key: str, tiny_model: str) -> Iterator[World]:
         hook.json()["id"],
         sweep.json()["id"],
         ft_model,
+        upload.json()["id"],
     )
 
 
@@ -142,10 +149,15 @@ def routes(w: World) -> dict[tuple[str, str], tuple[str, bool]]:
         ("get", "/v1/webhooks/{webhook_id}"): (f"/v1/webhooks/{w.hook_id}", False),
         ("delete", "/v1/webhooks/{webhook_id}"): (f"/v1/webhooks/{w.hook_id}", False),
         ("get", "/v1/webhooks/{webhook_id}/deliveries"): (f"/v1/webhooks/{w.hook_id}/deliveries", False),
+        # Uploads change state only: an admin key reaches only its own organization's.
+        ("post", "/v1/uploads"): ("/v1/uploads", False),
+        ("post", "/v1/uploads/{upload_id}/parts"): (f"/v1/uploads/{w.upload_id}/parts", False),
+        ("post", "/v1/uploads/{upload_id}/complete"): (f"/v1/uploads/{w.upload_id}/complete", False),
+        ("post", "/v1/uploads/{upload_id}/cancel"): (f"/v1/uploads/{w.upload_id}/cancel", False),
     }
 
 
-ROUTE_KEYS = sorted(routes(World(*"abcdefghij")))
+ROUTE_KEYS = sorted(routes(World(*"abcdefghijk")))
 PUBLIC = {("get", "/healthz")}
 
 
@@ -161,6 +173,8 @@ def call(client: httpx.Client, method: str, path: str, key: str | None) -> httpx
         return client.post(path, headers=headers, files={"file": ("x.jsonl", b'{"text": "hi"}\n')}, data={})
     if method == "post" and path == "/v1/fine_tuning/jobs":
         return client.post(path, headers=headers, json={})
+    if method == "post" and path.endswith("/complete"):
+        return client.post(path, headers=headers, json={"part_ids": ["part-x"]})
     return client.request(method.upper(), path, headers=headers)
 
 
@@ -215,7 +229,7 @@ def jobs_org(client: httpx.Client, world: World) -> str:
     ).json()["organization_id"]
 
 
-@pytest.mark.parametrize(("method", "template"), [k for k in ROUTE_KEYS if routes(World(*"abcdefghij"))[k][1]])
+@pytest.mark.parametrize(("method", "template"), [k for k in ROUTE_KEYS if routes(World(*"abcdefghijk"))[k][1]])
 def test_an_admin_key_reads_everything(client: httpx.Client, world: World, method: str, template: str) -> None:
     path, _ = routes(world)[(method, template)]
     r = call(client, method, path, world.admin)
@@ -241,7 +255,7 @@ def test_admin_lists_all_organizations_only_when_asked(client: httpx.Client, wor
     }
 
 
-@pytest.mark.parametrize(("method", "template"), [k for k in ID_ROUTES if not routes(World(*"abcdefghij"))[k][1]])
+@pytest.mark.parametrize(("method", "template"), [k for k in ID_ROUTES if not routes(World(*"abcdefghijk"))[k][1]])
 def test_an_admin_key_changes_only_its_own_org(client: httpx.Client, world: World, method: str, template: str) -> None:
     path, _ = routes(world)[(method, template)]
     assert call(client, method, path, world.admin).status_code == 404

@@ -103,7 +103,9 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address `tuneforge api` binds.")
     port: int = Field(8000, ge=1, le=65535, description="Port `tuneforge api` listens on.")
 
-    max_upload_mb: int = Field(100, gt=0, description="Largest accepted upload, enforced while streaming.")
+    max_upload_mb: int = Field(
+        512, gt=0, description="Largest file `POST /v1/files` accepts (OpenAI's 512 MB), enforced while streaming."
+    )
     max_upload_rows: int = Field(1_000_000, gt=0)
     max_line_bytes: int = Field(1_000_000, gt=0, description="Longest accepted JSONL line / CSV row.")
 
@@ -133,6 +135,28 @@ class Settings(BaseSettings):
     )
     max_queued_jobs_per_org: int = Field(
         50, ge=1, description="Queued jobs per org; a POST over it answers 429 with Retry-After."
+    )
+    # Uploads in parts (`/v1/uploads`, tuneforge/app/uploads/): OpenAI's limits by default.
+    max_upload_part_mb: int = Field(64, gt=0, description="Largest part of a `/v1/uploads` upload.")
+    max_multipart_upload_gb: float = Field(
+        8,
+        gt=0,
+        # S3 allows 10,000 parts and every part but the last is at least 5 MiB: 48 GiB is the most
+        # an assembly can always be planned for, whatever the clients' part sizes.
+        le=48,
+        description="Largest file `/v1/uploads` assembles (the sum of its parts).",
+    )
+    upload_expires_seconds: int = Field(
+        3600, ge=1, description="An upload not completed this long after it was created expires; its parts are removed."
+    )
+    upload_sweep_seconds: float = Field(
+        60.0, gt=0, description="How often each API process removes the parts of expired and cancelled uploads."
+    )
+    org_storage_quota_gb: float = Field(
+        100,
+        gt=0,
+        description="Bytes one organization may keep: its files plus its pending uploads (their declared "
+        "`bytes`, or what their parts hold if more). Over it is a 413 naming this setting.",
     )
 
     max_sweep_trials: int = Field(

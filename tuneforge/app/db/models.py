@@ -10,6 +10,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from tuneforge.app.db.types import SeqInt, StrEnumColumn, UTCDateTime, utcnow
 from tuneforge.app.files.parsing import Format
+from tuneforge.app.uploads.status import UploadStatus
 from tuneforge.contract.status import EventLevel, EventType, JobStatus, SweepStatus
 
 
@@ -289,4 +290,48 @@ class SweepTrial(Base):
     number: Mapped[int] = mapped_column(Integer)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), unique=True)
     params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Upload(Base):
+    """An upload in parts (`/v1/uploads`, tuneforge/app/uploads/): pending until completed into a file,
+    cancelled, or expired. Its parts live in the store under `uploads/<id>/` until then."""
+
+    __tablename__ = "uploads"
+    __table_args__ = (
+        Index("ix_uploads_org_status", "organization_id", "status"),
+        Index("ix_uploads_status_expires", "status", "expires_at"),
+        Index("ix_uploads_parts_removed", "parts_removed", "status"),
+    )
+
+    seq: Mapped[int] = mapped_column(SeqInt, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
+    filename: Mapped[str] = mapped_column(String(255))
+    purpose: Mapped[str] = mapped_column(String(32))
+    mime_type: Mapped[str] = mapped_column(String(255))
+    # What the client declared, and what its parts hold so far (they may hold more: a retried part).
+    bytes: Mapped[int] = mapped_column(SeqInt)
+    received_bytes: Mapped[int] = mapped_column(SeqInt, default=0)
+    n_parts: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[UploadStatus] = mapped_column(StrEnumColumn(UploadStatus))
+    # Set while one request assembles the file: a second `complete` (or a part, a cancel, the
+    # sweeper) waits its turn instead of racing it. A process that died mid-way lets go after a lease.
+    completing_since: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    file_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Whether the parts' objects are gone from the store (after completion, cancel or expiry).
+    parts_removed: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
+class UploadPart(Base):
+    __tablename__ = "upload_parts"
+    __table_args__ = (Index("ix_upload_parts_upload", "upload_id"),)
+
+    seq: Mapped[int] = mapped_column(SeqInt, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    upload_id: Mapped[str] = mapped_column(ForeignKey("uploads.id", ondelete="CASCADE"))
+    bytes: Mapped[int] = mapped_column(SeqInt)
+    storage_key: Mapped[str] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

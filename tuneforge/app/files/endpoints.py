@@ -6,38 +6,15 @@ from urllib.parse import quote
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 from starlette.datastructures import UploadFile
-from starlette.types import Message
 
 from tuneforge.app.core.errors import InvalidRequest, PayloadTooLarge
 from tuneforge.app.core.schemas import DeletedResponse, ListResponse, error_responses
 from tuneforge.app.deps import PrincipalDep, SessionDep, SettingsDep
 from tuneforge.app.files import service
 from tuneforge.app.files.schemas import FileObject
+from tuneforge.app.files.spool import MULTIPART_OVERHEAD, declared_too_large, size_limited, too_large
 
 router = APIRouter(prefix="/v1/files", tags=["files"], responses=error_responses(404))
-
-# Room for the multipart envelope around the file itself.
-MULTIPART_OVERHEAD = 64 * 1024
-
-
-def _size_limited(request: Request, limit: int) -> Request:
-    """The same request, but reading past `limit` body bytes raises 413 mid-stream."""
-    received = 0
-
-    async def receive() -> Message:
-        nonlocal received
-        message = await request.receive()
-        if message["type"] == "http.request":
-            received += len(message.get("body", b""))
-            if received > limit:
-                raise PayloadTooLarge(
-                    f"The upload is larger than the limit of {limit >> 20} MB.",
-                    param="file",
-                    code="file_too_large",
-                )
-        return message
-
-    return Request(request.scope, receive)
 
 
 @router.post(
@@ -69,19 +46,15 @@ async def upload_file(
     principal: PrincipalDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> FileObject:
-    """Upload a JSONL or CSV dataset. It is validated whole; errors name their line."""
+    """Upload a JSONL or CSV dataset (up to TUNEFORGE_MAX_UPLOAD_MB, 512 MB by default; larger ones go
+    through `/v1/uploads` in parts). It is validated whole; errors name their line."""
     limit = settings.max_upload_mb << 20
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit + MULTIPART_OVERHEAD:
-        raise PayloadTooLarge(
-            f"The upload is larger than the limit of {settings.max_upload_mb} MB.",
-            param="file",
-            code="file_too_large",
-        )
+    if declared_too_large(request, limit):
+        raise too_large(limit, "file")
     # Parsed here rather than by FastAPI so that a malformed body is a clear 400 and the size
     # limit is applied while the bytes stream in, not after they were all buffered.
     try:
-        form = await _size_limited(request, limit + MULTIPART_OVERHEAD).form(max_files=1, max_fields=8)
+        form = await size_limited(request, limit + MULTIPART_OVERHEAD, "file").form(max_files=1, max_fields=8)
     except PayloadTooLarge:
         raise
     except Exception as exc:

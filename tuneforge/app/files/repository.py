@@ -1,10 +1,10 @@
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tuneforge.app.db import paging
-from tuneforge.app.db.models import File
+from tuneforge.app.db.models import File, Organization
 
 
 def get(session: Session, org_id: str | None, file_id: str) -> File | None:
@@ -32,3 +32,15 @@ def list_page(
         stmt = stmt.where(File.purpose == purpose)
     scope = [File.organization_id == org_id]
     return paging.page(session, stmt, File, after=after, limit=limit, ascending=ascending, cursor_scope=scope)
+
+
+def stored_bytes(session: Session, org_id: str) -> int:
+    return int(
+        session.scalar(select(func.coalesce(func.sum(File.bytes), 0)).where(File.organization_id == org_id)) or 0
+    )
+
+
+def lock_org(session: Session, org_id: str) -> None:
+    """Hold the organization's row until the transaction ends, so that two uploads checking the
+    storage quota at once take turns (PostgreSQL; SQLite serializes writers anyway)."""
+    session.execute(select(Organization.id).where(Organization.id == org_id).with_for_update())

@@ -1,4 +1,8 @@
-"""Uploads: streamed to disk under a size limit, hashed, validated, then recorded."""
+"""Uploads: streamed to disk under a size limit, hashed, validated, then recorded.
+
+Validation streams (files/parsing.py) and runs in a worker thread, never on the event loop. A file
+assembled from `/v1/uploads` parts is recorded by `record_file` too: same table, same checks.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,6 @@ import hashlib
 import itertools
 import logging
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +21,13 @@ from starlette.datastructures import UploadFile
 
 from tuneforge.app.auth.service import Principal
 from tuneforge.app.core.config import Settings
-from tuneforge.app.core.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge, Unavailable
+from tuneforge.app.core.errors import Conflict, InvalidRequest, NotFound, Unavailable
 from tuneforge.app.core.ids import new_id
 from tuneforge.app.core.storage import file_key, get_store
 from tuneforge.app.db.models import File
-from tuneforge.app.files import repository
-from tuneforge.app.files.parsing import DatasetError, validate_file
+from tuneforge.app.files import quota, repository
+from tuneforge.app.files.parsing import DatasetError, FileReport, validate_file
+from tuneforge.app.files.spool import spool
 from tuneforge.app.jobs import repository as jobs_repository
 from tuneforge.storage import StoreError
 
@@ -41,28 +45,42 @@ def get(session: Session, principal: Principal, file_id: str, *, write: bool = F
     return f
 
 
-async def _spool(upload: UploadFile, dest_dir: Path, limit: int) -> tuple[Path, int, str]:
-    """Copy the upload to a temp file in `dest_dir`, refusing it as soon as it passes `limit` bytes."""
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix=".upload-")
-    digest = hashlib.sha256()
-    size = 0
-    try:
-        with os.fdopen(fd, "wb") as out:
-            while chunk := await upload.read(CHUNK):
-                size += len(chunk)
-                if size > limit:
-                    raise PayloadTooLarge(
-                        f"The file is larger than the limit of {limit // (1 << 20)} MB.",
-                        param="file",
-                        code="file_too_large",
-                    )
-                digest.update(chunk)
-                out.write(chunk)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return Path(tmp), size, digest.hexdigest()
+def invalid_file(exc: DatasetError, param: str = "file") -> InvalidRequest:
+    shown = "; ".join(exc.errors[:10])
+    return InvalidRequest(f"Invalid training file: {shown}", param=param, code="invalid_file")
+
+
+def record_file(
+    session: Session,
+    org_id: str,
+    *,
+    file_id: str,
+    filename: str,
+    purpose: str,
+    size: int,
+    sha256: str,
+    report: FileReport,
+    idempotency: tuple[str, str] | None = None,
+) -> File:
+    """The row of a validated file stored under `file_key(file_id)`."""
+    record = File(
+        id=file_id,
+        organization_id=org_id,
+        filename=filename,
+        purpose=purpose,
+        bytes=size,
+        sha256=sha256,
+        format=report.format,
+        n_rows=report.n_rows,
+        columns=report.columns,
+        status="processed",
+        storage_path=file_key(file_id),
+        idempotency_key=idempotency[0] if idempotency else None,
+        idempotency_hash=idempotency[1] if idempotency else None,
+    )
+    session.add(record)
+    session.flush()
+    return record
 
 
 async def upload(
@@ -80,7 +98,8 @@ async def upload(
     # Spooled next to its final place on a local store (one rename), or to the data dir's temp
     # folder before it goes to a bucket: it is validated whole either way.
     spool_dir = settings.uploads_dir if not settings.store_is_remote else settings.data_dir / "tmp"
-    tmp, size, sha256 = await _spool(upload, spool_dir, settings.max_upload_mb << 20)
+    spooled = await spool(upload, spool_dir, settings.max_upload_mb << 20, param="file")
+    tmp, size, sha256 = spooled.path, spooled.size, spooled.sha256
     try:
         filename = Path(upload.filename or "upload").name[:255] or "upload"
         fingerprint = hashlib.sha256(f"{sha256}\0{purpose}\0{filename}".encode()).hexdigest()
@@ -95,10 +114,12 @@ async def upload(
                     )
                 return existing
         try:
-            report = validate_file(tmp, max_rows=settings.max_upload_rows, max_line_bytes=settings.max_line_bytes)
+            # In a worker thread: parsing 512 MB takes seconds of CPU the event loop must not wait on.
+            report = await run_in_threadpool(
+                validate_file, tmp, max_rows=settings.max_upload_rows, max_line_bytes=settings.max_line_bytes
+            )
         except DatasetError as exc:
-            shown = "; ".join(exc.errors[:10])
-            raise InvalidRequest(f"Invalid training file: {shown}", param="file", code="invalid_file") from exc
+            raise invalid_file(exc) from exc
         file_id = new_id("file")
         # Stored under its id: the client's filename never becomes part of a path.
         key = file_key(file_id)
@@ -112,24 +133,25 @@ async def upload(
                 await run_in_threadpool(store.put_file, key, tmp)
             except StoreError as exc:
                 raise unavailable(exc) from exc
-        record = File(
-            id=file_id,
-            organization_id=principal.organization_id,
+        try:
+            # Checked last, after every await, so the organization's row is locked only until the
+            # route commits, and before anything is recorded.
+            quota.check(session, settings, principal.organization_id, adding=size, param="file")
+        except BaseException:
+            with contextlib.suppress(StoreError):
+                store.delete(key)
+            raise
+        return record_file(
+            session,
+            principal.organization_id,
+            file_id=file_id,
             filename=filename,
             purpose=purpose,
-            bytes=size,
+            size=size,
             sha256=sha256,
-            format=report.format,
-            n_rows=report.n_rows,
-            columns=report.columns,
-            status="processed",
-            storage_path=key,
-            idempotency_key=idempotency_key,
-            idempotency_hash=fingerprint if idempotency_key else None,
+            report=report,
+            idempotency=(idempotency_key, fingerprint) if idempotency_key else None,
         )
-        session.add(record)
-        session.flush()
-        return record
     finally:
         tmp.unlink(missing_ok=True)
 
