@@ -192,13 +192,24 @@ class JobAction(StrEnum):
     RESUME = "resume"
 
 
+# The transitions each action may apply, whichever the job's status allows (tuneforge/app/jobs/service.py,
+# pausing.py): a job no worker holds changes at once, a training one is asked to.
+ACTION_TRANSITIONS: Mapping[JobAction, tuple[Transition, ...]] = MappingProxyType(
+    {
+        JobAction.CANCEL: (Transition.CANCEL, Transition.REQUEST_CANCEL),
+        JobAction.PAUSE: (Transition.HOLD, Transition.REQUEST_PAUSE),
+        JobAction.RESUME: (Transition.RESUME, Transition.WITHDRAW_PAUSE),
+    }
+)
+
+
 def allowed_actions(status: JobStatus) -> tuple[JobAction, ...]:
-    """The actions that act on a job in `status` (the job object's `allowed_actions`), as the API's
-    rules say (tuneforge/app/jobs/service.py, pausing.py). Any other action is refused with a 409 (a
-    finished job; pausing or resuming one being cancelled) or changes nothing (pausing a paused job,
-    resuming a running one, cancelling one already being cancelled)."""
-    if status in (JobStatus.VALIDATING_FILES, JobStatus.QUEUED, JobStatus.RUNNING):
-        return (JobAction.CANCEL, JobAction.PAUSE)
-    if status in (JobStatus.PAUSE_REQUESTED, JobStatus.PAUSED):
-        return (JobAction.CANCEL, JobAction.RESUME)
-    return ()
+    """The actions that act on a job in `status` (the job object's `allowed_actions`): those with a
+    transition that starts from it (`ACTION_TRANSITIONS`, `TRANSITIONS`). Any other action is refused
+    with a 409 (a finished job; pausing or resuming one being cancelled) or changes nothing (pausing a
+    paused job, resuming a running one, cancelling one already being cancelled)."""
+    return tuple(
+        action
+        for action, moves in ACTION_TRANSITIONS.items()
+        if any(status in TRANSITIONS[move].sources for move in moves)
+    )
