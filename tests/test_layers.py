@@ -115,6 +115,8 @@ WORKER_MAY_IMPORT = {
     "tuneforge.app.fleet.repository",  # a worker's presence
     "tuneforge.app.inference",
     "tuneforge.app.inference.replies",  # the reply channel of an inference request
+    "tuneforge.app.uploads",
+    "tuneforge.app.uploads.status",  # the uploads table's status column (db.models)
     "tuneforge.app.jobs",
     "tuneforge.app.jobs.continuation",  # from_checkpoint: the parent's adapter
     "tuneforge.app.jobs.dispatch",
