@@ -33,7 +33,6 @@ from tuneforge.storage import StoreError
 
 log = logging.getLogger("tuneforge.api")
 
-CHUNK = 1 << 20
 SUPPORTED_PURPOSES = ("fine-tune",)
 
 
