@@ -65,6 +65,8 @@ def prepare_data(
     reporter: Reporter,
     method: TrainingMethod | None = None,
 ) -> PreparedData:
+    """Normalize, split and augment the rows, and encode them the job's method's way (`method`, or the
+    spec's when not given)."""
     method = method or method_for(spec)
     rows = normalize_rows(rows, spec)
     if validation_rows is not None:
