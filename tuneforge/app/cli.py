@@ -31,6 +31,7 @@ def cmd_migrate(_: argparse.Namespace) -> int:
 def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from tuneforge.app.core.http_limits import server_options
     from tuneforge.app.main import create_app
 
     if args.no_reconciler:
@@ -47,6 +48,7 @@ def cmd_api(args: argparse.Namespace) -> int:
         log_level=args.log_level.lower(),
         access_log=args.access_log,
         log_config=None,  # uvicorn's loggers propagate to ours, which carries the request id
+        **server_options(),  # header size, count and read-timeout limits (tuneforge/app/core/http_limits.py)
     )
     return 0
 
@@ -101,6 +103,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     """Everything on one box: migrate, a local key, one worker subprocess, the API in-process."""
     import uvicorn
 
+    from tuneforge.app.core.http_limits import server_options
     from tuneforge.app.local import ensure_local_key
     from tuneforge.app.main import create_app
 
@@ -134,7 +137,14 @@ def cmd_up(args: argparse.Namespace) -> int:
     # kills this process on the spot and skips the `finally` below, orphaning the worker.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
-        uvicorn.run(create_app(run_loops=True), host=args.host, port=args.port, log_level="warning", log_config=None)
+        uvicorn.run(
+            create_app(run_loops=True),
+            host=args.host,
+            port=args.port,
+            log_level="warning",
+            log_config=None,
+            **server_options(),
+        )
     finally:
         for proc in (inference, worker):
             proc.send_signal(signal.SIGTERM)
@@ -235,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument(
         "--no-reconciler",
         action="store_true",
-        help="run none of the API's background loops here (reconciler, sweeps, webhooks); "
+        help="run none of the API's background loops here (reconciler, sweeps, webhooks, uploads); "
         "TUNEFORGE_DISABLED_LOOPS turns them off one by one",
     )
     api.add_argument(

@@ -16,6 +16,7 @@ from tuneforge.app.core.http_errors import install_error_handlers
 from tuneforge.app.core.logging import RequestIdMiddleware
 from tuneforge.app.core.loops import Loop
 from tuneforge.app.files.endpoints import router as files_router
+from tuneforge.app.graders.endpoints import router as graders_router
 from tuneforge.app.health.endpoints import router as health_router
 from tuneforge.app.inference.endpoints import router as inference_router
 from tuneforge.app.jobs.endpoints import router as jobs_router
@@ -35,13 +36,20 @@ def create_api_app() -> FastAPI:
 
 
 def background_loops(settings: Settings) -> list[Loop]:
-    """The API process's loops (reconciler, sweeps, webhooks), less those TUNEFORGE_DISABLED_LOOPS names."""
+    """The API process's loops (reconciler, sweeps, webhooks, uploads), less those TUNEFORGE_DISABLED_LOOPS
+    names."""
     from tuneforge.app.jobs.dispatch import publish
     from tuneforge.app.jobs.reconciler import Reconciler
     from tuneforge.app.sweeps.driver import SweepDriver
+    from tuneforge.app.uploads.sweeper import UploadSweeper
     from tuneforge.app.webhooks.deliverer import Deliverer
 
-    made: list[Loop] = [Reconciler(settings, publish), SweepDriver(settings, publish), Deliverer(settings)]
+    made: list[Loop] = [
+        Reconciler(settings, publish),
+        SweepDriver(settings, publish),
+        Deliverer(settings),
+        UploadSweeper(settings),
+    ]
     return [loop for loop in made if loop.loop_name not in settings.disabled_loops]
 
 
@@ -78,8 +86,9 @@ def create_app(*, run_loops: bool = False) -> FastAPI:
     app.add_middleware(RequestIdMiddleware)  # added last, so outermost: guards' answers carry the id
     app.include_router(health_router)
     app.include_router(files_router)
-    app.include_router(uploads_router)  # with its lifespan: the upload sweeper thread
+    app.include_router(uploads_router)
     app.include_router(jobs_router)
+    app.include_router(graders_router)
     install_offline_docs(app, title=app.title)
     app.include_router(inference_router)
     app.include_router(webhooks_router)

@@ -1,6 +1,6 @@
 """The background loops' shell (tuneforge/app/core/loops.py) and TUNEFORGE_DISABLED_LOOPS: a round
 that raises is logged and the loop goes on; each loop can be turned off by its name; an unknown name
-stops the process at start-up; `tuneforge api --no-reconciler` is the API's three names."""
+stops the process at start-up; `tuneforge api --no-reconciler` is the API's loop names."""
 
 from __future__ import annotations
 
@@ -99,7 +99,7 @@ def test_loop_names_parse_and_an_unknown_one_names_the_known_ones() -> None:
     assert Settings(disabled_loops="presence").disabled_loops == {LoopName.PRESENCE}  # type: ignore[arg-type]
     with pytest.raises(ValidationError, match="TUNEFORGE_DISABLED_LOOPS: unknown loop 'reconcilers'") as err:
         Settings(disabled_loops="reconcilers")  # type: ignore[arg-type]
-    assert "reconciler, sweeps, webhooks, presence" in str(err.value)
+    assert "reconciler, sweeps, webhooks, uploads, presence" in str(err.value)
 
 
 def test_an_unknown_loop_name_stops_the_api_at_start_up() -> None:
@@ -124,7 +124,7 @@ def loop_threads() -> set[str]:
 
 def test_the_api_runs_the_loops_the_setting_leaves_on(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     assert {loop.name for loop in background_loops(settings)} == {f"tuneforge-{n}" for n in API_LOOPS}
-    monkeypatch.setattr(settings, "disabled_loops", frozenset({LoopName.SWEEPS, LoopName.WEBHOOKS}))
+    monkeypatch.setattr(settings, "disabled_loops", frozenset({LoopName.SWEEPS, LoopName.WEBHOOKS, LoopName.UPLOADS}))
     before = loop_threads()
     with TestClient(create_app(run_loops=True)) as c:
         assert c.get("/healthz").status_code == 200

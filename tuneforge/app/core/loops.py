@@ -9,6 +9,7 @@ The loops, each named so that TUNEFORGE_DISABLED_LOOPS can turn it off in a proc
 | `reconciler` | tuneforge/app/jobs/reconciler.py | every API process |
 | `sweeps` | tuneforge/app/sweeps/driver.py | every API process |
 | `webhooks` | tuneforge/app/webhooks/deliverer.py | every API process |
+| `uploads` | tuneforge/app/uploads/sweeper.py | every API process |
 | `presence` | tuneforge/app/fleet/presence.py | every worker |
 
 Every round of each is made of conditional updates, so the same loop running in several processes
@@ -27,11 +28,12 @@ class LoopName(StrEnum):
     RECONCILER = "reconciler"
     SWEEPS = "sweeps"
     WEBHOOKS = "webhooks"
+    UPLOADS = "uploads"
     PRESENCE = "presence"
 
 
-# The loops `tuneforge api` runs (`--no-reconciler` turns all three off).
-API_LOOPS: tuple[LoopName, ...] = (LoopName.RECONCILER, LoopName.SWEEPS, LoopName.WEBHOOKS)
+# The loops `tuneforge api` runs (`--no-reconciler` turns them all off).
+API_LOOPS: tuple[LoopName, ...] = (LoopName.RECONCILER, LoopName.SWEEPS, LoopName.WEBHOOKS, LoopName.UPLOADS)
 
 
 def parse_loop_names(value: str) -> frozenset[LoopName]:

@@ -11,9 +11,8 @@ from tuneforge.app.db.types import utcnow
 from tuneforge.app.deps import PrincipalDep, SessionDep, SettingsDep
 from tuneforge.app.uploads import service
 from tuneforge.app.uploads.schemas import UploadComplete, UploadCreate, UploadObject, UploadPartObject
-from tuneforge.app.uploads.sweeper import sweeping
 
-router = APIRouter(prefix="/v1/uploads", tags=["uploads"], responses=error_responses(404), lifespan=sweeping)
+router = APIRouter(prefix="/v1/uploads", tags=["uploads"], responses=error_responses(404))
 
 
 @router.post("", response_model=UploadObject, responses=error_responses(413))
