@@ -110,6 +110,7 @@ WORKER_MAY_IMPORT = {
     "tuneforge.app.files",
     "tuneforge.app.files.parsing",  # the worker reads rows with the upload validator's parser
     "tuneforge.app.files.preference",
+    "tuneforge.app.files.prompt",  # parsing accepts reinforcement prompt rows
     "tuneforge.app.files.repository",
     "tuneforge.app.fleet",
     "tuneforge.app.fleet.repository",  # a worker's presence

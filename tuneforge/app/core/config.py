@@ -129,6 +129,13 @@ class Settings(BaseSettings):
     max_seq_length: int = Field(8192, ge=8, description="Largest training.max_seq_length.")
     max_lora_r: int = Field(256, ge=1, description="Largest lora.r.")
     max_batch_size: int = Field(256, ge=1, description="Largest training.batch_size.")
+    # Reinforcement fine-tuning's `python` grader runs tenant code: off unless the operator turns it on
+    # (docs/security.md). The sandbox (tuneforge/contract/graders/sandbox.py) reads the same variables.
+    python_grader_enabled: bool = Field(False, description="Allow `python` graders (run in the sandbox).")
+    python_grader_timeout_seconds: float = Field(10.0, gt=0, description="Wall-clock limit of one python grade.")
+    python_grader_cpu_seconds: int = Field(5, ge=1, description="CPU-time limit (RLIMIT_CPU) of one python grade.")
+    python_grader_memory_mb: int = Field(512, ge=64, description="Address-space limit (RLIMIT_AS) of a python grade.")
+    python_grader_output_bytes: int = Field(65_536, ge=1024, description="Largest file a python grader may write.")
     # Per-organization fairness: one tenant cannot hold every GPU or flood the queue.
     max_running_jobs_per_org: int = Field(
         4, ge=1, description="Jobs of one org training at once; more wait in `queued`."

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tuneforge.app.files.preference import check_preference_row, is_preference_row
+from tuneforge.app.files.prompt import is_prompt_row
 from tuneforge.contract import formats
 
 Format = Literal["jsonl", "csv"]
@@ -108,6 +109,8 @@ def _check_row(row: dict[str, Any]) -> str | None:
         try:
             formats.to_chat(row, shape)
         except formats.RowError as exc:
+            if is_prompt_row(row):  # reinforcement's prompts: no assistant turn yet (files/prompt.py)
+                return None
             return str(exc)
     return None
 

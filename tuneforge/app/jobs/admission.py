@@ -13,8 +13,11 @@ from tuneforge.app.db.models import File
 from tuneforge.app.files.preference import PREFERENCE_FIELDS
 from tuneforge.app.jobs import repository
 from tuneforge.app.jobs.memory_estimate import GB, RUNTIME_ALLOWANCE_GB, estimate
+from tuneforge.app.jobs.model_path import resolve_model_dir
 from tuneforge.contract.formats import SHAPES, detect_columns, shapes_of
-from tuneforge.contract.spec import JobSpec, RowShape
+from tuneforge.contract.graders.shapes import PythonGrader, judge_models, leaves, templates
+from tuneforge.contract.graders.template import item_fields
+from tuneforge.contract.spec import JobSpec, RowShape, SpecError
 from tuneforge.contract.spec.data import data_fields
 from tuneforge.contract.status import WAITING
 
@@ -36,6 +39,9 @@ def check_data_against_spec(spec: JobSpec, f: File, param: str) -> None:
                 param=param,
                 code="invalid_file",
             )
+        return
+    if spec.row_shape is RowShape.PROMPT:
+        _check_prompt_rows(spec, f, cols, listed, param)
         return
     if spec.task == "causal_lm":
         fields = data_fields(d)
@@ -84,8 +90,62 @@ def check_data_against_spec(spec: JobSpec, f: File, param: str) -> None:
         )
 
 
+def _check_prompt_rows(spec: JobSpec, f: File, cols: dict[str, Any], listed: str, param: str) -> None:
+    """Prompt rows (reinforcement): `messages`, and every field the grader reads as `{{item.<field>}}`."""
+    messages = spec.data.messages_field
+    if messages not in cols:
+        raise InvalidRequest(
+            f"File {f.id} has columns [{listed}]; method.type={spec.method} needs prompt rows with '{messages}' "
+            "(the conversation up to the turn the model writes) and the fields the grader reads.",
+            param=param,
+            code="invalid_file",
+        )
+    grader = spec.reinforcement.grader
+    if grader is None:
+        return
+    for path, g in leaves(grader):
+        for field, text in templates(g):
+            missing = sorted(item_fields(text) - set(cols))
+            if missing:
+                raise InvalidRequest(
+                    f"method.reinforcement.{path}.{field} reads {{{{item.{missing[0]}}}}}, but {param} {f.id} has "
+                    f"no '{missing[0]}' column (columns: {listed}).",
+                    param=f"method.reinforcement.{path}.{field}",
+                    code="invalid_file",
+                )
+
+
+def check_graders(spec: JobSpec, settings: Settings) -> None:
+    """What a job's grader needs of this server: python graders turned on, judges it serves in-process."""
+    grader = spec.reinforcement.grader
+    if grader is None:
+        return
+    for path, g in leaves(grader):
+        if isinstance(g, PythonGrader) and not settings.python_grader_enabled:
+            raise InvalidRequest(
+                "python graders are turned off on this server (the operator turns them on with "
+                "TUNEFORGE_PYTHON_GRADER_ENABLED=true; docs/security.md).",
+                param=f"method.reinforcement.{path}",
+                code="python_grader_disabled",
+            )
+    for path, model in judge_models(grader):
+        where = f"method.reinforcement.{path}"
+        if model.startswith("ft:"):
+            raise InvalidRequest(
+                f"A training job's judge must be a base model under the models root (it is loaded in the worker); "
+                f"{model} can be tried with /v1/fine_tuning/alpha/graders/run.",
+                param=where,
+                code="model_not_supported",
+            )
+        try:
+            resolve_model_dir(settings.models_dir, model)
+        except SpecError as exc:  # the resolver's own refusal, named for the grader field
+            raise InvalidRequest(f"Judge model {model!r}: {exc.message}", param=where, code="model_not_found") from exc
+
+
 def check_caps(spec: JobSpec, settings: Settings) -> None:
-    """The operator's caps (TUNEFORGE_MAX_*): what one job may ask of a GPU."""
+    """The operator's caps (TUNEFORGE_MAX_*): what one job may ask of a GPU; and its grader's needs."""
+    check_graders(spec, settings)
     t = spec.training
     caps = (
         ("training.max_steps", t.max_steps, settings.max_steps, "TUNEFORGE_MAX_STEPS"),

@@ -12,16 +12,18 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import Field, model_validator
 
+from tuneforge.contract.graders.shapes import Grader
 from tuneforge.contract.spec import (
     DEFAULT_LEARNING_RATE,
     JobSpec,
     MethodName,
+    ReinforcementSpec,
     SpecBlocks,
     SpecError,
     Strict,
     set_to_non_default,
 )
-from tuneforge.contract.spec.method import check_option_blocks
+from tuneforge.contract.spec.method import METHOD_RULES, check_option_blocks
 
 
 class SupervisedHyperparameters(Strict):
@@ -61,12 +63,51 @@ class DpoMethod(Strict):
     hyperparameters: DpoHyperparameters = Field(default_factory=DpoHyperparameters)
 
 
+class ReinforcementHyperparameters(SupervisedHyperparameters):
+    """OpenAI's reinforcement hyperparameters. The algorithm's own knobs are in the `reinforcement` block."""
+
+    eval_interval: int | Literal["auto"] = Field("auto", description="Maps to training.eval_every.")
+    eval_samples: int | Literal["auto"] = Field("auto", description="Maps to reinforcement.eval_samples.")
+    compute_multiplier: float | Literal["auto"] = Field(
+        "auto",
+        description="Scales the exploration: reinforcement.generations_per_prompt = max(2, round(4 x this)).",
+    )
+    reasoning_effort: Literal["default", "low", "medium", "high"] | None = Field(
+        None, description="Refused: no model this server trains reasons."
+    )
+
+    @model_validator(mode="after")
+    def _check_rft(self) -> ReinforcementHyperparameters:
+        if self.reasoning_effort not in (None, "default"):
+            raise SpecError(
+                "reasoning_effort",
+                "reasoning_effort is not supported: no model this server trains is a reasoning model",
+            )
+        if isinstance(self.eval_interval, int) and not 1 <= self.eval_interval <= 1_000_000:
+            raise SpecError("eval_interval", "eval_interval must be between 1 and 1000000")
+        if isinstance(self.eval_samples, int) and not 1 <= self.eval_samples <= 1000:
+            raise SpecError("eval_samples", "eval_samples must be between 1 and 1000")
+        cm = self.compute_multiplier
+        if isinstance(cm, float | int) and not 0 < cm <= 16:
+            raise SpecError("compute_multiplier", "compute_multiplier must be > 0 and <= 16")
+        return self
+
+
+class ReinforcementMethod(Strict):
+    grader: Grader = Field(description="How each sampled completion is scored (OpenAI's grader objects).")
+    hyperparameters: ReinforcementHyperparameters = Field(default_factory=ReinforcementHyperparameters)
+
+
 class Method(Strict):
     """OpenAI's `method`: a type, and at most one block, the one named by the type."""
 
-    type: MethodName = Field("supervised", description="`supervised`, or `dpo` on OpenAI's preference rows.")
+    type: MethodName = Field(
+        "supervised",
+        description="`supervised`, `dpo` on preference rows, or `reinforcement` on prompts scored by a grader.",
+    )
     supervised: SupervisedMethod | None = None
     dpo: DpoMethod | None = None
+    reinforcement: ReinforcementMethod | None = None
 
     @model_validator(mode="after")
     def _check(self) -> Method:
@@ -75,9 +116,9 @@ class Method(Strict):
                 raise SpecError(other, f"method.{other} does not go with method.type={self.type}")
         return self
 
-    def block(self) -> SupervisedMethod | DpoMethod | None:
+    def block(self) -> SupervisedMethod | DpoMethod | ReinforcementMethod | None:
         """The block of this method's type, if given."""
-        block: SupervisedMethod | DpoMethod | None = getattr(self, self.type)
+        block: SupervisedMethod | DpoMethod | ReinforcementMethod | None = getattr(self, self.type)
         return block
 
 
@@ -183,7 +224,13 @@ class JobCreate(SpecBlocks):
                 raise SpecError(f"{where}.beta", "contradicts preference.beta")
             preference.beta = float(hp.beta)
         check_option_blocks(method, self)  # e.g. a preference block with method.type=supervised
+        block = self.method.block() if self.method is not None else None
+        reinforcement = _reinforcement(self, block, hp, where, training)
+        if not METHOD_RULES[method].loss_ratio_watch and "loss_watchdog" not in self.training.model_fields_set:
+            # The non-finite check stays (the loss makes it); the ratio to the first loss means nothing here.
+            training.loss_watchdog = training.loss_watchdog.model_copy(update={"enabled": False})
         return JobSpec(
+            reinforcement=reinforcement,
             method=method,
             from_checkpoint=self.from_checkpoint,
             preference=preference,
@@ -199,6 +246,36 @@ class JobCreate(SpecBlocks):
         )
 
 
+def _reinforcement(
+    body: JobCreate, block: Any, hp: SupervisedHyperparameters | None, where: str, training: Any
+) -> ReinforcementSpec:
+    """The reinforcement block with OpenAI's grader and hyperparameters folded in."""
+    out = body.reinforcement.model_copy()
+    if isinstance(block, ReinforcementMethod):
+        if body.reinforcement.grader is not None:
+            raise SpecError("reinforcement.grader", "give the grader in method.reinforcement.grader only")
+        out.grader = block.grader
+    if not isinstance(hp, ReinforcementHyperparameters):
+        return out
+    explicit = body.reinforcement.model_fields_set
+    if hp.eval_interval != "auto":
+        if "eval_every" in body.training.model_fields_set and training.eval_every != hp.eval_interval:
+            raise SpecError(f"{where}.eval_interval", "contradicts training.eval_every")
+        training.eval_every = hp.eval_interval
+    if hp.eval_samples != "auto":
+        if "eval_samples" in explicit and out.eval_samples != hp.eval_samples:
+            raise SpecError(f"{where}.eval_samples", "contradicts reinforcement.eval_samples")
+        out.eval_samples = hp.eval_samples
+    if hp.compute_multiplier != "auto":
+        if "generations_per_prompt" in explicit:
+            raise SpecError(
+                f"{where}.compute_multiplier",
+                "give reinforcement.generations_per_prompt or compute_multiplier, not both",
+            )
+        out.generations_per_prompt = min(64, max(2, round(4 * float(hp.compute_multiplier))))
+    return out
+
+
 def openai_hyperparameters(spec: JobSpec) -> dict[str, Any]:
     """The job object's `hyperparameters`, in OpenAI's vocabulary."""
     return {
@@ -212,10 +289,21 @@ def openai_hyperparameters(spec: JobSpec) -> dict[str, Any]:
 _METHOD_HYPERPARAMETERS: dict[MethodName, Callable[[JobSpec], dict[str, Any]]] = {
     "supervised": lambda spec: {},
     "dpo": lambda spec: {"beta": spec.preference.beta},
+    "reinforcement": lambda spec: {
+        "eval_interval": spec.training.eval_every if spec.training.eval_every is not None else "auto",
+        "eval_samples": spec.reinforcement.eval_samples,
+        "compute_multiplier": spec.reinforcement.generations_per_prompt / 4,
+    },
 }
 
 
 def openai_method(spec: JobSpec) -> dict[str, Any]:
-    """The job object's `method`, as OpenAI shows it."""
+    """The job object's `method`, as OpenAI shows it (with the grader, for reinforcement)."""
     hp = {**openai_hyperparameters(spec), **_METHOD_HYPERPARAMETERS[spec.method](spec)}
-    return {"type": spec.method, spec.method: {"hyperparameters": hp}}
+    block: dict[str, Any] = {"hyperparameters": hp}
+    for name in METHOD_RULES[spec.method].required:  # e.g. reinforcement.grader, shown in its block
+        value: Any = spec
+        for part in name.split("."):
+            value = getattr(value, part)
+        block[name.split(".")[-1]] = value.model_dump(mode="json", exclude_none=True)
+    return {"type": spec.method, spec.method: block}

@@ -33,6 +33,7 @@ from tuneforge.contract.spec.optim import (
     SGDSpec,
 )
 from tuneforge.contract.spec.preference import PreferenceLossName, PreferenceSpec
+from tuneforge.contract.spec.reinforcement import LossAggregation, ReinforcementSpec
 from tuneforge.contract.spec.samples import SamplesSpec
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "EarlyStoppingSpec",
     "JobSpec",
     "LoraSpec",
+    "LossAggregation",
     "LossSpec",
     "LossWatchdogSpec",
     "MethodName",
@@ -61,6 +63,7 @@ __all__ = [
     "PreferenceSpec",
     "QuantizationSpec",
     "RMSpropSpec",
+    "ReinforcementSpec",
     "RowShape",
     "SGDSpec",
     "SamplesSpec",

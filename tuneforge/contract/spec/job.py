@@ -10,9 +10,17 @@ from tuneforge.contract.formats import CHAT_SHAPES
 from tuneforge.contract.spec.base import SpecError, Strict, set_to_non_default
 from tuneforge.contract.spec.blocks import LoraSpec, QuantizationSpec, TrainingSpec
 from tuneforge.contract.spec.data import DataSpec
-from tuneforge.contract.spec.method import METHOD_RULES, MethodName, RowShape, check_method, check_option_blocks
+from tuneforge.contract.spec.method import (
+    METHOD_RULES,
+    MethodName,
+    RowShape,
+    check_method,
+    check_option_blocks,
+    check_required,
+)
 from tuneforge.contract.spec.optim import AdamWSpec, OptimizerSpec, SchedulerSpec
 from tuneforge.contract.spec.preference import PreferenceSpec
+from tuneforge.contract.spec.reinforcement import ReinforcementSpec
 from tuneforge.contract.spec.samples import SamplesSpec
 
 TaskName = Literal["causal_lm", "sequence_classification", "regression"]
@@ -47,6 +55,10 @@ class SpecBlocks(Strict):
     preference: PreferenceSpec = Field(
         default_factory=PreferenceSpec, description="Preference tuning options, for method.type=dpo."
     )
+    reinforcement: ReinforcementSpec = Field(
+        default_factory=ReinforcementSpec,
+        description="Reinforcement fine-tuning's algorithm (GRPO) and grader, for method.type=reinforcement.",
+    )
     samples: SamplesSpec = Field(
         default_factory=SamplesSpec,
         description="causal_lm: prompts generated from greedily before training, at each evaluation and at the end.",
@@ -64,7 +76,10 @@ class JobSpec(SpecBlocks):
     """The resolved spec a worker trains from. Stored on the job as `spec`."""
 
     seed: int = Field(ge=0, le=2**31 - 1)
-    method: MethodName = Field("supervised", description="`supervised`, or `dpo` on preference rows.")
+    method: MethodName = Field(
+        "supervised",
+        description="`supervised`, `dpo` on preference rows, or `reinforcement` on prompts scored by a grader.",
+    )
     from_checkpoint: str | None = Field(
         None, max_length=600, description="Start from this fine-tuned model's or checkpoint's adapter."
     )
@@ -73,6 +88,7 @@ class JobSpec(SpecBlocks):
     def _check_method(self) -> Self:
         check_method(self.method, self.task, self.training.packing)
         check_option_blocks(self.method, self)
+        check_required(self.method, self)
         return self
 
     @property

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from tuneforge.contract.spec.base import SpecError
 
-MethodName = Literal["supervised", "dpo"]
+MethodName = Literal["supervised", "dpo", "reinforcement"]
 
 
 class RowShape(StrEnum):
@@ -27,6 +27,9 @@ class RowShape(StrEnum):
     TASK = "task"
     # OpenAI's preference rows: `input.messages`, `preferred_output`, `non_preferred_output`.
     PREFERENCE = "preference"
+    # Prompts to complete and grade (reinforcement): `messages` up to the turn the model writes, plus any
+    # fields the grader reads as `{{item.<field>}}`.
+    PROMPT = "prompt"
 
 
 @dataclass(frozen=True)
@@ -38,11 +41,25 @@ class MethodRules:
     packing: bool = True
     # The spec block that only this method reads, if any: refused (when set) for every other method.
     options: str | None = None
+    # Fields of the spec (dotted) that must be set for this method, e.g. reinforcement's grader.
+    required: tuple[str, ...] = ()
+    # Whether the loss watchdog's "exploding" ratio check means anything for this loss. A policy-gradient
+    # surrogate is centred near 0 and of either sign, so a ratio to its first value does not; its
+    # non-finite check is the loss's own.
+    loss_ratio_watch: bool = True
 
 
 METHOD_RULES: dict[MethodName, MethodRules] = {
     "supervised": MethodRules(RowShape.TASK),
     "dpo": MethodRules(RowShape.PREFERENCE, tasks=("causal_lm",), packing=False, options="preference"),
+    "reinforcement": MethodRules(
+        RowShape.PROMPT,
+        tasks=("causal_lm",),
+        packing=False,
+        options="reinforcement",
+        required=("reinforcement.grader",),
+        loss_ratio_watch=False,
+    ),
 }
 
 
@@ -53,6 +70,16 @@ def check_method(method: MethodName, task: str, packing: bool) -> None:
         raise SpecError("task", f"method.type={method} applies to {' or '.join(rules.tasks)} only")
     if packing and not rules.packing:
         raise SpecError("training.packing", f"packing cannot be used with method.type={method}")
+
+
+def check_required(method: MethodName, spec: BaseModel) -> None:
+    """Refuse a spec that lacks what its method cannot do without, naming the field."""
+    for path in METHOD_RULES[method].required:
+        value: object = spec
+        for part in path.split("."):
+            value = getattr(value, part)
+        if value is None:
+            raise SpecError(path, f"method.type={method} needs {path}")
 
 
 def check_option_blocks(method: MethodName, blocks: BaseModel) -> None:

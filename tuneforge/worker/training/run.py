@@ -132,7 +132,7 @@ def run(
     # ---- setup
     device = pick_device()
     set_seed(spec.seed)
-    method = method_for(spec)
+    method = method_for(spec, reporter)
     data = prepare_data(spec, model_dir, rows, validation_rows, reporter, method)
     model = prepare_model(spec, model_dir, data.labels, device, reporter)
     plan = plan_steps(spec, len(data.train.examples))

@@ -10,13 +10,17 @@ from __future__ import annotations
 from tuneforge.contract.spec import JobSpec, MethodName
 from tuneforge.worker.training.methods.base import EncodedSplits, Loss, TrainingMethod
 from tuneforge.worker.training.methods.dpo import DpoTraining
+from tuneforge.worker.training.methods.rft import ReinforcementTraining
 from tuneforge.worker.training.methods.supervised import SupervisedTraining
+from tuneforge.worker.training.reporter import Reporter
 
-METHODS: dict[MethodName, type[TrainingMethod]] = {m.name: m for m in (SupervisedTraining, DpoTraining)}
+METHODS: dict[MethodName, type[TrainingMethod]] = {
+    m.name: m for m in (SupervisedTraining, DpoTraining, ReinforcementTraining)
+}
 
 
-def method_for(spec: JobSpec) -> TrainingMethod:
-    return METHODS[spec.method](spec)
+def method_for(spec: JobSpec, reporter: Reporter | None = None) -> TrainingMethod:
+    return METHODS[spec.method](spec, reporter)
 
 
 __all__ = ["METHODS", "EncodedSplits", "Loss", "TrainingMethod", "method_for"]

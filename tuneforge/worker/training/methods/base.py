@@ -22,6 +22,7 @@ import torch
 from tuneforge.contract.spec import JobSpec, MethodName
 from tuneforge.worker.training.data import Splits
 from tuneforge.worker.training.encoded import Encoded, Example
+from tuneforge.worker.training.reporter import Reporter
 from tuneforge.worker.training.samples import SamplePrompt, sample_prompts
 
 
@@ -54,8 +55,10 @@ class TrainingMethod(ABC):
 
     name: ClassVar[MethodName]
 
-    def __init__(self, spec: JobSpec) -> None:
+    def __init__(self, spec: JobSpec, reporter: Reporter | None = None) -> None:
         self.spec = spec
+        # Where a method reports what only it sees (reinforcement: a grader that failed on a sample).
+        self.reporter = reporter
 
     @abstractmethod
     def encode(self, splits: Splits, tokenizer: Any) -> EncodedSplits:
