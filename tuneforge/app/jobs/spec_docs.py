@@ -42,6 +42,23 @@ BLOCKS: list[tuple[str, type[BaseModel], str]] = [
         "`logps_rejected` (DPO can lower both while it widens the margin).",
     ),
     (
+        "reinforcement",
+        s.ReinforcementSpec,
+        "Reinforcement fine-tuning (GRPO), for `method: {type: reinforcement}` only; `grader` comes from "
+        "`method.reinforcement.grader`. Per step: `generations_per_prompt` completions of each prompt sampled "
+        "with the adapter (transformers' `generate`, KV cache), graded, rewards normalised within each prompt's "
+        "group, and a clipped policy-gradient step with `kl_coef` x KL (k3) to the base (the adapter off). "
+        "Each logged step's `extra`: `reward` and `reward_std` of the sampled completions, `no_signal_groups` "
+        "(the share of groups whose rewards were all equal), `kl`, `mean_completion_length`, `clip_fraction`, "
+        "`grader_seconds`, `grader_errors`. Each evaluation (every `training.eval_every` steps, OpenAI's "
+        "`eval_interval`) grades greedy completions of `eval_samples` validation prompts: `reward` "
+        "(`eval_loss` = -reward), and an event with three samples and their rewards; step 0 is the base's "
+        "reward, so the result reads reward A -> B. A grader that fails on a sample scores 0, with a warning "
+        "event saying why (the first 20), and the job goes on. The loss watchdog's ratio check is off by "
+        "default for this method (a policy-gradient loss is centred near 0); a non-finite loss still fails "
+        "the job. Defaults: see tuneforge/contract/spec/reinforcement.py for where each comes from.",
+    ),
+    (
         "samples",
         s.SamplesSpec,
         "causal_lm only. Greedy generations with the adapter before the first step (step 0: the base model), "
@@ -246,6 +263,22 @@ def render() -> str:
         "row missing a field is refused naming its line). `beta` maps to `preference.beta`; the other",
         "hyperparameters map as for `supervised`. DPO needs `task: causal_lm`, a tokenizer with a chat",
         "template, and no `training.packing`. The job object shows `method` back in OpenAI's shape.",
+        "",
+        "`method: {type: reinforcement, reinforcement: {grader, hyperparameters: {n_epochs, batch_size,",
+        "learning_rate_multiplier, eval_interval, eval_samples, compute_multiplier}}}` trains on prompt rows:",
+        '`{"messages": [...the conversation up to the turn the model writes], "<field>": ...}`; graders read',
+        "`{{item.<field>}}` and the completion as `{{sample.output_text}}` (`{{sample.output_json}}` with",
+        "`reinforcement.response_format: json_object`). Graders, in OpenAI's shapes: `string_check` (eq, ne,",
+        "like, ilike), `text_similarity` (fuzzy_match, bleu, gleu, meteor, rouge_1..rouge_5, rouge_l),",
+        "`score_model` and `label_model` (the judge: a base model under the models root, loaded in the worker),",
+        "`python` (`grade(sample, item) -> float`, off unless the operator turns it on: docs/security.md) and",
+        "`multi` (`graders` by name, combined by `calculate_output`). At POST a grader reading a field the",
+        "training or validation file lacks is refused naming the grader field and the file;",
+        "`reasoning_effort` is refused (no model here reasons). `eval_interval` maps to `training.eval_every`,",
+        "`eval_samples` to `reinforcement.eval_samples`, `compute_multiplier` to",
+        "`reinforcement.generations_per_prompt = max(2, round(4 x multiplier))`. `from_checkpoint` starts RFT",
+        "from a supervised job's adapter (a warm start). Try graders first with",
+        "`POST /v1/fine_tuning/alpha/graders/validate` and `/run` (docs/api.md).",
         "",
         "`from_checkpoint` (top level, beside `method`) continues training from an earlier adapter: an `ft:`",
         "model id, a checkpoint's `fine_tuned_model_checkpoint` (`...:ckpt-step-N`) or a checkpoint id",
