@@ -94,6 +94,34 @@ class Settings(BaseSettings):
     inference_cache_size: int = Field(
         2, ge=1, description="Models (a base, or a base with one adapter) an inference worker keeps loaded (LRU)."
     )
+    # Fair shares of the API (docs/security.md, "Limits"): what one organization may hold at once.
+    max_inference_requests_per_org: int = Field(
+        8,
+        ge=1,
+        description="Chat/completion requests of one org in flight at once (streamed or not); more answer 429 "
+        "with Retry-After. Counted across API processes in Redis when the broker is Redis.",
+    )
+    max_streams_per_org: int = Field(
+        20,
+        ge=1,
+        description="Open job event streams (`/v1/fine_tuning/jobs/{id}/stream`) of one org; more answer 429 "
+        "with Retry-After.",
+    )
+    max_inference_body_mb: float = Field(
+        16.0, gt=0, description="Largest chat/completion request body; above it is a 413, refused while it streams in."
+    )
+    # The HTTP server (`tuneforge api`, `tuneforge up`): bounds on what a client may send before it is
+    # authenticated (tuneforge/app/core/http_limits.py).
+    max_header_bytes: int = Field(
+        32768, ge=1024, description="Largest request line + headers of one request; above it is a 431."
+    )
+    max_headers: int = Field(100, ge=8, description="Most header fields in one request; above it is a 431.")
+    header_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="A connection must send a request's complete headers within this long of its first byte "
+        "(or of connecting); else a 408 and the connection closes.",
+    )
     broker_poll_seconds: float = Field(
         0.1,
         gt=0,

@@ -10,6 +10,10 @@ message and read only by the API process that published it (docs/serving.md):
   runs the API and the inference worker on one box, sharing the data dir. The worker appends JSON
   lines to `<data_dir>/replies/<id>.jsonl` and the API tails the file.
 
+The API reads a channel through tuneforge/app/inference/reply_reader.py, which awaits each event on the
+event loop (redis.asyncio, or an async poll of the file) and never holds a thread while a worker
+generates; the synchronous `pop` here is for scripts and tests.
+
 Events are small dicts: `start` (prompt accepted, with `prompt_tokens`), `delta` (text), `done`
 (`finish_reason`, `usage`) or `error` (`status`, `message`, `param`, `code`). Either side may mark
 a request cancelled (the client went away, or the API answered 504); the worker stops generating.
@@ -31,6 +35,20 @@ Event = dict[str, Any]
 REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 TTL_SECONDS = 600
 BLPOP_SLICE_SECONDS = 2.0
+
+
+def reply_key(request_id: str) -> str:
+    return f"tuneforge:reply:{request_id}"
+
+
+def cancel_key(request_id: str) -> str:
+    return f"tuneforge:cancel:{request_id}"
+
+
+def reply_file(root: Path, request_id: str, suffix: str = ".jsonl") -> Path:
+    if not REQUEST_ID.match(request_id):
+        raise ValueError("invalid request id")
+    return root / f"{request_id}{suffix}"
 
 
 class ReplyChannel(Protocol):
@@ -61,7 +79,7 @@ class RedisReplies:
         self._redis = _redis_client(url)
 
     def push(self, request_id: str, event: Event) -> None:
-        key = f"tuneforge:reply:{request_id}"
+        key = reply_key(request_id)
         pipe = self._redis.pipeline()
         pipe.rpush(key, json.dumps(event))
         pipe.expire(key, TTL_SECONDS)
@@ -73,20 +91,20 @@ class RedisReplies:
         deadline = time.monotonic() + timeout
         while True:
             wait = min(max(deadline - time.monotonic(), 0.001), BLPOP_SLICE_SECONDS)
-            got = self._redis.blpop([f"tuneforge:reply:{request_id}"], timeout=wait)
+            got = self._redis.blpop([reply_key(request_id)], timeout=wait)
             if got is not None:
                 return dict(json.loads(got[1]))
             if time.monotonic() >= deadline:
                 return None
 
     def cancel(self, request_id: str) -> None:
-        self._redis.set(f"tuneforge:cancel:{request_id}", b"1", ex=TTL_SECONDS)
+        self._redis.set(cancel_key(request_id), b"1", ex=TTL_SECONDS)
 
     def cancelled(self, request_id: str) -> bool:
-        return bool(self._redis.exists(f"tuneforge:cancel:{request_id}"))
+        return bool(self._redis.exists(cancel_key(request_id)))
 
     def close(self, request_id: str) -> None:
-        self._redis.delete(f"tuneforge:reply:{request_id}")
+        self._redis.delete(reply_key(request_id))
 
 
 class FileReplies:
@@ -100,9 +118,7 @@ class FileReplies:
         self._offsets: dict[str, int] = {}
 
     def _path(self, request_id: str, suffix: str = ".jsonl") -> Path:
-        if not REQUEST_ID.match(request_id):
-            raise ValueError("invalid request id")
-        return self._root / f"{request_id}{suffix}"
+        return reply_file(self._root, request_id, suffix)
 
     def push(self, request_id: str, event: Event) -> None:
         with self._path(request_id).open("a", encoding="utf-8") as fh:

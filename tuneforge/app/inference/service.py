@@ -1,20 +1,31 @@
 """Chat and completion requests: resolve the model, publish the request to the inference queue,
-and relay the worker's events (docs/serving.md). The API never loads a model."""
+and relay the worker's events (docs/serving.md). The API never loads a model.
+
+Everything that waits for a worker is awaited on the event loop (tuneforge/app/inference/reply_reader.py);
+only the short database lookup and the broker publish run in the thread pool. A request holds no
+thread while a worker generates, so one tenant's chats cannot take the threads every other request
+needs (their number in flight is capped per organization: tuneforge/app/core/limits.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Generator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import anyio
+from redis.exceptions import RedisError
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from tuneforge.app.core.config import Settings
 from tuneforge.app.core.errors import GatewayTimeout, InvalidRequest, Unavailable, UpstreamError
 from tuneforge.app.core.ids import new_id
-from tuneforge.app.inference import resolver
-from tuneforge.app.inference.replies import Event, ReplyChannel, reply_channel
+from tuneforge.app.inference import prompt_limits, resolver
+from tuneforge.app.inference.prompt_limits import PromptBound
+from tuneforge.app.inference.replies import Event
+from tuneforge.app.inference.reply_reader import ReplyReader, reply_reader
 from tuneforge.app.inference.schemas import ChatCompletionRequest, CompletionRequest, FinishReason
 from tuneforge.app.jobs.dispatch import producer
 from tuneforge.contract.queue import send_infer
@@ -30,17 +41,18 @@ class Generation:
     model: str
     created: int
     prompt_tokens: int
-    channel: ReplyChannel
+    reader: ReplyReader
     deadline: float
     settings: Settings
     finished: bool = False
+    closed: bool = False
 
-    def events(self) -> Generator[Event, None, None]:
+    async def events(self) -> AsyncGenerator[Event, None]:
         """`delta` events, then one `done` event. A timeout or a worker error raises; either way the
         request is marked cancelled (so the worker stops) and its channel is dropped."""
         try:
             while True:
-                event = _next(self.channel, self.id, self.deadline, self.settings)
+                event = await _next(self.reader, self.id, self.deadline, self.settings)
                 if event["type"] == "error":
                     raise _error_of(event)
                 yield event
@@ -48,9 +60,22 @@ class Generation:
                     self.finished = True
                     return
         finally:
-            if not self.finished:
-                self.channel.cancel(self.id)
-            self.channel.close(self.id)
+            await self.close()
+
+    async def close(self) -> None:
+        """Drop the channel, and cancel the request unless it finished. Idempotent: a streamed
+        response calls it once more when it ends, for a stream that never started reading."""
+        if not self.closed:
+            self.closed = True
+            await _drop(self.reader, self.id, cancel=not self.finished)
+
+
+async def _drop(reader: ReplyReader, request_id: str, *, cancel: bool) -> None:
+    # Shielded: a client that went away cancels the task, and the worker must still be told to stop.
+    with anyio.CancelScope(shield=True):
+        if cancel:
+            await reader.cancel(request_id)
+        await reader.close(request_id)
 
 
 def _timeout(settings: Settings) -> GatewayTimeout:
@@ -62,9 +87,12 @@ def _timeout(settings: Settings) -> GatewayTimeout:
     )
 
 
-def _next(channel: ReplyChannel, request_id: str, deadline: float, settings: Settings) -> Event:
+async def _next(reader: ReplyReader, request_id: str, deadline: float, settings: Settings) -> Event:
     remaining = deadline - time.time()
-    event = channel.pop(request_id, remaining) if remaining > 0 else None
+    try:
+        event = await reader.pop(request_id, remaining) if remaining > 0 else None
+    except (RedisError, OSError) as exc:
+        raise Unavailable("The reply channel is unavailable; retry shortly.", code="broker_unavailable") from exc
     if event is None:
         raise _timeout(settings)
     return event
@@ -79,15 +107,30 @@ def _error_of(event: Event) -> UpstreamError:
     )
 
 
-def start(
+def _prepare(
+    session: Session, settings: Settings, org_id: str, body: ChatCompletionRequest | CompletionRequest
+) -> tuple[resolver.Target, PromptBound | None]:
+    """The model and its prompt bound: database and models-root reads, run in a thread."""
+    try:
+        target = resolver.resolve(session, settings, org_id, body.model)
+    finally:
+        session.close()  # no database connection is held while a worker generates
+    return target, prompt_limits.bound_for(settings, target.base)
+
+
+def _publish(settings: Settings, payload: dict[str, Any]) -> None:
+    send_infer(producer(), payload, settings.inference_queue, expires=settings.inference_timeout_seconds)
+
+
+async def start(
     session: Session,
     settings: Settings,
     org_id: str,
     body: ChatCompletionRequest | CompletionRequest,
 ) -> Generation:
     """Validate, publish, and wait for the worker to accept the prompt. Raises the 4xx/504 to answer."""
-    target = resolver.resolve(session, settings, org_id, body.model)
-    session.close()  # no database connection is held while a worker generates
+    prompt_limits.check_text(body)
+    target, bound = await run_in_threadpool(_prepare, session, settings, org_id, body)
 
     limit = body.limit()
     if limit is not None and limit > settings.max_inference_tokens:
@@ -97,6 +140,7 @@ def start(
             param=body.limit_param(),
             code="max_tokens_too_large",
         )
+    prompt_limits.check_length(body, bound)  # before a worker spends time tokenizing it
     kind: Kind = "chat" if isinstance(body, ChatCompletionRequest) else "completion"
     request_id = new_id("chatcmpl" if kind == "chat" else "cmpl")
     deadline = time.time() + settings.inference_timeout_seconds
@@ -117,26 +161,25 @@ def start(
     else:
         payload["prompt"] = body.text()
 
-    channel = reply_channel(settings)
+    reader = reply_reader(settings)
     try:
-        send_infer(producer(), payload, settings.inference_queue, expires=settings.inference_timeout_seconds)
+        await run_in_threadpool(_publish, settings, payload)
     except Exception as exc:  # any broker failure is the same answer to the client
         raise Unavailable("The inference queue is unavailable; retry shortly.", code="broker_unavailable") from exc
     try:
-        first = _next(channel, request_id, deadline, settings)
-    except GatewayTimeout:
-        channel.cancel(request_id)
-        channel.close(request_id)
+        first = await _next(reader, request_id, deadline, settings)
+    except BaseException:  # the 504, or this task cancelled: the worker must not start it
+        await _drop(reader, request_id, cancel=True)
         raise
     if first["type"] != "start":
-        channel.close(request_id)
+        await _drop(reader, request_id, cancel=False)
         raise _error_of(first)
     return Generation(
         id=request_id,
         model=target.model,
         created=int(time.time()),
         prompt_tokens=int(first["prompt_tokens"]),
-        channel=channel,
+        reader=reader,
         deadline=deadline,
         settings=settings,
     )
@@ -153,12 +196,13 @@ def _finish_reason(value: object) -> FinishReason:
     raise UpstreamError(500, f"The inference worker reported an unknown finish reason {value!r}.", code="internal")
 
 
-def collect(gen: Generation) -> tuple[str, FinishReason, dict[str, int]]:
+async def collect(gen: Generation) -> tuple[str, FinishReason, dict[str, int]]:
     """The whole text, the finish reason and the usage of a non-streamed request."""
     parts: list[str] = []
-    for event in gen.events():
-        if event["type"] == "delta":
-            parts.append(event["text"])
-        elif event["type"] == "done":
-            return "".join(parts), _finish_reason(event["finish_reason"]), dict(event["usage"])
+    async with contextlib.aclosing(gen.events()) as events:  # closed (channel dropped) on return
+        async for event in events:
+            if event["type"] == "delta":
+                parts.append(event["text"])
+            elif event["type"] == "done":
+                return "".join(parts), _finish_reason(event["finish_reason"]), dict(event["usage"])
     raise _timeout(gen.settings)  # unreachable: events() ends with `done` or raises

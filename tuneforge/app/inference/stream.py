@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 from tuneforge.app.core.errors import APIError, envelope
@@ -36,27 +37,26 @@ def _text_chunk(gen: Generation, text: str, finish: str | None) -> dict[str, Any
     }
 
 
-def sse_events(gen: Generation, *, chat: bool, include_usage: bool) -> Iterator[str]:
-    """The chunks of one streamed request. An error after the stream started (a timeout) is sent as
-    an `error` event, which the openai SDK raises as an APIError, and the stream ends."""
+async def sse_events(gen: Generation, *, chat: bool, include_usage: bool) -> AsyncIterator[str]:
+    """The chunks of one streamed request, awaited on the event loop. An error after the stream
+    started (a timeout) is sent as an `error` event, which the openai SDK raises as an APIError, and
+    the stream ends. A client that goes away closes the events, which cancels the request at once."""
     if chat:
         yield _sse(_chat_chunk(gen, {"role": "assistant", "content": ""}, None))
-    events = gen.events()
     try:
-        for event in events:
-            if event["type"] == "delta":
-                text = event["text"]
-                yield _sse(_chat_chunk(gen, {"content": text}, None) if chat else _text_chunk(gen, text, None))
-            elif event["type"] == "done":
-                finish = str(event["finish_reason"])
-                yield _sse(_chat_chunk(gen, {}, finish) if chat else _text_chunk(gen, "", finish))
-                if include_usage:
-                    usage = _chat_chunk(gen, {}, None) if chat else _text_chunk(gen, "", None)
-                    usage["choices"] = []
-                    usage["usage"] = event["usage"]
-                    yield _sse(usage)
+        async with contextlib.aclosing(gen.events()) as events:
+            async for event in events:
+                if event["type"] == "delta":
+                    text = event["text"]
+                    yield _sse(_chat_chunk(gen, {"content": text}, None) if chat else _text_chunk(gen, text, None))
+                elif event["type"] == "done":
+                    finish = str(event["finish_reason"])
+                    yield _sse(_chat_chunk(gen, {}, finish) if chat else _text_chunk(gen, "", finish))
+                    if include_usage:
+                        usage = _chat_chunk(gen, {}, None) if chat else _text_chunk(gen, "", None)
+                        usage["choices"] = []
+                        usage["usage"] = event["usage"]
+                        yield _sse(usage)
     except APIError as exc:
         yield _sse(envelope(exc.message, exc.type, exc.param, exc.code))
-    finally:
-        events.close()  # a client that went away: cancel the request now, not when this is collected
     yield _sse("[DONE]")

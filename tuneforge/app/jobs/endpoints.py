@@ -20,7 +20,7 @@ from tuneforge.app.jobs.schemas import (
     MetricsSeries,
     SampleObject,
 )
-from tuneforge.app.jobs.stream import job_stream
+from tuneforge.app.jobs.stream import StreamSlot, job_stream
 from tuneforge.contract.status import JobStatus
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"], responses=error_responses(404))
@@ -29,6 +29,9 @@ _METADATA_PARAM = re.compile(r"^metadata\[(.*)\]$")
 # Keys become JSON paths in SQL; a conservative charset keeps every backend's path syntax valid.
 _METADATA_KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 MAX_INT = 2**31 - 1
+# A job holds at most 16 metadata keys (request.Metadata), so more filters can match nothing; each
+# one is a condition in SQL, and a thousand of them exceed SQLite's expression depth (a 503).
+MAX_METADATA_FILTERS = 16
 Limit = Annotated[int, Query(ge=1, le=1000)]
 
 
@@ -64,6 +67,13 @@ def list_jobs(
 ) -> ListResponse[FineTuningJob]:
     """Newest first. Filter with `status`, `model` and `metadata[key]=value`."""
     metadata = {m.group(1): v for k, v in request.query_params.items() if (m := _METADATA_PARAM.match(k)) is not None}
+    if len(metadata) > MAX_METADATA_FILTERS:
+        raise InvalidRequest(
+            f"{len(metadata)} metadata filters; a job holds at most {MAX_METADATA_FILTERS} metadata keys, "
+            f"so give at most {MAX_METADATA_FILTERS} `metadata[key]=value` filters.",
+            param="metadata",
+            code="too_many_filters",
+        )
     for key in metadata:
         if not _METADATA_KEY.match(key):
             raise InvalidRequest(
@@ -208,13 +218,17 @@ def download_adapter(
 @router.get(
     "/{job_id}/stream",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "status, event, metrics, done"}},
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "status, event, metrics, done"},
+        **error_responses(429),
+    },
 )
 def stream_job(
     job_id: str,
     request: Request,
     session: SessionDep,
     principal: PrincipalDep,
+    _slot: StreamSlot,
     since_step: Annotated[int | None, Query(ge=0, le=MAX_INT)] = None,
     after: str | None = None,
 ) -> StreamingResponse:

@@ -20,6 +20,9 @@ from pathlib import Path
 from tuneforge.app.core.config import Settings
 from tuneforge.contract.spec import SpecError
 
+# The longest file name a filesystem takes (Linux NAME_MAX, in bytes): a longer component cannot name
+# a directory, and stat() on it fails with ENAMETOOLONG instead of "not found".
+NAME_MAX = 255
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 # What a Hub download may fetch: never *.bin / *.pt / *.pth / *.py.
 HUB_PATTERNS = ["*.safetensors", "*.safetensors.index.json", "*.json", "*.model", "*.txt", "*.tiktoken"]
@@ -61,9 +64,23 @@ def _download(repo_id: str, dest: Path) -> None:
 
 
 def resolve_model_dir(models_root: Path, name: str, *, allow_pickle: bool = False) -> Path:
-    root = models_root.resolve()
     if "\x00" in name or not name.strip():
         raise SpecError("model", "model must be a directory name under the models root")
+    longest = max(len(part.encode("utf-8", "surrogatepass")) for part in name.split("/"))
+    if longest > NAME_MAX:
+        raise SpecError(
+            "model", f"model has a path component of {longest} bytes; a directory name has at most {NAME_MAX}"
+        )
+    try:
+        return _resolve_model_dir(models_root, name, allow_pickle=allow_pickle)
+    except OSError as exc:  # a name the filesystem cannot look up (too long as a whole path, say)
+        raise SpecError(
+            "model", f"model {name[:64]!r} cannot be looked up under the models root ({exc.strerror})"
+        ) from exc
+
+
+def _resolve_model_dir(models_root: Path, name: str, *, allow_pickle: bool) -> Path:
+    root = models_root.resolve()
     candidate = Path(name)
     if candidate.is_absolute():
         raise SpecError("model", f"model {name!r} is an absolute path; name a directory relative to the models root")

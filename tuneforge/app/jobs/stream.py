@@ -8,17 +8,30 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Request
+from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
+from tuneforge.app.core.limits import InFlightKind, hold
 from tuneforge.app.db.engine import get_sessionmaker
+from tuneforge.app.deps import PrincipalDep, SettingsDep
 from tuneforge.app.jobs import repository
 from tuneforge.app.jobs.schemas import FineTuningJob, JobEventObject, MetricPoint
 from tuneforge.contract.status import TERMINAL
+
+
+async def stream_slot(settings: SettingsDep, principal: PrincipalDep) -> AsyncIterator[None]:
+    """One of the organization's stream slots, held until the stream ends (tuneforge/app/core/limits.py):
+    each open stream polls the database every second, so one tenant cannot open thousands."""
+    async with hold(settings, principal.organization_id, InFlightKind.STREAM):
+        yield
+
+
+StreamSlot = Annotated[None, Depends(stream_slot)]
 
 
 def _sse(event: str, data: Any) -> str:
@@ -70,4 +83,6 @@ async def job_stream(
             return
         if time.monotonic() > deadline or await request.is_disconnected():
             return
-        await asyncio.sleep(interval)
+        # Jittered: streams opened together (a page of jobs, or one tenant's flood) would otherwise
+        # poll the database together every second, a burst that every other request waits behind.
+        await asyncio.sleep(interval * random.uniform(0.5, 1.5))

@@ -68,6 +68,8 @@ def parse_dimension(path: str, raw: Any) -> BaseDistribution:
             raise SpecError(where, f"`values` holds at most {MAX_VALUES} entries")
         if not all(v is None or isinstance(v, str | int | float | bool) for v in values):
             raise SpecError(where, "`values` holds strings, numbers, booleans or null")
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            raise SpecError(where, "`values` must be finite numbers (1e999 is infinite, NaN is not a number)")
         if len({repr(v) for v in values}) != len(values):
             raise SpecError(where, "`values` has duplicates")
         choices: list[CategoricalChoiceType] = list(values)

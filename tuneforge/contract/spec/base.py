@@ -18,7 +18,10 @@ class SpecError(ValueError):
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: JSON's 1e999 parses to inf and NaN to nan, and no number in a spec means
+    # either (an infinite max_grad_norm silently turns clipping off; an infinite lora.alpha trains to
+    # nan_loss). Every float of every block, and of the bodies built on them, must be finite.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 def set_to_non_default(model: BaseModel, name: str) -> bool:
