@@ -105,6 +105,20 @@ class TrainingSpec(Strict):
     train_on_inputs: bool = Field(False, description="Also compute loss on prompts / non-assistant turns.")
     logging_every: int = Field(1, ge=1, description="Steps between metric points.")
     eval_every: int | None = Field(None, ge=1, description="Steps between evaluations (default: once per epoch).")
+    # Measured, not planned: a pass's cost depends on the machine. Only what cannot change training is
+    # ever skipped (samples; evaluations that neither early stopping nor a plateau schedule reads), so
+    # the budget never changes the adapter, and an exact resume replays the same steps.
+    eval_budget: float | None = Field(
+        0.1,
+        gt=0.0,
+        le=1.0,
+        description="At most this share of the run's wall time goes to evaluations and sample generations at the "
+        "default cadence (once per epoch): an evaluation that is due, or its samples, is skipped while running it "
+        "would take the share over the budget (measured as the run goes, keeping room for the last ones). The "
+        "step-0 and the last evaluation and samples always run, and so do evaluations that early stopping or the "
+        "`plateau` scheduler reads, or that a job on several devices makes. An explicit `training.eval_every` "
+        "is a request: every evaluation it schedules runs with its samples. null: no budget.",
+    )
     save_every: int | None = Field(None, ge=1, description="Steps between checkpoints (default: at the end only).")
     early_stopping: EarlyStoppingSpec | None = Field(None, description="Stop when the eval metric stalls.")
     loss_watchdog: LossWatchdogSpec = Field(default_factory=LossWatchdogSpec)

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from peft import set_peft_model_state_dict
 from safetensors.torch import load_file
+from torch.optim.lr_scheduler import ReduceLROnPlateau
 from transformers import set_seed
 
 from tuneforge.contract.spec import JobSpec
@@ -37,6 +38,7 @@ from tuneforge.worker.training.optim import (
     scheduler_step_on_eval,
     scheduler_step_per_batch,
 )
+from tuneforge.worker.training.phases import EvalBudget, Phase, PhaseClock
 from tuneforge.worker.training.publish import publish_adapter
 from tuneforge.worker.training.reporter import Reporter
 from tuneforge.worker.training.samples import generate_samples
@@ -73,34 +75,45 @@ class Run:
     early: EarlyStopping
     watchdog: LossWatchdog
     loss: Loss
+    clock: PhaseClock
+    budget: EvalBudget
     sampled_at: int | None = None
 
     @property
     def checkpoints(self) -> Path:
         return self.out_dir / "checkpoints"
 
-    def evaluate(self, split: str = "validation") -> dict[str, Any]:
+    def evaluate(self, split: str = "validation", phase: Phase = Phase.EVALUATIONS) -> dict[str, Any]:
         data = self.data.validation if split == "validation" else self.data.test
-        return self.method.evaluate(self.model, data, self.data.tokenizer, self.device, self.data.norm)
+        with self.clock.timed(phase):
+            return self.method.evaluate(self.model, data, self.data.tokenizer, self.device, self.data.norm)
 
     def sample(self, step: int) -> None:
         """Greedy generations from the sample prompts with the adapter as it is now (rank 0 alone)."""
         if not self.data.sample_prompts or not ddp.is_main() or self.sampled_at == step:
             return
-        items = generate_samples(
-            self.model,
-            self.data.sample_prompts,
-            self.data.tokenizer,
-            self.spec.samples.max_new_tokens,
-            self.spec.training.max_seq_length,
-            self.device,
-        )
+        with self.clock.timed(Phase.SAMPLES):
+            items = generate_samples(
+                self.model,
+                self.data.sample_prompts,
+                self.data.tokenizer,
+                self.spec.samples.max_new_tokens,
+                self.spec.training.max_seq_length,
+                self.device,
+                # The training micro-batch: generating keeps no activations for a backward pass, so a
+                # KV cache for this many prompts fits wherever a training step does.
+                batch_size=self.spec.training.batch_size,
+            )
         self.sampled_at = step
         self.reporter.samples(step, items)
 
     def save(self, state: TrainState) -> None:
         if not ddp.is_main():
             return  # rank 0 alone writes checkpoints
+        with self.clock.timed(Phase.CHECKPOINTS):
+            self._save(state)
+
+    def _save(self, state: TrainState) -> None:
         trainer_state = {
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -130,22 +143,27 @@ def run(
     init_adapter: Path | None = None,
 ) -> RunResult:
     # ---- setup
+    clock = PhaseClock()
     device = pick_device()
     set_seed(spec.seed)
     method = method_for(spec, reporter)
-    data = prepare_data(spec, model_dir, rows, validation_rows, reporter, method)
-    model = prepare_model(spec, model_dir, data.labels, device, reporter)
+    with clock.timed(Phase.DATA):
+        data = prepare_data(spec, model_dir, rows, validation_rows, reporter, method)
+    with clock.timed(Phase.LOAD):
+        model = prepare_model(spec, model_dir, data.labels, device, reporter)
     plan = plan_steps(spec, len(data.train.examples))
     optimizer = build_optimizer(
         spec.optimizer, param_groups(model, spec.training.weight_decay), spec.training.learning_rate
     )
+    scheduler = build_scheduler(spec.scheduler, optimizer, plan.total_steps)
+    early = EarlyStopping(spec.training.early_stopping)
     r = Run(
         spec=spec,
         method=method,
         data=data,
         model=model,
         optimizer=optimizer,
-        scheduler=build_scheduler(spec.scheduler, optimizer, plan.total_steps),
+        scheduler=scheduler,
         plan=plan,
         device=device,
         reporter=reporter,
@@ -159,9 +177,23 @@ def run(
             "label2id": {name: i for i, name in enumerate(data.labels)} if data.labels else None,
             "label_normalization": {"mean": data.norm[0], "std": data.norm[1]} if data.norm else None,
         },
-        early=EarlyStopping(spec.training.early_stopping),
+        early=early,
         watchdog=LossWatchdog(spec.training.loss_watchdog),
         loss=method.make_loss(data.train, data.tokenizer, device),
+        clock=clock,
+        budget=EvalBudget(
+            # An explicit eval_every is a cadence the user (or a sweep's pruner) asked for: run in full.
+            spec.training.eval_budget if spec.training.eval_every is None else None,
+            clock,
+            plan.total_steps,
+            # Evaluations whose result steers training run whatever they cost: skipping one by the
+            # clock would make the adapter depend on the machine's speed (and ranks must agree).
+            evaluations_required=(
+                early.spec is not None or isinstance(scheduler, ReduceLROnPlateau) or ddp.world_size() > 1
+            ),
+            will_sample=bool(data.sample_prompts) and ddp.is_main(),
+            has_validation=bool(data.validation.examples),
+        ),
     )
     state = TrainState()
 
@@ -191,7 +223,11 @@ def run(
     reporter.progress(state.step, plan.total_steps, state.epoch + state.micro_in_epoch / plan.micro_per_epoch)
 
     # ---- loop
-    _train(r, state)
+    try:
+        _train(r, state)
+    except StopTraining:
+        _report_phases(r, "Stopped after")  # a pause, cancel or shutdown: this attempt's time
+        raise
 
     # ---- finish
     return _finish(r, state)
@@ -231,7 +267,7 @@ def _resume(r: Run, state: TrainState, attempt: int) -> None:
 def _baseline(r: Run, state: TrainState) -> None:
     """Evaluate once before the first step: `eval_loss` at step 0, the "before" of the job's result.
     Evaluation draws no random numbers, so a run with a baseline trains exactly as one without."""
-    state.baseline_eval = r.evaluate()
+    state.baseline_eval = r.evaluate(phase=Phase.BASELINE)
     r.reporter.metrics(
         {
             "step": 0,
@@ -256,6 +292,12 @@ def _eval_extra(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def _train(r: Run, state: TrainState) -> None:
+    r.budget.start_training(state.step)
+    with r.clock.timed(Phase.TRAINING):  # less the evaluations, samples and checkpoints inside it
+        _loop(r, state)
+
+
+def _loop(r: Run, state: TrainState) -> None:
     t = r.spec.training
     lengths = [len(ex["input_ids"]) for ex in r.data.train.examples] if t.group_by_length else None
     window = MetricWindow(r.device)
@@ -348,7 +390,10 @@ def _micro_batches_distributed(
 
 def _evaluate_and_save(r: Run, state: TrainState, epoch: float) -> None:
     step = state.step
-    if r.data.validation.examples and (step % r.plan.eval_every == 0 or step == r.plan.total_steps):
+    due = bool(r.data.validation.examples) and (step % r.plan.eval_every == 0 or step == r.plan.total_steps)
+    if due and not r.budget.allows_evaluation(step):
+        _note_skip(r, step)
+    elif due:
         state.last_eval = r.evaluate()
         r.reporter.metrics(
             {
@@ -366,10 +411,35 @@ def _evaluate_and_save(r: Run, state: TrainState, epoch: float) -> None:
             message, data = r.early.stop_event(step)
             r.reporter.event(message, data=data)
             state.stopped_early = True
-        r.sample(step)
+        if r.budget.allows_samples(step):
+            r.sample(step)
+        else:
+            _note_skip(r, step)
         r.model.train()
     if _is_save_step(r, step) and step < r.plan.total_steps:
         r.save(state)
+
+
+def _note_skip(r: Run, step: int) -> None:
+    """The first time the budget skips something, say so once (the phase event at the end counts them)."""
+    if sum(r.budget.skipped.values()) != 1 or not ddp.is_main():
+        return
+    share = r.spec.training.eval_budget
+    r.reporter.event(
+        f"From step {step}, evaluations or samples that would take them over {share:.0%} of the run's time "
+        "are skipped (training.eval_budget); the last ones still run",
+        data={"step": step, "eval_budget": share},
+    )
+
+
+def _report_phases(r: Run, how: str) -> None:
+    """One event with where this attempt's time went (`data["phases"]`), from rank 0."""
+    if not ddp.is_main():
+        return
+    r.reporter.event(
+        f"{how} {r.clock.summary()}",
+        data={**r.clock.breakdown(), "eval_budget": r.spec.training.eval_budget, "skipped": dict(r.budget.skipped)},
+    )
 
 
 def _is_save_step(r: Run, step: int) -> bool:
@@ -408,7 +478,9 @@ def _finish(r: Run, state: TrainState) -> RunResult:
         r.reporter.event(f"Test evaluation: {format_metrics(final_metrics['test'])}", data=final_metrics["test"])
     if not ddp.is_main():
         return RunResult(r.out_dir / "adapter", {}, state.tokens_seen, state.step, final_metrics)
-    adapter_dir, manifest = publish_adapter(r.model, r.out_dir, r.adapter_meta)
+    with r.clock.timed(Phase.PUBLISH):
+        adapter_dir, manifest = publish_adapter(r.model, r.out_dir, r.adapter_meta)
+    _report_phases(r, "Finished in")
     return RunResult(adapter_dir, manifest, state.tokens_seen, state.step, final_metrics)
 
 
