@@ -133,6 +133,9 @@ def routes(w: World) -> dict[tuple[str, str], tuple[str, bool]]:
         ("get", "/v1/fine_tuning/jobs/{job_id}/stream"): (f"/v1/fine_tuning/jobs/{j}/stream", True),
         ("post", "/v1/fine_tuning/jobs/{job_id}/pause"): (f"/v1/fine_tuning/jobs/{j}/pause", False),
         ("post", "/v1/fine_tuning/jobs/{job_id}/resume"): (f"/v1/fine_tuning/jobs/{j}/resume", False),
+        # Graders are run for the caller; a judge model resolves within its own organization.
+        ("post", "/v1/fine_tuning/alpha/graders/validate"): ("/v1/fine_tuning/alpha/graders/validate", False),
+        ("post", "/v1/fine_tuning/alpha/graders/run"): ("/v1/fine_tuning/alpha/graders/run", False),
         ("post", "/v1/fine_tuning/sweeps"): ("/v1/fine_tuning/sweeps", False),
         ("get", "/v1/fine_tuning/sweeps"): ("/v1/fine_tuning/sweeps", True),
         ("get", "/v1/fine_tuning/sweeps/{sweep_id}"): (f"/v1/fine_tuning/sweeps/{w.sweep_id}", True),

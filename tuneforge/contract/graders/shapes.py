@@ -11,6 +11,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
+from pydantic import Strict as NoCoercion
 
 from tuneforge.contract.spec.base import SpecError, Strict
 
@@ -63,7 +64,10 @@ class TextSimilarityGrader(Strict):
     evaluation_metric: SimilarityMetric = Field(
         description="OpenAI's `cosine` needs OpenAI's embedding model and is not offered."
     )
-    pass_threshold: float | None = Field(None, description="Accepted for OpenAI's evals shape; not used in training.")
+    # No coercion: `false` is not a threshold of 0 (ints are still numbers in strict mode).
+    pass_threshold: Annotated[float, NoCoercion()] | None = Field(
+        None, description="Accepted for OpenAI's evals shape; not used in training."
+    )
 
 
 class PythonGrader(Strict):
