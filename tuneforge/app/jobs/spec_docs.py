@@ -244,7 +244,8 @@ def render() -> str:
     out = [
         "# The job spec",
         "",
-        "Generated from `tuneforge/contract/spec/` by `python -m tuneforge.app.jobs.spec_docs`; a test keeps it current.",
+        "Generated from `tuneforge/contract/spec/` by `python -m tuneforge.app.jobs.spec_docs`; "
+        "a test keeps it current.",
         "Every block is optional and every field has a default; unknown fields are refused with a 400",
         "that names them. The stored job carries the fully resolved spec as `spec`.",
         "",
