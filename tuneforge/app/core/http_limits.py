@@ -80,6 +80,14 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
                 return
         super().data_received(data)
 
+    # The parser says exactly where a head ends and a message ends, also for a request whose head
+    # arrived in the same read as the previous request's body (then it was not counted here).
+
+    def on_headers_complete(self) -> None:
+        self._in_head, self._tail = False, b""
+        self._disarm()
+        super().on_headers_complete()
+
     def on_message_complete(self) -> None:
         super().on_message_complete()
         # The next bytes on this connection start the next request's head.
