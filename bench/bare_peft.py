@@ -1,9 +1,11 @@
 """The baseline: the usual QLoRA recipe with transformers + peft + bitsandbytes and nothing else.
 
 No Tuneforge import on purpose. bench/overhead.py runs it as a subprocess beside a Tuneforge job
-with the same model, data, hyperparameters and seed, and compares per-step throughput.
+with the same model, data, hyperparameters and seed, and compares wall time and per-step throughput.
+The wall time runs from after the imports (a worker has them loaded before a job arrives) to the
+adapter saved, and is split into load (model and LoRA), data (tokenized), train and save.
 
-    python -m bench.bare_peft MODEL_DIR DATA.jsonl --steps 60 --batch-size 8 --max-seq-length 256
+    python -m bench.bare_peft MODEL_DIR DATA.jsonl --steps 60 --batch-size 8 --max-seq-length 256 [--save DIR]
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import argparse
 import json
 import random
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,7 +32,9 @@ def main() -> None:
     p.add_argument("--max-seq-length", type=int, default=256)
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save", type=Path, default=None, help="where to save the adapter (default: a temp dir)")
     args = p.parse_args()
+    t_start = time.perf_counter()
 
     torch.manual_seed(args.seed)
     random.seed(args.seed)
@@ -52,11 +57,13 @@ def main() -> None:
         LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM"),
     )
     device = next(model.parameters()).device
+    t_loaded = time.perf_counter()
 
     texts = [json.loads(line)["text"] for line in Path(args.data).read_text().splitlines() if line.strip()]
     encoded = [tok(t, truncation=True, max_length=args.max_seq_length)["input_ids"] for t in texts]
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.0)
     sched = get_cosine_schedule_with_warmup(opt, 0, args.steps)
+    t_data = time.perf_counter()
 
     model.train()
     order: list[int] = []
@@ -84,13 +91,24 @@ def main() -> None:
         elapsed = time.perf_counter() - t0
         step_ms.append(elapsed * 1000)
         tokens_per_s.append(sum(len(encoded[i]) for i in batch_ids) / elapsed)
-    warm = 5
+    t_trained = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(str(args.save or tmp), safe_serialization=True)
+    t_end = time.perf_counter()
+    warm = min(5, max(0, args.steps - 1))
     print(
         json.dumps(
             {
                 "tokens_per_s": statistics.median(tokens_per_s[warm:]),
                 "step_ms": statistics.median(step_ms[warm:]),
                 "steps": args.steps,
+                "wall_s": t_end - t_start,
+                "phases_s": {
+                    "load": t_loaded - t_start,
+                    "data": t_data - t_loaded,
+                    "train": t_trained - t_data,
+                    "save": t_end - t_trained,
+                },
             }
         )
     )

@@ -65,9 +65,12 @@ BLOCKS: list[tuple[str, type[BaseModel], str]] = [
         "at each evaluation and at the end, stored by step and read with "
         '`GET /v1/fine_tuning/jobs/{id}/samples`; each set is announced by a `type: "samples"` job event. '
         "Generation draws no random numbers, so a job trains exactly the same with or without samples. "
-        "On by default (two validation prompts, 16 tokens each). The cost is per generated token: on a CPU, "
-        "SmolLM2-135M in 4-bit takes about 0.13 s of CPU per token (bitsandbytes dequantizes the weights at "
-        "every token), so a few seconds per evaluation; `from_validation: 0` with no `prompts` turns it off.",
+        "On by default (two validation prompts, 16 tokens each). The prompts are generated together, one "
+        "batch with the KV cache (a forward pass per new token for all of them), so the cost is per generated "
+        "token, not per prompt: on a CPU, SmolLM2-135M in 4-bit takes about 0.13 s of CPU per token "
+        "(bitsandbytes dequantizes the weights at every token). With the evaluations, samples at the default "
+        "cadence take at most `training.eval_budget` (10%) of the run; `from_validation: 0` with no `prompts` "
+        "turns them off.",
     ),
     (
         "data.augmentation",
