@@ -25,6 +25,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -310,6 +311,7 @@ def main() -> None:
         r.delete(TRAINING_QUEUE, INFERENCE_QUEUE)
         for k in r.scan_iter("tuneforge:inflight:*"):
             r.delete(k)
+        shutil.rmtree(data, ignore_errors=True)
 
     quiet = rounds[0][1]
     lines = [
