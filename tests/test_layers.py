@@ -124,6 +124,7 @@ WORKER_MAY_IMPORT = {
     "tuneforge.app.jobs.lifecycle",  # every status change of a job
     "tuneforge.app.jobs.model_path",
     "tuneforge.app.jobs.repository",
+    "tuneforge.app.jobs.results",  # a finishing transition writes the job's results file
     "tuneforge.app.auth",  # the outbox names the organization a webhook belongs to
     "tuneforge.app.auth.cache",
     "tuneforge.app.auth.repository",

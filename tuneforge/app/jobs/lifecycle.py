@@ -24,10 +24,10 @@ from sqlalchemy.orm import Session, aliased
 
 from tuneforge.app.db.models import Job
 from tuneforge.app.db.types import utcnow
-from tuneforge.app.jobs import repository
+from tuneforge.app.jobs import repository, results
 from tuneforge.app.webhooks import service as webhooks
 from tuneforge.app.webhooks.events import WebhookEvent
-from tuneforge.contract.status import TRAINING, TRANSITIONS, ErrorCode, EventLevel, StopReason, Transition
+from tuneforge.contract.status import TERMINAL, TRAINING, TRANSITIONS, ErrorCode, EventLevel, StopReason, Transition
 
 # The event a deferred job shows while it waits for its organization's running jobs (written once
 # however often the job is deferred).
@@ -62,9 +62,12 @@ def _announce(
     level: EventLevel = "info",
     data: dict[str, Any] | None = None,
 ) -> None:
-    """The job's event(s) and the transition's webhook, after its update applied."""
+    """The job's event(s), its results file if the transition finished it, and the transition's
+    webhook (last, so that its payload lists the results file), after its update applied."""
     for message in messages:
         repository.add_event(session, job_id, message, level=level, data=data)
+    if TRANSITIONS[transition].target in TERMINAL:
+        results.attach(session, job_id)
     webhook = TRANSITIONS[transition].webhook
     if webhook is not None:
         webhooks.emit_job_event(session, job_id, WebhookEvent(webhook))
