@@ -3,7 +3,10 @@ HTTP receiver, and the official openai SDK verifies each delivery's signature.""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -99,6 +102,41 @@ def test_private_targets_are_refused_by_default(url: str) -> None:
     check_url(url, allow_private=True)
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://example.com/hook\t",
+        "https://example.com/\nhook",
+        "https://example.com/hook\u0000",
+        "https://example.com/hook\u007f",
+        "https://exa mple.com/hook",
+        "http://[::1/",
+        "http://[1.2.3.4]/",
+        "http://example.com:99999/",
+    ],
+)
+def test_malformed_urls_are_400_naming_url(api: httpx.Client, url: str) -> None:
+    """Control characters passed (urlsplit drops tabs and newlines) and then broke every delivery in
+    httpx; malformed brackets were a 500 (ValueError)."""
+    r = api.post("/v1/webhooks", json={"url": url, "events": ["fine_tuning.job.failed"]})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == "url" and r.json()["error"]["code"] == "invalid_url"
+
+
+def test_the_refusal_does_not_say_what_a_name_resolves_to() -> None:
+    """A host name inside and one that does not resolve get the same answer, naming no address, so the
+    check is no DNS oracle for internal names; an address the URL itself spells may be named."""
+    from tuneforge.app.webhooks.ssrf import UnsafeURL, check_url
+
+    messages = {}
+    for host in ("localhost", "no-such-host.invalid"):
+        with pytest.raises(UnsafeURL) as refused:
+            check_url(f"http://{host}/x", allow_private=False)
+        messages[host] = str(refused.value).replace(repr(host), "HOST")
+        assert "127.0.0.1" not in str(refused.value) and "::1" not in str(refused.value)
+    assert messages["localhost"] == messages["no-such-host.invalid"]
+
+
 def test_private_target_is_a_400_through_the_api(
     client: httpx.Client, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -153,3 +191,99 @@ def test_a_dead_receiver_fails_after_max_attempts(api: httpx.Client, tiny_model:
     attempts = log[0]["attempts"]
     assert len(attempts) >= 3 and all(a["status_code"] is None and a["error"] for a in attempts)
     assert log[0]["state"] in ("pending", "failed") and get_settings().webhook_max_attempts > 3
+
+
+class HangingReceiver:
+    """A TCP listener that accepts connections and never answers: each POST to it holds the
+    deliverer's thread until the webhook timeout (10 s by default)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/hang"
+        self.conns: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                self.conns.append(self.sock.accept()[0])
+
+    def close(self) -> None:
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+def _attempts(endpoint_ids: list[str]) -> list[tuple[str, int, str | None]]:
+    """(state, attempts, last error) of every delivery to these endpoints; a delivery whose attempt
+    is recorded is no longer claimed (state "claimed" if it is)."""
+    from sqlalchemy import select
+
+    from tuneforge.app.db.engine import session_scope
+    from tuneforge.app.db.models import WebhookAttempt, WebhookDelivery
+
+    with session_scope() as s:
+        rows = s.scalars(select(WebhookDelivery).where(WebhookDelivery.endpoint_id.in_(endpoint_ids))).all()
+        out = []
+        for d in rows:
+            last = s.scalars(
+                select(WebhookAttempt.error).where(WebhookAttempt.delivery_id == d.id).order_by(WebhookAttempt.seq)
+            ).all()
+            state = "claimed" if d.claimed_until is not None else d.state
+            out.append((state, d.attempts, last[-1] if last else None))
+        return out
+
+
+def test_one_tenants_broken_and_hanging_endpoints_do_not_delay_anothers(live_api: str, tiny_model: str) -> None:
+    """Organization A has 10 endpoints whose URL holds a tab (stored before registration refused
+    them: httpx raises InvalidURL) and 12 that never answer; organization B has one healthy endpoint.
+    B's delivery arrives while every one of A's hanging posts is still hanging (it used to wait
+    behind them in the same batch, and the broken ones stayed claimed, unrecorded, first in line
+    forever), and A's broken deliveries are recorded as failed attempts that back off."""
+    from tuneforge.app.auth.service import get_or_create_org
+    from tuneforge.app.core.ids import new_id
+    from tuneforge.app.db.engine import session_scope
+    from tuneforge.app.db.models import WebhookEndpoint
+    from tuneforge.app.webhooks.signing import new_secret
+
+    key_a, key_b = make_key("webhooks-hostile"), make_key("webhooks-victim")
+    event = ["fine_tuning.job.cancelled"]
+    hanging = HangingReceiver()
+    a = httpx.Client(base_url=live_api, headers={"Authorization": f"Bearer {key_a}"}, timeout=30)
+    b = httpx.Client(base_url=live_api, headers={"Authorization": f"Bearer {key_b}"}, timeout=30)
+    try:
+        with session_scope() as s:
+            org_a = get_or_create_org(s, "webhooks-hostile").id
+            broken = [new_id("wh") for _ in range(10)]
+            for wid in broken:
+                s.add(
+                    WebhookEndpoint(
+                        id=wid, organization_id=org_a, url="http://127.0.0.1:9/\t", events=event, secret=new_secret()
+                    )
+                )
+        hung = [create_hook(a, hanging.url, event)["id"] for _ in range(12)]
+        with WebhookReceiver() as receiver:
+            create_hook(b, receiver.url, event)
+            for client in (a, b):  # A's event first, so its 22 deliveries are due before B's one
+                file_id = upload_jsonl(client, shakespeare_rows(5))["id"]
+                job = client.post("/v1/fine_tuning/jobs", json={"model": tiny_model, "training_file": file_id}).json()
+                assert client.post(f"/v1/fine_tuning/jobs/{job['id']}/cancel").json()["status"] == "cancelled"
+            assert len(receiver.wait(1)) == 1
+            still_hanging = _attempts(hung)
+        assert len(still_hanging) == 12 and all(attempts == 0 for _, attempts, _ in still_hanging), still_hanging
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            failed = _attempts(broken)
+            if len(failed) == 10 and all(n >= 1 for _, n, _ in failed):
+                break
+            time.sleep(0.2)
+        # Each was tried and recorded with its reason, and waits for its retry unclaimed (it stayed
+        # claimed, with no attempt, and was retried first for ever).
+        assert len(failed) == 10 and all(state == "pending" and n >= 1 and err for state, n, err in failed), failed
+        assert all("control characters" in (err or "") for _, _, err in failed), failed
+    finally:
+        hanging.close()
+        for client in (a, b):
+            for hook in client.get("/v1/webhooks", params={"limit": 100}).json()["data"]:
+                client.delete(f"/v1/webhooks/{hook['id']}")
+            client.close()

@@ -1,20 +1,32 @@
 """Posts the outbox: a loop in each API process (tuneforge/app/core/loops.py, `webhooks`).
 
-Each round it claims due deliveries with a conditional update (`claimed_until`), so several API
-processes share the work without sending one delivery twice at once; a process that dies holding a
-claim loses it when `claimed_until` passes, and another sends it. A slow or failing receiver costs
-only this thread's time: requests and training never wait on it. Retries back off exponentially
-from TUNEFORGE_WEBHOOK_BACKOFF_SECONDS, up to TUNEFORGE_WEBHOOK_MAX_ATTEMPTS.
+It claims due deliveries with a conditional update (`claimed_until`), so several API processes
+share the work without sending one delivery twice at once; a process that dies holding a claim
+loses it when `claimed_until` passes, and another sends it. Retries back off exponentially from
+TUNEFORGE_WEBHOOK_BACKOFF_SECONDS, up to TUNEFORGE_WEBHOOK_MAX_ATTEMPTS.
+
+Endpoints are isolated from each other (docs/security.md):
+
+- A delivery that cannot be made at all (a URL httpx refuses, a host that vanished, anything the
+  attempt raises) is recorded as a failed attempt and backs off like a receiver's 500; it never
+  stays claimed and first in line.
+- Posts run on `POST_THREADS` threads, and one organization holds at most `THREADS_PER_ORG` of
+  them at once; due deliveries are taken in turns across organizations. A tenant whose endpoints
+  hang until the timeout, or who has thousands due, delays only its own deliveries.
+- The loop never waits for a post: a thread that finishes is refilled at once, the others keep going.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
+import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 
 import httpx
@@ -29,12 +41,19 @@ from tuneforge.app.webhooks.ssrf import UnsafeURL, check_url
 
 log = logging.getLogger("tuneforge.webhooks")
 
-BATCH = 32
+POST_THREADS = 8
+THREADS_PER_ORG = 2
 MAX_BACKOFF_SECONDS = 3600.0
 
 
 def backoff(settings: Settings, attempts_done: int) -> float:
     return float(min(settings.webhook_backoff_seconds * 2 ** (attempts_done - 1), MAX_BACKOFF_SECONDS))
+
+
+def _post(url: str, body: bytes, secret: str, event_id: str, settings: Settings, client: httpx.Client) -> int:
+    check_url(url, allow_private=settings.webhooks_allow_private)
+    response = client.post(url, content=body, headers=signed_headers(secret, event_id, int(time.time()), body))
+    return response.status_code
 
 
 def deliver_one(delivery_id: str, settings: Settings, client: httpx.Client) -> bool:
@@ -50,14 +69,12 @@ def deliver_one(delivery_id: str, settings: Settings, client: httpx.Client) -> b
     error: str | None = None
     started = time.monotonic()
     try:
-        check_url(url, allow_private=settings.webhooks_allow_private)
-        response = client.post(url, content=body, headers=signed_headers(secret, event_id, int(time.time()), body))
-        status = response.status_code
+        status = _post(url, body, secret, event_id, settings, client)
         if not 200 <= status < 300:
             error = f"HTTP {status}"
     except UnsafeURL as exc:
         error = str(exc)
-    except httpx.HTTPError as exc:
+    except Exception as exc:  # noqa: BLE001 - httpx.InvalidURL is no HTTPError; any failure is a failed attempt
         error = f"{type(exc).__name__}: {exc}"[:500]
     duration_ms = int((time.monotonic() - started) * 1000)
     done = attempts + 1
@@ -69,22 +86,8 @@ def deliver_one(delivery_id: str, settings: Settings, client: httpx.Client) -> b
         )
     ok = error is None
     if not ok:
-        log.info("webhook %s to %s: attempt %d failed (%s)", event_id, url, done, error)
+        log.info("webhook %s to %r: attempt %d failed (%s)", event_id, url, done, error)
     return ok
-
-
-def deliver_due(settings: Settings, client: httpx.Client, pool: ThreadPoolExecutor | None = None) -> int:
-    """One round: claim what is due and post it. Returns how many deliveries this process claimed."""
-    now = utcnow()
-    until = now + dt.timedelta(seconds=settings.webhook_timeout_seconds * 2 + 30)
-    with session_scope() as s:
-        claimed = [d for d in repository.due(s, now, BATCH) if repository.claim(s, d, now, until)]
-    if pool is None:
-        for d in claimed:
-            deliver_one(d, settings, client)
-    else:
-        list(pool.map(lambda d: deliver_one(d, settings, client), claimed))
-    return len(claimed)
 
 
 class Deliverer(Loop):
@@ -93,6 +96,9 @@ class Deliverer(Loop):
         self.settings = settings
         self._client: httpx.Client | None = None
         self._pool: ThreadPoolExecutor | None = None
+        self._posting: dict[str, str] = {}  # delivery id -> its organization, while a thread posts it
+        self._lock = threading.Lock()
+        self._freed = threading.Event()
 
     @contextmanager
     def lifetime(self) -> Iterator[None]:
@@ -100,12 +106,54 @@ class Deliverer(Loop):
         timeout = httpx.Timeout(self.settings.webhook_timeout_seconds)
         with (
             httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as self._client,
-            ThreadPoolExecutor(4, thread_name_prefix="tuneforge-webhook-post") as self._pool,
+            ThreadPoolExecutor(POST_THREADS, thread_name_prefix="tuneforge-webhook-post") as self._pool,
         ):
             yield
 
+    def _fill(self) -> int:
+        """Claim due deliveries for the free threads, in turns across organizations, each organization
+        up to its share of threads, and start posting them. Returns how many were claimed."""
+        assert self._client is not None and self._pool is not None, "a round runs inside lifetime()"
+        with self._lock:
+            held = Counter(self._posting.values())
+        free = POST_THREADS - sum(held.values())
+        if free <= 0:
+            return 0
+        busy = frozenset(org for org, n in held.items() if n >= THREADS_PER_ORG)
+        now = utcnow()
+        until = now + dt.timedelta(seconds=self.settings.webhook_timeout_seconds * 2 + 30)
+        claimed: list[tuple[str, str]] = []
+        with session_scope() as s:
+            due = repository.due(s, now, free * THREADS_PER_ORG, max_turn=THREADS_PER_ORG, skip_orgs=busy)
+            for delivery_id, org in due:
+                if len(claimed) == free:
+                    break
+                if held[org] >= THREADS_PER_ORG or not repository.claim(s, delivery_id, now, until):
+                    continue
+                held[org] += 1
+                claimed.append((delivery_id, org))
+        # Posted once the claims are committed (the session above), never before.
+        for delivery_id, org in claimed:
+            with self._lock:
+                self._posting[delivery_id] = org
+            future = self._pool.submit(deliver_one, delivery_id, self.settings, self._client)
+            future.add_done_callback(functools.partial(self._done, delivery_id))
+        return len(claimed)
+
+    def _done(self, delivery_id: str, future: Future[bool]) -> None:
+        with self._lock:
+            self._posting.pop(delivery_id, None)
+        if future.exception() is not None:  # the database failed while recording: the claim expires
+            log.warning("webhook delivery %s: %s", delivery_id, future.exception())
+        self._freed.set()
+
     def round(self) -> None:
-        assert self._client is not None, "a round runs inside lifetime()"
-        # A full batch means more are due: keep going until the outbox is drained (or asked to stop).
-        while deliver_due(self.settings, self._client, self._pool) == BATCH and not self.stopping:
-            pass
+        # Keep the threads busy while anything is due or being posted: refill as soon as a post ends.
+        while not self.stopping:
+            claimed = self._fill()
+            with self._lock:
+                posting = bool(self._posting)
+            if claimed == 0 and not posting:
+                return
+            self._freed.wait(self.interval)
+            self._freed.clear()

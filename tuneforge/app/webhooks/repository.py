@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, delete, or_, select, update
+from sqlalchemy import CursorResult, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from tuneforge.app.db import paging
@@ -77,14 +77,32 @@ def _unclaimed(now: dt.datetime) -> Any:
     return or_(WebhookDelivery.claimed_until.is_(None), WebhookDelivery.claimed_until < now)
 
 
-def due(session: Session, now: dt.datetime, limit: int) -> list[str]:
-    stmt = (
-        select(WebhookDelivery.id)
+def due(
+    session: Session, now: dt.datetime, limit: int, *, max_turn: int, skip_orgs: frozenset[str] = frozenset()
+) -> list[tuple[str, str]]:
+    """Up to `limit` due deliveries as (id, organization), taken in turns across organizations: every
+    organization's oldest due delivery first, then every organization's second, and so on up to
+    `max_turn` per organization. One
+    tenant's backlog (thousands of deliveries to endpoints that fail or hang) therefore never queues
+    another tenant's deliveries behind it. Organizations in `skip_orgs` (already at their share of
+    the posting threads) are left out."""
+    org = WebhookEndpoint.organization_id
+    turn = func.row_number().over(partition_by=org, order_by=(WebhookDelivery.next_attempt_at, WebhookDelivery.seq))
+    candidates = (
+        select(WebhookDelivery.id, org.label("org"), WebhookDelivery.next_attempt_at, turn.label("turn"))
+        .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
         .where(WebhookDelivery.state == PENDING, WebhookDelivery.next_attempt_at <= now, _unclaimed(now))
-        .order_by(WebhookDelivery.next_attempt_at)
+    )
+    if skip_orgs:
+        candidates = candidates.where(org.not_in(skip_orgs))
+    sub = candidates.subquery()
+    stmt = (
+        select(sub.c.id, sub.c.org)
+        .where(sub.c.turn <= max_turn)
+        .order_by(sub.c.turn, sub.c.next_attempt_at)
         .limit(limit)
     )
-    return list(session.scalars(stmt))
+    return [(row.id, row.org) for row in session.execute(stmt)]
 
 
 def claim(session: Session, delivery_id: str, now: dt.datetime, until: dt.datetime) -> bool:
