@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from tuneforge.app.db.models import ApiKey, Organization
@@ -11,6 +11,17 @@ from tuneforge.app.db.types import utcnow
 
 def org_by_name(session: Session, name: str) -> Organization | None:
     return session.scalar(select(Organization).where(Organization.name == name))
+
+
+def lock_org(session: Session, org_id: str) -> None:
+    """Hold the organization's row until the transaction ends, so that per-organization checks made
+    after it (a cap counted, then a row added) cannot interleave with another request's.
+
+    An UPDATE rather than SELECT ... FOR UPDATE because it locks on both databases: a row lock on
+    PostgreSQL, and on SQLite the database's write lock (SQLite has no row locks; its writers queue
+    on busy_timeout). Python's sqlite3 opens the transaction at this statement, so the reads after
+    it see every write committed before it."""
+    session.execute(update(Organization).where(Organization.id == org_id).values(name=Organization.name))
 
 
 def add_org(session: Session, org: Organization) -> Organization:

@@ -3,8 +3,9 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from tuneforge.app.auth import repository as auth_repository
 from tuneforge.app.db import paging
-from tuneforge.app.db.models import File, Organization
+from tuneforge.app.db.models import File
 
 
 def get(session: Session, org_id: str | None, file_id: str) -> File | None:
@@ -42,5 +43,5 @@ def stored_bytes(session: Session, org_id: str) -> int:
 
 def lock_org(session: Session, org_id: str) -> None:
     """Hold the organization's row until the transaction ends, so that two uploads checking the
-    storage quota at once take turns (PostgreSQL; SQLite serializes writers anyway)."""
-    session.execute(select(Organization.id).where(Organization.id == org_id).with_for_update())
+    storage quota at once take turns (the one lock on an organization: auth.repository.lock_org)."""
+    auth_repository.lock_org(session, org_id)

@@ -12,6 +12,7 @@ from tuneforge.app.core.errors import InvalidRequest, TooManyRequests
 from tuneforge.app.db.models import File
 from tuneforge.app.files.preference import PREFERENCE_FIELDS
 from tuneforge.app.jobs import repository
+from tuneforge.app.jobs.integrations import check_integrations
 from tuneforge.app.jobs.memory_estimate import GB, RUNTIME_ALLOWANCE_GB, estimate
 from tuneforge.app.jobs.model_path import resolve_model_dir
 from tuneforge.contract.formats import SHAPES, detect_columns, shapes_of
@@ -19,7 +20,7 @@ from tuneforge.contract.graders.shapes import PythonGrader, judge_models, leaves
 from tuneforge.contract.graders.template import item_fields
 from tuneforge.contract.spec import JobSpec, RowShape, SpecError
 from tuneforge.contract.spec.data import data_fields
-from tuneforge.contract.status import WAITING
+from tuneforge.contract.status import WAITING, JobStatus
 
 # How long a client over the queued-jobs limit is told to wait; jobs take minutes, not seconds.
 RETRY_AFTER_SECONDS = 30
@@ -144,8 +145,9 @@ def check_graders(spec: JobSpec, settings: Settings) -> None:
 
 
 def check_caps(spec: JobSpec, settings: Settings) -> None:
-    """The operator's caps (TUNEFORGE_MAX_*): what one job may ask of a GPU; and its grader's needs."""
+    """The operator's caps (TUNEFORGE_MAX_*): what one job may ask of a GPU; its grader's needs; its trackers."""
     check_graders(spec, settings)
+    check_integrations(spec, settings)
     t = spec.training
     caps = (
         ("training.max_steps", t.max_steps, settings.max_steps, "TUNEFORGE_MAX_STEPS"),
@@ -182,13 +184,20 @@ def check_gpu_memory(spec: JobSpec, config: dict[str, Any], settings: Settings) 
         )
 
 
+# Counted against TUNEFORGE_MAX_QUEUED_JOBS_PER_ORG: jobs waiting for a worker, and paused ones, which
+# hold a checkpoint and go back to `queued` when resumed (pausing jobs to make room was a way around
+# the cap: 24 jobs under a cap of 5).
+QUEUE_CAPPED: tuple[JobStatus, ...] = (*WAITING, JobStatus.PAUSED)
+
+
 def check_queue_room(session: Session, settings: Settings, org_id: str) -> None:
     """Per-organization fairness. Running jobs are capped where workers claim them (a job over the
-    running cap waits in `queued`); the queue itself is capped here."""
-    queued = repository.count_by_status(session, org_id, WAITING)
+    running cap waits in `queued`); the queue itself (waiting and paused jobs) is capped here. Atomic
+    only after `auth.repository.lock_org` in the same transaction (service.create takes it)."""
+    queued = repository.count_by_status(session, org_id, QUEUE_CAPPED)
     if queued >= settings.max_queued_jobs_per_org:
         raise TooManyRequests(
-            f"Your organization already has {queued} queued jobs, the limit "
+            f"Your organization already has {queued} queued or paused jobs, the limit "
             f"(TUNEFORGE_MAX_QUEUED_JOBS_PER_ORG={settings.max_queued_jobs_per_org}). "
             "Retry when some have started, or cancel some.",
             retry_after=RETRY_AFTER_SECONDS,

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
+from tuneforge.app.auth import repository as auth_repo
 from tuneforge.app.auth.service import Principal
 from tuneforge.app.core.config import Settings
 from tuneforge.app.core.errors import Conflict, InvalidRequest, NotFound, PermissionDenied, describe_validation
@@ -17,6 +18,7 @@ from tuneforge.app.files import repository as files_repo
 from tuneforge.app.fleet import routing
 from tuneforge.app.jobs import continuation, dispatch, lifecycle, repository
 from tuneforge.app.jobs.admission import check_caps, check_data_against_spec, check_gpu_memory, check_queue_room
+from tuneforge.app.jobs.integrations import resolve_integrations
 from tuneforge.app.jobs.model_path import model_config, resolve_model
 from tuneforge.app.jobs.pausing import pause_job, resume_job
 from tuneforge.app.jobs.request import JobCreate
@@ -45,20 +47,32 @@ def _fingerprint(body: JobCreate) -> str:
     return hashlib.sha256(body.model_dump_json(exclude_unset=True).encode()).hexdigest()
 
 
+def _replay(session: Session, principal: Principal, body: JobCreate, idempotency_key: str | None) -> Job | None:
+    """The job an earlier request with this Idempotency-Key made, if the body is the same; a 409 if not."""
+    if not idempotency_key:
+        return None
+    existing = repository.get_by_idempotency_key(session, principal.organization_id, idempotency_key)
+    if existing is not None and existing.idempotency_hash != _fingerprint(body):
+        raise Conflict(
+            "This Idempotency-Key was already used with a different request body.",
+            param="Idempotency-Key",
+            code="idempotency_key_reused",
+        )
+    return existing
+
+
 def create(
     session: Session, settings: Settings, principal: Principal, body: JobCreate, idempotency_key: str | None
 ) -> tuple[Job, bool]:
-    """Validate and store a job in `queued`. Returns (job, created); created is False for a replay."""
-    if idempotency_key:
-        existing = repository.get_by_idempotency_key(session, principal.organization_id, idempotency_key)
-        if existing is not None:
-            if existing.idempotency_hash != _fingerprint(body):
-                raise Conflict(
-                    "This Idempotency-Key was already used with a different request body.",
-                    param="Idempotency-Key",
-                    code="idempotency_key_reused",
-                )
-            return existing, False
+    """Validate and store a job in `queued`. Returns (job, created); created is False for a replay.
+
+    The replay and the queue cap are checked twice: at once (cheap answers before validating), and
+    again under the organization's lock just before the row is added, so that concurrent requests
+    with one Idempotency-Key make one job (not a 500 from the unique index) and concurrent creates
+    cannot pass the cap together. The lock is held until the route commits."""
+    replay = _replay(session, principal, body, idempotency_key)
+    if replay is not None:
+        return replay, False
     check_queue_room(session, settings, principal.organization_id)
     try:
         spec = body.resolve()
@@ -69,6 +83,7 @@ def create(
         message, param = describe_validation(list(exc.errors()))
         raise InvalidRequest(message, param=param, code="invalid_spec") from exc
     check_caps(spec, settings)
+    spec = resolve_integrations(spec, settings)
     if body.from_checkpoint is not None:
         source = continuation.find(session, principal.organization_id, body.from_checkpoint)
         continuation.check_compatible(source, body.model, spec, body.from_checkpoint)
@@ -83,6 +98,11 @@ def create(
         validation = _file(session, principal, body.validation_file, "validation_file")
         check_data_against_spec(spec, validation, "validation_file")
 
+    auth_repo.lock_org(session, principal.organization_id)
+    replay = _replay(session, principal, body, idempotency_key)
+    if replay is not None:
+        return replay, False
+    check_queue_room(session, settings, principal.organization_id)
     job = Job(
         id=new_id("ftjob"),
         organization_id=principal.organization_id,
