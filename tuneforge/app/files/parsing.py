@@ -29,6 +29,13 @@ from tuneforge.contract import formats
 Format = Literal["jsonl", "csv"]
 MAX_REPORTED_ERRORS = 20
 MAX_TRACKED_DISTINCT = 1000
+# Bounds on what one file may make the API hold and store (docs/security.md): a column summary is
+# kept per distinct top-level field and returned with the file on every read, so 900,000 distinct
+# keys took the API to 1.2 GB and made each GET /v1/files 88 MB. Real datasets have a few columns.
+MAX_COLUMNS = 256
+MAX_COLUMN_NAME_CHARS = 256
+# Nesting deeper than any dataset needs; json.loads itself raises RecursionError near 1,000 levels.
+MAX_DEPTH = 64
 
 
 class DatasetError(ValueError):
@@ -42,7 +49,8 @@ class ColumnSummary:
     types: set[str] = field(default_factory=set)
     non_null: int = 0
     numeric: bool = True
-    distinct: set[str] = field(default_factory=set)
+    # Hashes, not the values: a column of 1,000 long texts would otherwise hold them all.
+    distinct: set[int] = field(default_factory=set)
     distinct_overflow: bool = False
 
     def add(self, value: Any) -> None:
@@ -54,7 +62,7 @@ class ColumnSummary:
         if not _is_number(value):
             self.numeric = False
         if kind in ("string", "number", "bool") and not self.distinct_overflow:
-            self.distinct.add(str(value))
+            self.distinct.add(hash(str(value)))
             if len(self.distinct) > MAX_TRACKED_DISTINCT:
                 self.distinct_overflow = True
                 self.distinct.clear()
@@ -176,6 +184,34 @@ def _text_lines(lines: Iterable[bytes], max_line_bytes: int, errors: list[str]) 
         yield lineno, text
 
 
+def _depth(obj: Any) -> int:
+    """How deeply lists and objects nest in `obj` (a scalar is 0), without recursion."""
+    deepest, todo = 0, [(obj, 1)]
+    while todo:
+        item, depth = todo.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            if depth <= MAX_DEPTH:
+                todo.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def _json_problem(text: str, obj: Any) -> str | None:
+    """What makes a parsed line unusable although it is valid JSON. Both checks run only on lines
+    that could fail them (a cheap count or substring test first), so ordinary rows pay nothing."""
+    if text.count("[") + text.count("{") > MAX_DEPTH and _depth(obj) > MAX_DEPTH:
+        return f"nested more than {MAX_DEPTH} levels deep"
+    if "\\ud" in text or "\\uD" in text:  # a \uD800-\uDFFF escape: fine in a pair, not alone
+        try:
+            json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return (
+                f"a lone UTF-16 surrogate ({exc.object[exc.start]!a}) in a string; text must be valid Unicode "
+                "(a surrogate escape needs its pair)"
+            )
+    return None
+
+
 def _jsonl_rows(lines: Iterable[bytes], max_line_bytes: int, errors: list[str]) -> Iterator[tuple[int, dict[str, Any]]]:
     for lineno, text in _text_lines(lines, max_line_bytes, errors):
         if not text.strip():
@@ -184,6 +220,15 @@ def _jsonl_rows(lines: Iterable[bytes], max_line_bytes: int, errors: list[str]) 
             obj = json.loads(text)
         except json.JSONDecodeError as exc:
             errors.append(f"line {lineno}: invalid JSON ({exc.msg} at column {exc.colno})")
+            continue
+        except RecursionError:
+            errors.append(f"line {lineno}: nested more than {MAX_DEPTH} levels deep")
+            continue
+        except ValueError as exc:  # an integer of more than 4,300 digits (Python's int conversion limit)
+            errors.append(f"line {lineno}: unusable JSON ({str(exc).split(':')[0]})")
+            continue
+        if problem := _json_problem(text, obj):
+            errors.append(f"line {lineno}: {problem}")
             continue
         if not isinstance(obj, dict):
             errors.append(f"line {lineno}: expected a JSON object, got {_kind(obj)}")
@@ -256,6 +301,23 @@ def validate_file(path: Path, *, max_rows: int, max_line_bytes: int) -> FileRepo
 HEAD_BYTES = 4096
 
 
+def _add_columns(columns: dict[str, ColumnSummary], row: dict[str, Any]) -> str | None:
+    """Count the row's values into their columns' summaries, or say which bound a new column breaks."""
+    for key, value in row.items():
+        summary = columns.get(key)
+        if summary is None:
+            if len(key) > MAX_COLUMN_NAME_CHARS:
+                return f"a field name longer than {MAX_COLUMN_NAME_CHARS} characters ({key[:40]!r}...)"
+            if len(columns) >= MAX_COLUMNS:
+                return (
+                    f"more than {MAX_COLUMNS} distinct fields in the file (a new one: {key[:40]!r}); "
+                    "rows must share their field names"
+                )
+            summary = columns[key] = ColumnSummary()
+        summary.add(value)
+    return None
+
+
 def validate_stream(chunks: Iterable[bytes], *, max_rows: int, max_line_bytes: int) -> FileReport:
     """`validate_file` over byte chunks in order (any sizes), read once, one line in memory at a time.
 
@@ -284,8 +346,9 @@ def validate_stream(chunks: Iterable[bytes], *, max_rows: int, max_line_bytes: i
         if n_rows > max_rows:
             errors.append(f"line {lineno}: more than the limit of {max_rows} rows")
             break
-        for key, value in row.items():
-            columns.setdefault(key, ColumnSummary()).add(value)
+        if problem := _add_columns(columns, row):
+            errors.append(f"line {lineno}: {problem}")
+            break
         if problem := _check_row(row):
             errors.append(f"line {lineno}: {problem}")
         if is_preference_row(row) and (problem := check_preference_row(row)):
