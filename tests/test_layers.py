@@ -125,6 +125,8 @@ WORKER_MAY_IMPORT = {
     "tuneforge.app.jobs.model_path",
     "tuneforge.app.jobs.repository",
     "tuneforge.app.jobs.results",  # a finishing transition writes the job's results file
+    "tuneforge.app.permissions",
+    "tuneforge.app.permissions.repository",  # from_checkpoint may name a checkpoint shared with the job's org
     "tuneforge.app.auth",  # the outbox names the organization a webhook belongs to
     "tuneforge.app.auth.cache",
     "tuneforge.app.auth.repository",

@@ -21,6 +21,7 @@ from tuneforge.app.health.endpoints import router as health_router
 from tuneforge.app.inference.endpoints import router as inference_router
 from tuneforge.app.jobs.endpoints import router as jobs_router
 from tuneforge.app.models.endpoints import router as models_router
+from tuneforge.app.permissions.endpoints import router as permissions_router
 from tuneforge.app.sweeps.endpoints import router as sweeps_router
 from tuneforge.app.ui import install_dashboard
 from tuneforge.app.uploads.endpoints import router as uploads_router
@@ -94,5 +95,6 @@ def create_app(*, run_loops: bool = False) -> FastAPI:
     app.include_router(webhooks_router)
     app.include_router(sweeps_router)
     app.include_router(models_router)
+    app.include_router(permissions_router)
     install_dashboard(app)
     return app

@@ -8,6 +8,7 @@ whose deadline passed, or that the API cancelled, stops between tokens; nothing 
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -74,6 +75,7 @@ def resolve_paths(settings: Settings, base: str, adapter: str | None) -> tuple[P
         # A recorded store key (artifacts/<job>/adapter): local on the default store, downloaded from S3.
         adapter_dir = ArtifactSync(settings).local_folder(adapter).resolve()
     except (StoreMissing, TrainingError) as exc:
+        _forget(settings, adapter)
         raise gone from exc
     roots = (settings.artifacts_dir.resolve(), settings.cache_dir.resolve())
     if not any(root in adapter_dir.parents for root in roots):
@@ -81,6 +83,14 @@ def resolve_paths(settings: Settings, base: str, adapter: str | None) -> tuple[P
     if not all((adapter_dir / f).is_file() for f in ADAPTER_FILES):
         raise gone
     return base_dir, adapter_dir
+
+
+def _forget(settings: Settings, adapter: str) -> None:
+    """The adapter is gone from the store (its model was deleted): remove this host's downloaded copy,
+    so the cache below lets go of the loaded model too."""
+    copy = (settings.cache_dir / "folders" / adapter).resolve()
+    if settings.cache_dir.resolve() in copy.parents:
+        shutil.rmtree(copy, ignore_errors=True)
 
 
 def _encode(loaded: Loaded, request: dict[str, Any]) -> list[int]:
@@ -116,6 +126,9 @@ def execute(request: dict[str, Any]) -> str:
     if time.time() > deadline or channel.cancelled(request_id):
         return "expired"
     try:
+        dropped = model_cache().drop_missing()  # models deleted since they loaded
+        if dropped:
+            log.info("dropped %d cached model(s) whose adapter was deleted", len(dropped))
         base_dir, adapter_dir = resolve_paths(settings, request["base"], request.get("adapter"))
         loaded = model_cache().get(base_dir, adapter_dir)
         prompt_ids = _encode(loaded, request)

@@ -144,6 +144,20 @@ def routes(w: World) -> dict[tuple[str, str], tuple[str, bool]]:
         ("get", "/v1/models"): ("/v1/models", True),
         # A fine-tuned model is served to its own organization only, admin keys included.
         ("get", "/v1/models/{model_id}"): (f"/v1/models/{w.ft_model}", False),
+        ("delete", "/v1/models/{model_id}"): (f"/v1/models/{w.ft_model}", False),
+        # A checkpoint's permissions are its owner's alone: shared or not, admin or not, others get 404.
+        ("post", "/v1/fine_tuning/checkpoints/{fine_tuned_model_checkpoint}/permissions"): (
+            f"/v1/fine_tuning/checkpoints/{w.ft_model}/permissions",
+            False,
+        ),
+        ("get", "/v1/fine_tuning/checkpoints/{fine_tuned_model_checkpoint}/permissions"): (
+            f"/v1/fine_tuning/checkpoints/{w.ft_model}/permissions",
+            False,
+        ),
+        ("delete", "/v1/fine_tuning/checkpoints/{fine_tuned_model_checkpoint}/permissions/{permission_id}"): (
+            f"/v1/fine_tuning/checkpoints/{w.ft_model}/permissions/cp-nope",
+            False,
+        ),
         ("post", "/v1/chat/completions"): ("/v1/chat/completions", False),
         ("post", "/v1/completions"): ("/v1/completions", False),
         # Webhooks belong to an organization: an admin key manages only its own.
@@ -176,6 +190,8 @@ def call(client: httpx.Client, method: str, path: str, key: str | None) -> httpx
         return client.post(path, headers=headers, files={"file": ("x.jsonl", b'{"text": "hi"}\n')}, data={})
     if method == "post" and path == "/v1/fine_tuning/jobs":
         return client.post(path, headers=headers, json={})
+    if method == "post" and path.endswith("/permissions"):
+        return client.post(path, headers=headers, json={"project_ids": ["org-x"]})
     if method == "post" and path.endswith("/complete"):
         return client.post(path, headers=headers, json={"part_ids": ["part-x"]})
     return client.request(method.upper(), path, headers=headers)

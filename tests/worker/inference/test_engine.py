@@ -126,3 +126,19 @@ def test_cache_is_bounded_and_a_failed_load_leaves_nothing(model_dir: Path, tmp_
         cache.get(model_dir, broken)
     assert len(cache.loaded()) <= 2 and all(key[1] != broken for key in cache.loaded())
     assert len(loads) == 4
+
+
+def test_the_cache_drops_a_model_whose_adapter_was_deleted(tmp_path: Path) -> None:
+    """DELETE /v1/models removes the adapter folder; the next request a worker serves drops it from memory."""
+    kept, deleted = tmp_path / "kept", tmp_path / "deleted"
+    for folder in (kept, deleted):
+        folder.mkdir()
+        (folder / "adapter_config.json").write_text("{}")
+    base = tmp_path / "base"
+    cache = ModelCache(3, lambda b, a: Loaded(model=object(), tokenizer=None))
+    for adapter in (kept, deleted, None):
+        cache.get(base, adapter)
+    assert cache.drop_missing() == []
+    shutil.rmtree(deleted)
+    assert cache.drop_missing() == [(base, deleted)]
+    assert cache.loaded() == [(base, kept), (base, None)]

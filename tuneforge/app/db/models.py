@@ -109,6 +109,9 @@ class Job(Base):
     final_metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     # Why a cancelled job stopped: null for a user's cancel, `pruned` when a sweep's pruner stopped it.
     stop_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # When its owner deleted the fine-tuned model (`DELETE /v1/models/{id}`): the final adapter and its
+    # exports are gone from the store; the job row, its metrics and its checkpoints stay.
+    model_deleted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
     idempotency_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
@@ -177,6 +180,26 @@ class Checkpoint(Base):
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     path: Mapped[str] = mapped_column(Text)
     manifest: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class CheckpointPermission(Base):
+    """A fine-tuned model or checkpoint (its `ft:` id) shared by the organization that trained it with
+    another organization (OpenAI's `project_id`), which may then chat with it and continue from it."""
+
+    __tablename__ = "checkpoint_permissions"
+    __table_args__ = (
+        UniqueConstraint("model_id", "grantee_id", name="uq_checkpoint_permissions_model_grantee"),
+        Index("ix_checkpoint_permissions_model_seq", "model_id", "seq"),
+    )
+
+    seq: Mapped[int] = mapped_column(SeqInt, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    # The `ft:` id exactly as shared: a job's fine_tuned_model or one checkpoint's.
+    model_id: Mapped[str] = mapped_column(String(600))
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
+    grantee_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

@@ -9,7 +9,16 @@ from typing import TypeVar
 from sqlalchemy import ColumnElement, Select, select
 from sqlalchemy.orm import Session
 
-from tuneforge.app.db.models import Checkpoint, File, Job, JobEvent, Sweep, WebhookDelivery, WebhookEndpoint
+from tuneforge.app.db.models import (
+    Checkpoint,
+    CheckpointPermission,
+    File,
+    Job,
+    JobEvent,
+    Sweep,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 
 T = TypeVar("T")
 # The tables with a public `id` and an insertion-ordered `seq`.
@@ -21,6 +30,7 @@ Paged = (
     | type[WebhookEndpoint]
     | type[WebhookDelivery]
     | type[Sweep]
+    | type[CheckpointPermission]
 )
 
 

@@ -8,7 +8,8 @@ two answer the same question and should become one when both are merged.
 - a succeeded job's `fine_tuned_model` (`ft:<base>:<org>:<suffix>:<job id>`): its final adapter;
 - a checkpoint's `fine_tuned_model_checkpoint` (`<ft id>:ckpt-step-<N>`): that checkpoint's adapter.
 
-Another organization's `ft:` id answers exactly as a missing one does (404), so ids cannot be probed.
+Another organization's `ft:` id answers exactly as a missing one does (404), so ids cannot be probed,
+unless that exact id was shared with the caller's organization (a checkpoint permission).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from tuneforge.app.core.errors import InvalidRequest, NotFound
 from tuneforge.app.db.models import Job
 from tuneforge.app.jobs import repository
 from tuneforge.app.jobs.model_path import resolve_model
+from tuneforge.app.permissions import repository as permissions
 from tuneforge.contract.spec import SpecError
 from tuneforge.contract.status import JobStatus
 
@@ -48,6 +50,8 @@ def _not_found(model: str) -> NotFound:
 def _ft_job(session: Session, org_id: str, ft_id: str, model: str) -> Job:
     job_id = ft_id.rsplit(":", 1)[-1]
     job = repository.get(session, org_id, job_id) if job_id else None
+    if job is None and job_id and permissions.granted(session, org_id, model):
+        job = repository.get(session, None, job_id)
     if job is None:
         raise _not_found(model)
     expected = job.fine_tuned_model or f"ft:{job.model}:{job.organization_id}:{job.suffix or ''}:{job.id}"

@@ -35,6 +35,13 @@ def adapter_source(session: Session, job: Job, checkpoint: int | None) -> tuple[
         if ckpt is None:
             raise NotFound(f"Job {job.id} has no checkpoint at step {checkpoint}.", param="checkpoint")
         return f"{ckpt.path}/adapter", ckpt.manifest, f"{job.id}-step-{checkpoint}"
+    if job.model_deleted_at is not None:
+        raise Conflict(
+            f"The fine-tuned model {job.fine_tuned_model} of job {job.id} was deleted; its adapter and merged "
+            "exports are gone. Its checkpoints are kept: download one with ?checkpoint=<step>.",
+            param="checkpoint",
+            code="model_deleted",
+        )
     if job.adapter_path is None or job.adapter_manifest is None:
         raise Conflict(
             f"Job {job.id} is {job.status} and has no final adapter"

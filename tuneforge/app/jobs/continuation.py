@@ -3,7 +3,8 @@
 
 `from_checkpoint` is a fine-tuned model id (`ft:<model>:<org>:<suffix>:<job>`), a checkpoint's
 `fine_tuned_model_checkpoint` (`...:ckpt-step-<n>`), or a checkpoint id (`ftckpt-...`). It must belong
-to the same organization (another organization's is a 404, as if it did not exist), and have been
+to the same organization or have been shared with it (a checkpoint permission on that `ft:` id;
+another organization's is otherwise a 404, as if it did not exist), and have been
 trained on the same base model, task and LoRA shape (`r`, `target_modules`), or it is a 400.
 The API checks this at POST; the worker resolves it again to find the adapter's files.
 """
@@ -16,8 +17,9 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from tuneforge.app.core.errors import InvalidRequest, NotFound
-from tuneforge.app.db.models import Job
+from tuneforge.app.db.models import Checkpoint, Job
 from tuneforge.app.jobs import repository
+from tuneforge.app.permissions import repository as permissions
 from tuneforge.contract.spec import JobSpec
 from tuneforge.contract.status import JobStatus
 
@@ -41,7 +43,10 @@ def find(session: Session, org_id: str, ref: str) -> Source:
     if ref.startswith("ftckpt-"):
         found = repository.checkpoint_by_id(session, org_id, ref)
         if found is None:
-            raise _missing(ref)
+            # Shared checkpoints are granted by their `ft:` id: look it up unscoped, then check the grant.
+            found = permissions.checkpoint_with_job(session, ref)
+            if found is None or not permissions.granted(session, org_id, _checkpoint_model_id(*found)):
+                raise _missing(ref)
         ckpt, job = found
         return Source(job, Path(ckpt.path) / "adapter", ckpt.step_number)
     if not ref.startswith("ft:"):
@@ -55,7 +60,9 @@ def find(session: Session, org_id: str, ref: str) -> Source:
             raise _missing(ref)
         step = int(raw)
     owner = repository.get(session, org_id, base.rpartition(":")[2])
-    if owner is None:
+    if owner is None and permissions.granted(session, org_id, ref):
+        owner = repository.get(session, None, base.rpartition(":")[2])
+    if owner is None or _ft_id(owner) != base:
         raise _missing(ref)
     if step is not None:
         at_step = repository.checkpoint_at(session, owner.id, step)
@@ -66,6 +73,14 @@ def find(session: Session, org_id: str, ref: str) -> Source:
     if job.status != JobStatus.SUCCEEDED or job.fine_tuned_model != ref or not job.adapter_path:
         raise _missing(ref)
     return Source(job, Path(job.adapter_path), None)
+
+
+def _ft_id(job: Job) -> str:
+    return job.fine_tuned_model or f"ft:{job.model}:{job.organization_id}:{job.suffix or ''}:{job.id}"
+
+
+def _checkpoint_model_id(ckpt: Checkpoint, job: Job) -> str:
+    return f"{_ft_id(job)}{_STEP}{ckpt.step_number}"
 
 
 def check_compatible(source: Source, model: str, spec: JobSpec, ref: str) -> None:

@@ -21,6 +21,7 @@ def fine_tuned_jobs(session: Session, org_id: str) -> Sequence[Job]:
             Job.organization_id == org_id,
             Job.status == JobStatus.SUCCEEDED,
             Job.fine_tuned_model.is_not(None),
+            Job.model_deleted_at.is_(None),
         )
         .order_by(Job.seq.desc())
         .limit(MAX_LISTED)
@@ -30,3 +31,8 @@ def fine_tuned_jobs(session: Session, org_id: str) -> Sequence[Job]:
 def job_in_org(session: Session, org_id: str, job_id: str) -> Job | None:
     """A job of this organization only: a model id is never resolved across tenants, admin or not."""
     return session.scalars(select(Job).where(Job.organization_id == org_id, Job.id == job_id)).first()
+
+
+def job_by_id(session: Session, job_id: str) -> Job | None:
+    """Unscoped: only for an id the caller was granted (a checkpoint permission)."""
+    return session.scalars(select(Job).where(Job.id == job_id)).first()

@@ -75,6 +75,17 @@ class ModelCache:
             self._entries[key] = loaded
             return loaded
 
+    def drop_missing(self) -> list[Key]:
+        """Drop the entries whose adapter folder is gone (its fine-tuned model was deleted, so its
+        files left the store and this host's cache), and free their memory. Returns their keys."""
+        with self._lock:
+            gone = [k for k in self._entries if k[1] is not None and not (k[1] / "adapter_config.json").is_file()]
+            for key in gone:
+                del self._entries[key]
+            if gone:
+                _release()
+            return gone
+
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
