@@ -65,6 +65,11 @@ class Settings(BaseSettings):
         "Defaults to `file://<data_dir>`. With s3://, API and workers share only the database, the broker "
         "and the bucket.",
     )
+    llama_cpp_dir: Path = Field(
+        Path("~/.cache/tuneforge/llama.cpp-0.3.36"),
+        description="llama.cpp from llama-cpp-python's sdist, as scripts/llama_cpp.sh leaves it: its converters "
+        "make the GGUF exports (format=gguf, gguf-lora), its build/bin/llama-quantize the q4_k_m one.",
+    )
     s3_endpoint_url: str | None = Field(
         None, description="S3-compatible endpoint (MinIO, moto...); unset: AWS. Credentials: the AWS_* variables."
     )

@@ -10,7 +10,7 @@ from tuneforge.app.core.errors import InvalidRequest
 from tuneforge.app.core.schemas import ListResponse, error_responses
 from tuneforge.app.core.storage import get_store
 from tuneforge.app.deps import PrincipalDep, SessionDep, SettingsDep
-from tuneforge.app.jobs import artifacts, merged, service
+from tuneforge.app.jobs import artifacts, gguf, merged, service
 from tuneforge.app.jobs.request import JobCreate
 from tuneforge.app.jobs.schemas import (
     CheckpointObject,
@@ -179,7 +179,8 @@ def job_metrics(
     responses={
         200: {
             "content": {"application/gzip": {}},
-            "description": "A .tar.gz holding a PEFT adapter folder, or with format=merged a full model folder.",
+            "description": "A .tar.gz holding a PEFT adapter folder; with format=merged a full model folder; with "
+            "format=gguf or gguf-lora one GGUF file and an Ollama Modelfile.",
         },
         **error_responses(409, 503),
     },
@@ -193,18 +194,35 @@ def download_adapter(
         int | None, Query(ge=0, le=MAX_INT, description="Step of an intermediate checkpoint.")
     ] = None,
     format: Annotated[
-        Literal["peft", "merged"],
-        Query(description="peft: the adapter folder; merged: the base with the LoRA merged in (causal_lm)."),
+        Literal["peft", "merged", "gguf", "gguf-lora"],
+        Query(
+            description="peft: the adapter folder; merged: the base with the LoRA merged in (causal_lm); gguf: "
+            "the merged model as one GGUF file (llama.cpp, Ollama); gguf-lora: the adapter alone as a LoRA GGUF."
+        ),
     ] = "peft",
+    quant: Annotated[
+        gguf.GgufQuant | None,
+        Query(description="With format=gguf: f16 (the default), q8_0, or q4_k_m where llama-quantize is built."),
+    ] = None,
 ) -> StreamingResponse:
     job = service.get(session, principal, job_id)
+    fmt = gguf.GgufFormat(format) if format in ("gguf", "gguf-lora") else None
+    if quant is not None and fmt is None:
+        raise InvalidRequest("quant is for format=gguf only.", param="quant", code="invalid_quant")
     if format == "merged":
         merged.check_mergeable(job)
+    if fmt is not None:
+        gguf.check_exportable(job, fmt, quant)
+        gguf.check_available(settings, quant)
     source, manifest, name = artifacts.adapter_source(session, job, checkpoint)
     store = get_store(settings)
     if format == "merged":
         store, source, manifest, name = merged.export_from_store(
             settings, store, job, source, manifest, checkpoint, name
+        )
+    elif fmt is not None:
+        store, source, manifest, name = gguf.export_from_store(
+            settings, store, job, source, manifest, checkpoint, name, fmt, quant
         )
     archive = artifacts.plan_archive(store, source, manifest, name)
     session.close()  # the body streams after this returns
