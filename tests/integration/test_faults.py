@@ -199,7 +199,10 @@ def test_cancel_queued_and_running_then_the_worker_takes_the_next_job(cluster: C
     cluster.wait(running["id"], running_past(3))
     t0 = time.monotonic()
     assert cluster.client.post(f"/v1/fine_tuning/jobs/{queued['id']}/cancel").json()["status"] == "cancelled"
-    assert cluster.client.post(f"/v1/fine_tuning/jobs/{running['id']}/cancel").json()["status"] == "cancel_requested"
+    assert (
+        cluster.client.post(f"/v1/fine_tuning/jobs/{running['id']}/cancel").json()["detailed_status"]
+        == "cancel_requested"
+    )
     cluster.wait(running["id"], lambda j: j["status"] == "cancelled", timeout=10)
     print(f"\ncancel: running job cancelled {time.monotonic() - t0:.1f}s after the request")
     nxt = cluster.create(tiny_model, {"max_steps": 4})

@@ -29,7 +29,7 @@ def test_sdk_pause_frees_the_worker_and_resume_continues(
     )
     wait_sdk_job(sdk, long.id, lambda j: j.status == "running" and (job_progress(j)[2] or 0) > 0)
 
-    assert sdk.fine_tuning.jobs.pause(long.id).status in ("pause_requested", "paused")
+    assert sdk.fine_tuning.jobs.pause(long.id).status in ("running", "paused")
     paused = wait_sdk_job(sdk, long.id, lambda j: j.status in {"paused", *TERMINAL})
     assert paused.status == "paused", (paused.error, worker_log())
     step = (paused.model_extra or {})["progress"]["step"]

@@ -10,7 +10,8 @@ from typing import Literal
 
 
 class JobStatus(StrEnum):
-    """A job's status, as stored and as the API shows it (OpenAI's names, plus `cancel_requested`)."""
+    """A job's status as stored, and as the API's `detailed_status` shows it: OpenAI's names, plus
+    `cancel_requested` and `pause_requested`, which `status` shows as `running` (`public_status`)."""
 
     VALIDATING_FILES = "validating_files"
     QUEUED = "queued"
@@ -36,6 +37,24 @@ LIVE: tuple[JobStatus, ...] = (JobStatus.VALIDATING_FILES, JobStatus.QUEUED, *TR
 TERMINAL: tuple[JobStatus, ...] = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 # Waiting for a worker: counted against the per-organization queue limit.
 WAITING: tuple[JobStatus, ...] = (JobStatus.VALIDATING_FILES, JobStatus.QUEUED)
+
+
+def public_status(status: JobStatus) -> JobStatus:
+    """A job's `status` as the API shows it. It stays in the set OpenAI's clients know (its OpenAPI
+    document's enum, plus `paused`, which OpenAI's pause returns): a training job whose cancel or pause
+    was asked for is still `running` until its worker stops. The finer state is the job object's
+    `detailed_status` (the dashboard and the CLI show it)."""
+    return JobStatus.RUNNING if status in TRAINING else status
+
+
+# The values `status` takes (public_status); a list filter on `running` matches the whole of TRAINING.
+PUBLIC_STATUSES: tuple[JobStatus, ...] = tuple(s for s in JobStatus if public_status(s) == s)
+
+
+def statuses_shown_as(status: JobStatus) -> tuple[JobStatus, ...]:
+    """The stored statuses a list filter matches: those `status` shows as `status` (a fine status,
+    e.g. `cancel_requested`, matches only itself)."""
+    return tuple(s for s in JobStatus if public_status(s) == status) if status in PUBLIC_STATUSES else (status,)
 
 
 class Transition(StrEnum):
@@ -178,10 +197,12 @@ class ErrorCode(StrEnum):
     INTERNAL = "internal"
 
 
-# A job event's severity and kind, as OpenAI's job events carry them (`metrics` events carry `data`;
-# `samples` events announce sample generations, read with GET /v1/fine_tuning/jobs/{id}/samples).
+# A job event's severity and kind, exactly OpenAI's (`metrics` events carry `data`). Sample generations
+# are announced by a `message` event whose data is `{"kind": "samples", "step", "count"}` (read them with
+# GET /v1/fine_tuning/jobs/{id}/samples); rows written as `samples` before are shown that way too.
 EventLevel = Literal["info", "warn", "error"]
-EventType = Literal["message", "metrics", "samples"]
+EventType = Literal["message", "metrics"]
+SAMPLES_EVENT = "samples"
 
 
 class JobAction(StrEnum):

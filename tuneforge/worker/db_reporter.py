@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from tuneforge.app.core.config import Settings
 from tuneforge.app.db.engine import session_scope
 from tuneforge.app.jobs import repository
-from tuneforge.contract.status import EventLevel, EventType, JobStatus, StopReason
+from tuneforge.contract.status import SAMPLES_EVENT, EventLevel, EventType, JobStatus, StopReason
 
 log = logging.getLogger("tuneforge.worker")
 
@@ -97,7 +97,8 @@ class DBReporter:
         retry("recording a checkpoint", write)
 
     def samples(self, step: int, items: list[dict[str, Any]]) -> None:
-        """Stores the step's generations and announces them with a `samples` event, in one transaction."""
+        """Stores the step's generations and announces them with a message event (data.kind `samples`), in one
+        transaction."""
         message = f"Sample generations at step {step}: {len(items)} prompt{'s' if len(items) != 1 else ''}"
         if items:
             message += f'; the first says "{_preview(items[0]["output"])}"'
@@ -105,7 +106,9 @@ class DBReporter:
         def write() -> None:
             with session_scope() as s:
                 repository.replace_samples(s, self.job_id, step, items)
-                repository.add_event(s, self.job_id, message, type_="samples", data={"step": step, "count": len(items)})
+                repository.add_event(
+                    s, self.job_id, message, data={"kind": SAMPLES_EVENT, "step": step, "count": len(items)}
+                )
 
         retry("recording sample generations", write)
 

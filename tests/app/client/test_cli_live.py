@@ -159,7 +159,7 @@ def test_cancel_then_watch_exits_non_zero(
     job_id = json.loads(made.stdout)["id"]
     cancelled = cli("jobs", "cancel", job_id, "--json")
     assert cancelled.returncode == 0, cancelled.stderr
-    assert json.loads(cancelled.stdout)["status"] in ("cancel_requested", "cancelled")
+    assert json.loads(cancelled.stdout)["detailed_status"] in ("cancel_requested", "cancelled")
     watched = cli("jobs", "watch", job_id, "--json", timeout=120)
     assert watched.returncode == 7, watched.stderr + worker_log()
     assert json.loads(watched.stdout)["status"] == "cancelled"

@@ -95,7 +95,7 @@ def test_a_paused_job_can_be_cancelled(client: httpx.Client, tiny_model: str) ->
 def test_resume_before_the_worker_stopped_withdraws_the_pause(client: httpx.Client, tiny_model: str) -> None:
     job_id = make_job(client, tiny_model)
     set_job(job_id, status="running", worker_id="w", lease_expires_at=utcnow() + dt.timedelta(minutes=1))
-    assert client.post(f"/v1/fine_tuning/jobs/{job_id}/pause").json()["status"] == "pause_requested"
+    assert client.post(f"/v1/fine_tuning/jobs/{job_id}/pause").json()["detailed_status"] == "pause_requested"
     assert client.post(f"/v1/fine_tuning/jobs/{job_id}/resume").json()["status"] == "running"
     assert messages(client, job_id)[0] == "Pause withdrawn; the job keeps training"
 

@@ -42,9 +42,9 @@ def test_samples_by_step_and_their_events(
     assert {r["step"] for r in later} == {4}
 
     events = client.get(f"/v1/fine_tuning/jobs/{job_id}/events", params={"limit": 100}).json()["data"]
-    announced = sorted(e["data"]["step"] for e in events if e["type"] == "samples")
+    announced = sorted(e["data"]["step"] for e in events if (e.get("data") or {}).get("kind") == "samples")
     assert announced == [0, 2, 4]
-    assert all(e["data"]["count"] == 2 for e in events if e["type"] == "samples")
+    assert all(e["data"]["count"] == 2 for e in events if (e.get("data") or {}).get("kind") == "samples")
 
     # Another organization's key sees no such job.
     other = httpx.get(

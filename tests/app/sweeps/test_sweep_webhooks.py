@@ -66,7 +66,7 @@ def test_cancelling_a_sweep_asks_its_running_trials_to_stop(client: httpx.Client
         s.execute(update(Job).where(Job.id == jobs[0]).values(status="running", worker_id="w"))
     assert client.post(f"{SWEEPS}/{sweep_id}/cancel", headers=org.headers).status_code == 200
     job = client.get(f"/v1/fine_tuning/jobs/{jobs[0]}", headers=org.headers).json()
-    assert job["status"] == "cancel_requested"
+    assert (job["status"], job["detailed_status"]) == ("running", "cancel_requested")
     # The trial's own webhook comes when its worker stops; the sweep is finished now.
     assert outbox(org.hook) == [("fine_tuning.sweep.completed", sweep_id)]
 

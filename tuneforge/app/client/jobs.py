@@ -38,7 +38,7 @@ def show_job(job: FineTuningJob) -> None:
     step = f"{p.step}/{p.total_steps}" if p.total_steps else str(p.step)
     rows = [
         ("id", job.id),
-        ("status", job.status.value),
+        ("status", job.detailed_status.value),
         ("model", job.model),
         ("training file", job.training_file),
         ("step", f"{step}" + (f"  ({p.percentage:.0f}%)" if p.percentage is not None else "")),
@@ -101,7 +101,7 @@ def cmd_list(api: Api, args: argparse.Namespace) -> int:
         rows.append(
             [
                 j.id,
-                j.status.value,
+                j.detailed_status.value,
                 j.model,
                 f"{p.step}/{p.total_steps or '?'}",
                 pct,
@@ -138,7 +138,7 @@ def _action(api: Api, args: argparse.Namespace, action: str) -> int:
     if args.json:
         output.print_json(job.model_dump(mode="json"))
     else:
-        output.out.print(f"{job.id} {job.status.value}")
+        output.out.print(f"{job.id} {job.detailed_status.value}")
     return 0
 
 
@@ -190,7 +190,7 @@ def _follow_stream(api: Api, job_id: str, w: _Watch) -> bool:
     with api.stream("GET", f"{JOBS}/{job_id}/stream", read_timeout=120) as response:
         for event, data in sse_json(response):
             if event == "status":
-                w.status(data["status"], data.get("progress") or {})
+                w.status(data.get("detailed_status") or data["status"], data.get("progress") or {})
             elif event == "metrics":
                 w.points(data.get("points") or [])
             elif event == "done":
@@ -201,7 +201,7 @@ def _follow_stream(api: Api, job_id: str, w: _Watch) -> bool:
 def _follow_polling(api: Api, job_id: str, w: _Watch, interval: float = 1.0) -> None:
     while True:
         job = get_job(api, job_id)
-        w.status(job.status.value, job.progress.model_dump())
+        w.status(job.detailed_status.value, job.progress.model_dump())
         since = {"since_step": w.last_step} if w.last_step >= 0 else {}
         series = MetricsSeries.model_validate(
             api.get(f"{JOBS}/{job_id}/metrics", params={**since, "max_points": 100_000})

@@ -8,6 +8,7 @@ anything unexpected becomes a 500 whose body carries a request id and never a st
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -85,8 +86,16 @@ def envelope(message: str, type_: str, param: str | None, code: str | None) -> d
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
+# The step pydantic adds to a location for each member of a union it tried (`prompt.str`,
+# `prompt.list[str].0`, `content.function-after[...]`): a type, not a field the client wrote.
+_UNION_MEMBER = re.compile(r"^(str|int|float|bool|none|bytes|dict|list|[\w-]+\[.*\])$", re.DOTALL)
+
+
 def _param_of(err: Mapping[str, Any]) -> str:
+    if err.get("type") == "json_invalid":
+        return ""  # no field: the body itself (its location is a character offset, not a name)
     loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
+    loc = [p for p in loc if not _UNION_MEMBER.match(p)]
     # A discriminated union puts the tag in the location (optimizer.sgd.momentum); users wrote
     # optimizer.momentum, so that is the name to give back.
     loc = [p for i, p in enumerate(loc) if not (i > 0 and loc[i - 1] == "optimizer" and p in OPTIMIZER_NAMES)]
@@ -100,6 +109,10 @@ def _message_of(err: Mapping[str, Any]) -> str:
     ctx_error = (err.get("ctx") or {}).get("error")
     if isinstance(ctx_error, SpecError):
         return ctx_error.message
+    if err.get("type") == "json_invalid":
+        position = [p for p in err.get("loc", ()) if isinstance(p, int)]
+        where = f" at character {position[0]}" if position else ""
+        return f"the body is not valid JSON ({(err.get('ctx') or {}).get('error', 'decode error')}{where})"
     if err.get("type") == "extra_forbidden":
         return "unknown field"
     if err.get("type") == "missing":

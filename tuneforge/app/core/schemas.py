@@ -1,28 +1,39 @@
 from __future__ import annotations
 
-from typing import Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, Self, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 T = TypeVar("T")
+
+
+def _is_none(value: object) -> bool:
+    return value is None
+
+
+def omitted_if_none(description: str | None = None, **kw: Any) -> Any:
+    """A field that is left out of the JSON when it has no value, instead of sent as null: OpenAI's
+    OpenAPI document types many optional fields without null (`expires_at`, `data`, checkpoint
+    metrics), and strictly typed clients refuse a null there (docs/api.md, "Conformance")."""
+    return Field(None, description=description, exclude_if=_is_none, **kw)
 
 
 class ListResponse(BaseModel, Generic[T]):
     object: Literal["list"] = "list"
     data: list[T]
     has_more: bool
-    first_id: str | None = None
-    last_id: str | None = None
+    first_id: str | None = omitted_if_none("The first object's id; absent when the page is empty.")
+    last_id: str | None = omitted_if_none("The last object's id (the next page's `after`); absent when empty.")
 
     @classmethod
-    def page(cls, items: list[T], limit: int, key: str = "id") -> ListResponse[T]:
-        """`items` holds up to limit+1 rows; the extra one only tells whether more exist."""
+    def page(cls, items: list[T], limit: int, key: str = "id") -> Self:
+        """`items` holds up to limit+1 rows; the extra one only tells whether more exist. An empty
+        page passes no ids, so each list keeps its own default (see `FileList`)."""
         data = items[:limit]
+        if not data:
+            return cls(data=data, has_more=False)
         return cls(
-            data=data,
-            has_more=len(items) > limit,
-            first_id=getattr(data[0], key, None) if data else None,
-            last_id=getattr(data[-1], key, None) if data else None,
+            data=data, has_more=len(items) > limit, first_id=getattr(data[0], key), last_id=getattr(data[-1], key)
         )
 
 

@@ -8,10 +8,10 @@ from fastapi.responses import FileResponse, RedirectResponse, Response, Streamin
 from starlette.datastructures import UploadFile
 
 from tuneforge.app.core.errors import InvalidRequest, PayloadTooLarge
-from tuneforge.app.core.schemas import DeletedResponse, ListResponse, error_responses
+from tuneforge.app.core.schemas import DeletedResponse, error_responses
 from tuneforge.app.deps import PrincipalDep, SessionDep, SettingsDep
 from tuneforge.app.files import service
-from tuneforge.app.files.schemas import FileObject
+from tuneforge.app.files.schemas import FileList, FileObject
 from tuneforge.app.files.spool import MULTIPART_OVERHEAD, declared_too_large, size_limited, too_large
 
 router = APIRouter(prefix="/v1/files", tags=["files"], responses=error_responses(404))
@@ -70,7 +70,7 @@ async def upload_file(
     return FileObject.of(record)
 
 
-@router.get("", response_model=ListResponse[FileObject])
+@router.get("", response_model=FileList)
 def list_files(
     session: SessionDep,
     principal: PrincipalDep,
@@ -78,9 +78,9 @@ def list_files(
     after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
     order: Literal["asc", "desc"] = "desc",
-) -> ListResponse[FileObject]:
+) -> FileList:
     rows = service.list_files(session, principal, purpose=purpose, after=after, limit=limit, ascending=order == "asc")
-    return ListResponse[FileObject].page([FileObject.of(f) for f in rows], limit)
+    return FileList.page([FileObject.of(f) for f in rows], limit)
 
 
 @router.get("/{file_id}", response_model=FileObject)

@@ -4,6 +4,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from tuneforge.app.core.schemas import ListResponse, omitted_if_none
 from tuneforge.app.db.models import File
 from tuneforge.app.db.types import unix
 from tuneforge.contract.formats import Shape, detect_columns
@@ -17,8 +18,8 @@ class FileObject(BaseModel):
     filename: str
     purpose: str
     status: Literal["uploaded", "processed", "error"]
-    status_details: str | None = None
-    expires_at: int | None = None
+    status_details: str | None = omitted_if_none("Not used: validation problems are a 400 at upload.")
+    expires_at: int | None = omitted_if_none("Files do not expire here.")
     # Tuneforge additions: what upload validation found.
     sha256: str = Field(description="SHA-256 of the stored bytes.")
     format: Literal["jsonl", "csv"]
@@ -45,3 +46,11 @@ class FileObject(BaseModel):
             columns=f.columns,
             data_format=detect_columns(f.columns or {}),
         )
+
+
+class FileList(ListResponse[FileObject]):
+    """OpenAI's ListFilesResponse requires `first_id` and `last_id` as strings, so an empty page
+    sends them empty instead of leaving them out."""
+
+    first_id: str = Field("", description="The first file's id; empty when the page is empty.")
+    last_id: str = Field("", description="The last file's id (the next page's `after`); empty when empty.")

@@ -22,6 +22,13 @@ from tuneforge.contract.graders.shapes import AnyGrader, PythonGrader, SamplingP
 # Judge replies longer than this are not needed to read a score or a label.
 JUDGE_MAX_TOKENS = 64
 
+# OpenAI's run response requires these beside the error flags, null unless a grader set one.
+ERROR_DETAILS = (
+    "python_grader_server_error_type",
+    "python_grader_runtime_error_details",
+    "model_grader_server_error_details",
+)
+
 
 def sandbox_limits(settings: Settings) -> SandboxLimits | None:
     if not settings.python_grader_enabled:
@@ -84,7 +91,7 @@ async def run(session: Session, settings: Settings, org_id: str, body: GraderRun
         metadata=GraderRunMetadata(
             name=result.name,
             type=result.type,
-            errors=result.errors | ({"details": result.error} if result.error else {}),
+            errors=dict.fromkeys(ERROR_DETAILS) | result.errors | ({"details": result.error} if result.error else {}),
             execution_time=result.execution_time,
             scores=result.sub_rewards or {result.name: result.reward},
         ),

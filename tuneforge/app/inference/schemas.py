@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+from importlib.metadata import version as _version
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -10,6 +12,10 @@ Temperature = Annotated[float, Field(ge=0.0, le=2.0)]
 TopP = Annotated[float, Field(gt=0.0, le=1.0)]
 MaxTokens = Annotated[int, Field(ge=1)]
 Seed = Annotated[int, Field(ge=0, le=2**63 - 1)]
+
+# OpenAI's `system_fingerprint` names the serving configuration; a string, never null, because its
+# OpenAPI document types it so. Here the configuration is the Tuneforge release that generates.
+SYSTEM_FINGERPRINT = "fp_" + hashlib.sha256(f"tuneforge {_version('tuneforge')}".encode()).hexdigest()[:10]
 
 
 # Why generation ended: a stop sequence or EOS, or `max_tokens`.
@@ -116,6 +122,7 @@ class Usage(BaseModel):
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str
+    refusal: None = Field(None, description="Always null: no refusal classifier runs (OpenAI requires the field).")
 
 
 class ChatChoice(BaseModel):
@@ -132,7 +139,7 @@ class ChatCompletion(BaseModel):
     model: str
     choices: list[ChatChoice]
     usage: Usage
-    system_fingerprint: str | None = None
+    system_fingerprint: str = SYSTEM_FINGERPRINT
 
 
 class CompletionChoice(BaseModel):
@@ -149,4 +156,4 @@ class Completion(BaseModel):
     model: str
     choices: list[CompletionChoice]
     usage: Usage
-    system_fingerprint: str | None = None
+    system_fingerprint: str = SYSTEM_FINGERPRINT

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from tuneforge.app.core.errors import APIError, envelope
+from tuneforge.app.inference.schemas import SYSTEM_FINGERPRINT
 from tuneforge.app.inference.service import Generation
 
 
@@ -21,7 +22,7 @@ def _chat_chunk(gen: Generation, delta: dict[str, str], finish: str | None) -> d
         "object": "chat.completion.chunk",
         "created": gen.created,
         "model": gen.model,
-        "system_fingerprint": None,
+        "system_fingerprint": SYSTEM_FINGERPRINT,
         "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
     }
 
@@ -32,7 +33,7 @@ def _text_chunk(gen: Generation, text: str, finish: str | None) -> dict[str, Any
         "object": "text_completion",
         "created": gen.created,
         "model": gen.model,
-        "system_fingerprint": None,
+        "system_fingerprint": SYSTEM_FINGERPRINT,
         "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}],
     }
 

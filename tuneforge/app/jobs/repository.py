@@ -15,7 +15,7 @@ from tuneforge.app.core.ids import new_id
 from tuneforge.app.db import paging
 from tuneforge.app.db.models import Checkpoint, Job, JobEvent, JobMetric, JobSample
 from tuneforge.app.db.types import utcnow
-from tuneforge.contract.status import LIVE, TRAINING, EventLevel, EventType, JobStatus
+from tuneforge.contract.status import LIVE, TRAINING, EventLevel, EventType, JobStatus, statuses_shown_as
 
 # What a metric point may set; anything else a reporter sends is ignored.
 METRIC_FIELDS = frozenset(
@@ -77,7 +77,8 @@ def list_page(
     if org_id is not None:  # None: an admin listing every organization
         stmt = stmt.where(Job.organization_id == org_id)
     if status:
-        stmt = stmt.where(Job.status == status)
+        # `running` also matches jobs being cancelled or paused, which `status` shows as running.
+        stmt = stmt.where(Job.status.in_(statuses_shown_as(status)))
     if model:
         stmt = stmt.where(Job.model == model)
     for key, value in (metadata or {}).items():

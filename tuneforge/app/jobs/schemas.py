@@ -3,13 +3,22 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
+from tuneforge.app.core.schemas import omitted_if_none
 from tuneforge.app.db.models import Checkpoint, Job, JobEvent, JobMetric, JobSample
 from tuneforge.app.db.types import unix, utcnow
 from tuneforge.app.jobs.request import openai_hyperparameters, openai_method
 from tuneforge.contract.spec import JobSpec
-from tuneforge.contract.status import TRAINING, EventLevel, EventType, JobAction, JobStatus
+from tuneforge.contract.status import (
+    SAMPLES_EVENT,
+    TRAINING,
+    EventLevel,
+    EventType,
+    JobAction,
+    JobStatus,
+    public_status,
+)
 from tuneforge.contract.status import allowed_actions as actions_allowed_in
 
 
@@ -34,7 +43,11 @@ class FineTuningJob(BaseModel):
     created_at: int
     model: str
     organization_id: str
-    status: JobStatus
+    status: JobStatus = Field(
+        description="OpenAI's statuses: validating_files, queued, running, paused, succeeded, failed, cancelled. "
+        "A running job whose cancel or pause was asked for reads `running` until its worker stops "
+        "(`detailed_status` says which)."
+    )
     hyperparameters: dict[str, Any]
     result_files: list[str]
     seed: int
@@ -46,10 +59,14 @@ class FineTuningJob(BaseModel):
     trained_tokens: int | None = None
     estimated_finish: int | None = None
     metadata: dict[str, str] | None = None
-    method: dict[str, Any] | None = None
-    integrations: list[Any] | None = None
+    method: dict[str, Any] | None = omitted_if_none()
+    integrations: list[Any] | None = omitted_if_none()
     suffix: str | None = None
     # Tuneforge additions
+    detailed_status: JobStatus = Field(
+        description="Tuneforge: `status`, or `cancel_requested` / `pause_requested` while a running job stops "
+        "on a cancel or a pause (its worker stops at the next step boundary)."
+    )
     progress: Progress
     attempt: int
     started_at: int | None = None
@@ -62,6 +79,14 @@ class FineTuningJob(BaseModel):
         description="The actions (`POST /v1/fine_tuning/jobs/{id}/cancel|pause|resume`) that act on the job in "
         "its current status; empty once it is finished or being cancelled.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_older_servers(cls, data: Any) -> Any:
+        """The CLI reads jobs with this model, from servers older than `detailed_status` too."""
+        if isinstance(data, dict) and "detailed_status" not in data and "status" in data:
+            return {**data, "detailed_status": data["status"]}
+        return data
 
     @classmethod
     def of(cls, job: Job, now: dt.datetime | None = None) -> FineTuningJob:
@@ -77,7 +102,8 @@ class FineTuningJob(BaseModel):
             created_at=unix(job.created_at) or 0,
             model=job.model,
             organization_id=job.organization_id,
-            status=job.status,
+            status=public_status(job.status),
+            detailed_status=job.status,
             hyperparameters=hp,
             result_files=list(job.result_files or []),
             seed=job.seed,
@@ -129,29 +155,35 @@ class JobEventObject(BaseModel):
     created_at: int
     level: EventLevel
     message: str
-    data: dict[str, Any] | None = None
+    data: dict[str, Any] | None = omitted_if_none("`metrics` events: the step's metrics; others: details, if any.")
     type: EventType = "message"
 
     @classmethod
     def of(cls, e: JobEvent) -> JobEventObject:
+        type_: str = e.type
+        data = e.data
+        if type_ == SAMPLES_EVENT:  # a row written before sample events became `message` events
+            type_, data = "message", {"kind": SAMPLES_EVENT, **(data or {})}
         return cls(
             id=e.id,
             created_at=unix(e.created_at) or 0,
             level=e.level,
             message=e.message,
-            data=e.data,
-            type=e.type,
+            data=data,
+            type="metrics" if type_ == "metrics" else "message",
         )
 
 
 class CheckpointMetrics(BaseModel):
-    step: float | None = None
-    train_loss: float | None = None
-    valid_loss: float | None = None
-    train_mean_token_accuracy: float | None = None
-    valid_mean_token_accuracy: float | None = None
-    full_valid_loss: float | None = None
-    full_valid_mean_token_accuracy: float | None = None
+    """OpenAI's checkpoint metrics; one that was not measured (no evaluation ran) is left out."""
+
+    step: float | None = omitted_if_none()
+    train_loss: float | None = omitted_if_none()
+    valid_loss: float | None = omitted_if_none()
+    train_mean_token_accuracy: float | None = omitted_if_none()
+    valid_mean_token_accuracy: float | None = omitted_if_none()
+    full_valid_loss: float | None = omitted_if_none()
+    full_valid_mean_token_accuracy: float | None = omitted_if_none()
 
 
 class CheckpointObject(BaseModel):

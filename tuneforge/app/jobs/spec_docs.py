@@ -63,7 +63,8 @@ BLOCKS: list[tuple[str, type[BaseModel], str]] = [
         s.SamplesSpec,
         "causal_lm only. Greedy generations with the adapter before the first step (step 0: the base model), "
         "at each evaluation and at the end, stored by step and read with "
-        '`GET /v1/fine_tuning/jobs/{id}/samples`; each set is announced by a `type: "samples"` job event. '
+        "`GET /v1/fine_tuning/jobs/{id}/samples`; each set is announced by a job event with "
+        '`data.kind: "samples"` (and `step`, `count`). '
         "Generation draws no random numbers, so a job trains exactly the same with or without samples. "
         "On by default (two validation prompts, 16 tokens each). The prompts are generated together, one "
         "batch with the KV cache (a forward pass per new token for all of them), so the cost is per generated "

@@ -67,9 +67,9 @@ async def job_stream(
     yield "retry: 2000\n\n"
     while True:
         job, events, points = await run_in_threadpool(_poll, job_id, last_seq, last_step)
-        status = (job["status"], job["progress"]["step"])
+        status = (job["detailed_status"], job["progress"]["step"])
         if status != last_status:
-            frame = {k: job[k] for k in ("id", "status", "progress", "allowed_actions")}
+            frame = {k: job[k] for k in ("id", "status", "detailed_status", "progress", "allowed_actions")}
             yield _sse("status", frame)
             last_status = status
         for seq, event in events:

@@ -30,14 +30,17 @@ function jobHead(job, act) {
       onclick: () => act(action),
     }),
   );
-  let shownStatus = job.status;
+  // The finer status (cancel_requested, pause_requested) where the job has one: `status` keeps OpenAI's set.
+  const statusOf = (current) => current.detailed_status || current.status;
+  let shownStatus = statusOf(job);
   const draw = (current) => {
-    if (current.status !== shownStatus) {
-      announce(`Job ${current.id} is ${current.status}`);
-      shownStatus = current.status;
+    const shown = statusOf(current);
+    if (shown !== shownStatus) {
+      announce(`Job ${current.id} is ${shown}`);
+      shownStatus = shown;
     }
-    status.textContent = current.status;
-    status.className = `status status-${current.status}`;
+    status.textContent = shown;
+    status.className = `status status-${shown}`;
     const { step, total_steps: total, remaining_s: remaining } = current.progress;
     detail.textContent = ` · ${current.model} · step ${step}/${total ?? "?"} · ETA ${fmtDur(remaining)}`;
     error.hidden = !current.error;
@@ -216,14 +219,14 @@ export async function jobPage(page, id) {
     from.set("after", events[0].id);
   }
   page.follow(`${base}/stream?${from}`, {
-    // {id, status, progress, allowed_actions}
+    // {id, status, detailed_status, progress, allowed_actions}
     status: (frame) => {
       job = { ...job, ...frame };
       head.draw(job);
     },
     event: (event) => {
       addEvent(event);
-      if (event.type === "samples") {
+      if (event.data && event.data.kind === "samples") {
         samplesBox.refresh(event.data && event.data.step);
       }
     },

@@ -87,7 +87,7 @@ function jobRow(job) {
     { "data-job": job.id },
     h("td", {}, tick),
     h("td", {}, h("a", { href: `#/jobs/${job.id}`, text: job.id })),
-    h("td", { class: `status status-${job.status}`, text: job.status }),
+    h("td", { class: `status status-${job.detailed_status}`, text: job.detailed_status }),
     h("td", { text: job.model }),
     h("td", { text: task || "—" }),
     progressCell(job),
