@@ -6,12 +6,18 @@ bounded (900,000 distinct keys took the API to 1.2 GB and every GET /v1/files to
 from __future__ import annotations
 
 import json
+import statistics
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.helpers import upload_jsonl
+from tests.app.uploads.common import chat_jsonl
+from tests.helpers import make_key, upload_jsonl
 from tuneforge.app.files.parsing import MAX_COLUMNS, MAX_DEPTH
 
 LONE = '{"messages": [{"role": "user", "content": "hi \\udfff"}, {"role": "assistant", "content": "x"}]}'
@@ -63,3 +69,91 @@ def test_distinct_keys_are_capped_and_summaries_stay_small(client: httpx.Client)
     stored = upload_jsonl(client, [json.loads(x) for x in fits.splitlines()])
     assert len(stored["columns"]) == MAX_COLUMNS
     assert len(json.dumps(stored)) < 100 * MAX_COLUMNS
+
+
+def test_uploads_in_flight_are_capped_per_organization(live_api: str) -> None:
+    """Uploads of one organization whose bodies are still arriving hold its four slots
+    (TUNEFORGE_MAX_UPLOADS_PER_ORG): one more is a 429 with Retry-After before its body is read, another
+    organization's upload goes through, and once they finish the organization may upload again.
+    Five slow uploads, because one may have been the fifth while a probe held a slot: the server
+    answered it 429 at once, but the client sees that only once its body is sent."""
+    hostile = {"Authorization": f"Bearer {make_key('uploads-flood')}"}
+    other = {"Authorization": f"Bearer {make_key('uploads-other')}"}
+    release = threading.Event()
+    boundary = "tfboundary"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nfine-tune\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="d.jsonl"\r\n\r\n'
+    ).encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+
+    def slow_body() -> Iterator[bytes]:
+        yield head + json.dumps({"text": "a"}).encode() + b"\n"
+        release.wait(60)  # the request stays in flight, its body unfinished, until released
+        yield json.dumps({"text": "b"}).encode() + tail
+
+    def slow_upload(_: int) -> httpx.Response:
+        return httpx.post(
+            f"{live_api}/v1/files",
+            content=slow_body(),
+            headers={**hostile, "Content-Type": f"multipart/form-data; boundary={boundary}"},
+            timeout=90,
+        )
+
+    def upload(headers: dict[str, str]) -> httpx.Response:
+        body = {"file": ("d.jsonl", b'{"text": "c"}\n')}
+        return httpx.post(f"{live_api}/v1/files", files=body, data={"purpose": "fine-tune"}, headers=headers)
+
+    with ThreadPoolExecutor(5) as pool:
+        held = [pool.submit(slow_upload, i) for i in range(5)]
+        try:
+            deadline = time.monotonic() + 30
+            while (over := upload(hostile)).status_code != 429 and time.monotonic() < deadline:
+                time.sleep(0.1)  # until four slow uploads hold the four slots
+            assert over.status_code == 429, over.text
+            assert over.json()["error"]["code"] == "too_many_requests_in_flight"
+            assert "TUNEFORGE_MAX_UPLOADS_PER_ORG" in over.json()["error"]["message"]
+            assert int(over.headers["retry-after"]) >= 1
+            assert upload(other).status_code == 200  # another organization is not affected
+        finally:
+            release.set()
+        codes = sorted(f.result().status_code for f in held)
+        assert codes in ([200] * 4 + [429], [200] * 3 + [429] * 2), codes
+    assert upload(hostile).status_code == 200
+
+
+def test_health_answers_while_a_large_upload_validates(live_api: str) -> None:
+    """POST /v1/files validates in a worker thread: while a 24 MB file is spooled, hashed and parsed,
+    the same API process keeps answering (a 99 MB upload once held /healthz for 7 to 35 s)."""
+    data = chat_jsonl(24 << 20)
+    headers = {"Authorization": f"Bearer {make_key('uploads-large')}"}
+    latencies: list[float] = []
+    done = threading.Event()
+
+    def poll() -> None:
+        with httpx.Client(base_url=live_api, timeout=60) as c:
+            while not done.is_set():
+                t = time.perf_counter()
+                assert c.get("/healthz").status_code == 200
+                latencies.append(time.perf_counter() - t)
+                time.sleep(0.05)
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    started = time.perf_counter()
+    try:
+        r = httpx.post(
+            f"{live_api}/v1/files",
+            files={"file": ("big.jsonl", data)},
+            data={"purpose": "fine-tune"},
+            headers=headers,
+            timeout=300,
+        )
+    finally:
+        took = time.perf_counter() - started
+        done.set()
+        poller.join()
+    assert r.status_code == 200, r.text
+    assert len(latencies) >= 5, (took, latencies)
+    # On the event loop, the validation would hold every request for about `took` seconds.
+    assert max(latencies) < max(0.5, took / 3), (took, max(latencies), statistics.median(latencies))

@@ -112,6 +112,24 @@ class Settings(BaseSettings):
         description="Open job event streams (`/v1/fine_tuning/jobs/{id}/stream`) of one org; more answer 429 "
         "with Retry-After.",
     )
+    max_uploads_per_org: int = Field(
+        4,
+        ge=1,
+        description="Upload requests of one org in flight at once (`POST /v1/files`, upload parts and completions: "
+        "each streams a body to disk or validates a file); more answer 429 with Retry-After.",
+    )
+    max_exports_per_org: int = Field(
+        2,
+        ge=1,
+        description="Model exports (`adapter?format=merged`) one org may have building at once; a request for "
+        "another answers 429 with Retry-After. Requests for an export already building wait for it instead.",
+    )
+    max_concurrent_exports: int = Field(
+        2,
+        ge=1,
+        description="Model exports one API process builds at once, across organizations (each loads the base "
+        "model in a child process); more wait their turn.",
+    )
     max_inference_body_mb: float = Field(
         16.0, gt=0, description="Largest chat/completion request body; above it is a 413, refused while it streams in."
     )

@@ -47,6 +47,8 @@ RENEW_SECONDS = 20.0
 class InFlightKind(StrEnum):
     INFERENCE = "inference"  # POST /v1/chat/completions and /v1/completions
     STREAM = "stream"  # GET /v1/fine_tuning/jobs/{id}/stream
+    UPLOAD = "upload"  # POST /v1/files, /v1/uploads/{id}/parts and /complete
+    EXPORT = "export"  # GET /v1/fine_tuning/jobs/{id}/adapter?format=merged while it builds
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,12 @@ def share_of(settings: Settings, kind: InFlightKind) -> Share:
             1,
             "chat/completion requests",
         )
+    if kind is InFlightKind.UPLOAD:
+        # An upload takes seconds to a minute (its body, then validation).
+        return Share(settings.max_uploads_per_org, "TUNEFORGE_MAX_UPLOADS_PER_ORG", 5, "upload requests")
+    if kind is InFlightKind.EXPORT:
+        # A merge loads the base model: minutes.
+        return Share(settings.max_exports_per_org, "TUNEFORGE_MAX_EXPORTS_PER_ORG", 30, "model exports building")
     # A stream ends when its job does or its page closes: minutes, not seconds.
     return Share(settings.max_streams_per_org, "TUNEFORGE_MAX_STREAMS_PER_ORG", 5, "job event streams")
 

@@ -12,6 +12,7 @@ from tuneforge.app.core.schemas import DeletedResponse, error_responses
 from tuneforge.app.deps import PrincipalDep, SessionDep, SettingsDep
 from tuneforge.app.files import service
 from tuneforge.app.files.schemas import FileList, FileObject
+from tuneforge.app.files.slots import UploadSlot
 from tuneforge.app.files.spool import MULTIPART_OVERHEAD, declared_too_large, size_limited, too_large
 
 router = APIRouter(prefix="/v1/files", tags=["files"], responses=error_responses(404))
@@ -20,7 +21,7 @@ router = APIRouter(prefix="/v1/files", tags=["files"], responses=error_responses
 @router.post(
     "",
     response_model=FileObject,
-    responses=error_responses(409, 413),
+    responses=error_responses(409, 413, 429),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -44,6 +45,7 @@ async def upload_file(
     session: SessionDep,
     settings: SettingsDep,
     principal: PrincipalDep,
+    _slot: UploadSlot,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> FileObject:
     """Upload a JSONL or CSV dataset (up to TUNEFORGE_MAX_UPLOAD_MB, 512 MB by default; larger ones go

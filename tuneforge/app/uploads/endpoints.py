@@ -9,6 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from tuneforge.app.core.schemas import error_responses
 from tuneforge.app.db.types import utcnow
 from tuneforge.app.deps import PrincipalDep, SessionDep, SettingsDep
+from tuneforge.app.files.slots import UploadSlot
 from tuneforge.app.uploads import service
 from tuneforge.app.uploads.schemas import UploadComplete, UploadCreate, UploadObject, UploadPartObject
 
@@ -29,7 +30,7 @@ def create_upload(
 @router.post(
     "/{upload_id}/parts",
     response_model=UploadPartObject,
-    responses=error_responses(409, 413),
+    responses=error_responses(409, 413, 429),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -46,7 +47,12 @@ def create_upload(
     },
 )
 async def add_upload_part(
-    upload_id: str, request: Request, session: SessionDep, settings: SettingsDep, principal: PrincipalDep
+    upload_id: str,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    principal: PrincipalDep,
+    _slot: UploadSlot,
 ) -> UploadPartObject:
     """Add a part (at most TUNEFORGE_MAX_UPLOAD_PART_MB, 64 MB). Parts may be sent in any order and in
     parallel; `complete` names their order."""
@@ -55,9 +61,14 @@ async def add_upload_part(
     return UploadPartObject.of(part)
 
 
-@router.post("/{upload_id}/complete", response_model=UploadObject, responses=error_responses(409, 503))
+@router.post("/{upload_id}/complete", response_model=UploadObject, responses=error_responses(409, 429, 503))
 async def complete_upload(
-    upload_id: str, body: UploadComplete, session: SessionDep, settings: SettingsDep, principal: PrincipalDep
+    upload_id: str,
+    body: UploadComplete,
+    session: SessionDep,
+    settings: SettingsDep,
+    principal: PrincipalDep,
+    _slot: UploadSlot,
 ) -> UploadObject:
     """Assemble the parts in the order of `part_ids` into a file, validated like `POST /v1/files`
     (errors name their line), and checked against `md5` when given. Returns the upload with `file`."""
