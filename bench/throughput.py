@@ -21,6 +21,7 @@ import argparse
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,7 @@ def spec_for(recipe: str, steps: int, batch_size: int) -> JobSpec:
     return JobCreate.model_validate(body).resolve()
 
 
-def padding_efficiency(examples: list[dict[str, Any]], spec: JobSpec) -> float:
+def padding_efficiency(examples: Sequence[dict[str, Any]], spec: JobSpec) -> float:
     """Real tokens / tokens in the padded batches, over the batches of the first epoch."""
     lengths = [len(ex["input_ids"]) for ex in examples]
     t = spec.training

@@ -164,3 +164,38 @@ class ArtifactSync:
             tmp.rename(local / name)
             return int(name.split("-")[1])
         return None
+
+
+class PreparedStores:
+    """The engine's `PreparedCache` (training/prepare.py) in the artifact store, under
+    `prepared/<key>/` with a manifest written last: prepared once by any worker, read by every job,
+    attempt and sweep trial on the same inputs. A remote store's copy is downloaded once per machine
+    into `<cache_dir>/prepared/`."""
+
+    PREFIX = "prepared"
+
+    def __init__(self, sync: ArtifactSync) -> None:
+        self.sync = sync
+
+    def get(self, key: str) -> Path | None:
+        prefix = f"{self.PREFIX}/{key}"
+        local = self.sync.store.local_path(prefix)
+        if local is not None:
+            return local if (local / MANIFEST).is_file() else None
+        manifest = self.sync._retry(f"reading {prefix}", partial(read_manifest, self.sync.store, prefix))
+        if manifest is None:
+            return None
+        return self.sync._fetch(prefix, manifest, self.sync.settings.cache_dir / self.PREFIX / key)
+
+    def put(self, key: str, folder: Path) -> Path:
+        prefix = f"{self.PREFIX}/{key}"
+        self.sync._upload_folder(folder, prefix, skip=set())
+        local = self.sync.store.local_path(prefix)
+        if local is not None:
+            return local
+        kept = self.sync.settings.cache_dir / self.PREFIX / key
+        if kept != folder:
+            shutil.rmtree(kept, ignore_errors=True)
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(folder, kept)
+        return kept

@@ -18,16 +18,17 @@ from tuneforge.app.core.errors import APIError
 from tuneforge.app.core.logging import request_id_var
 from tuneforge.app.db.engine import session_scope
 from tuneforge.app.files import repository as files_repo
-from tuneforge.app.files.parsing import iter_rows
 from tuneforge.app.jobs import continuation, dispatch, lifecycle, repository
 from tuneforge.app.jobs.model_path import resolve_model
 from tuneforge.contract.spec import JobSpec, SpecError
 from tuneforge.contract.status import ErrorCode, JobStatus, RunOutcome, StopReason
 from tuneforge.storage import StoreMissing
-from tuneforge.worker.artifact_sync import ArtifactSync
+from tuneforge.worker.artifact_sync import ArtifactSync, PreparedStores
 from tuneforge.worker.db_reporter import DBReporter, retry
 from tuneforge.worker.ddp import RankLost, run_distributed
+from tuneforge.worker.file_rows import FileRows
 from tuneforge.worker.training.errors import StopTraining, TrainingError
+from tuneforge.worker.training.prepare import all_rows
 from tuneforge.worker.training.run import run
 
 log = logging.getLogger("tuneforge.worker")
@@ -137,13 +138,15 @@ def _train(job_id: str, job: Claimed, settings: Settings, reporter: DBReporter, 
         init_adapter = _init_adapter(spec, job.organization_id)
         if settings.devices_per_job > 1:
             result = run_distributed(
-                settings.devices_per_job, job.spec, model_dir, rows, validation, out_dir, reporter,
+                settings.devices_per_job, job.spec, model_dir, all_rows(rows),
+                all_rows(validation) if validation is not None else None, out_dir, reporter,
                 attempt=job.attempt, timeout_seconds=settings.ddp_timeout_seconds, init_adapter=init_adapter,
             )  # fmt: skip
         else:
             result = run(
-                spec, model_dir, rows, validation, out_dir, reporter, attempt=job.attempt, init_adapter=init_adapter
-            )
+                spec, model_dir, rows, validation, out_dir, reporter, attempt=job.attempt, init_adapter=init_adapter,
+                prepared=PreparedStores(sync),
+            )  # fmt: skip
         adapter_location = sync.upload_adapter(job_id, result.adapter_dir)
     except StopTraining as stop:
         return Outcome(stop.reason)
@@ -231,7 +234,9 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
-def _load_rows(sync: ArtifactSync, file_id: str, param: str) -> list[dict[str, Any]]:
+def _load_rows(sync: ArtifactSync, file_id: str, param: str) -> FileRows:
+    """The file's rows, read on demand: the engine prepares them in batches (or finds them prepared)
+    and never holds them all."""
     with session_scope() as s:
         f = files_repo.get_internal(s, file_id)
         if f is None:
@@ -240,7 +245,7 @@ def _load_rows(sync: ArtifactSync, file_id: str, param: str) -> list[dict[str, A
     path = sync.input_file(file_id, key, sha256)
     if not path.is_file():
         raise TrainingError(ErrorCode.INVALID_FILE, f"File {file_id} is missing from the artifact store.", param)
-    return list(iter_rows(path, fmt))
+    return FileRows(path, fmt, sha256)
 
 
 def _hand_back(job_id: str, worker_id: str, why: StopReason = StopReason.SHUTDOWN) -> RunOutcome:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +19,7 @@ from tuneforge.contract.spec import DataSpec, JobSpec
 from tuneforge.contract.spec.data import data_fields
 from tuneforge.contract.status import ErrorCode
 from tuneforge.worker.training.chat_template import encode_chat
-from tuneforge.worker.training.encoded import IGNORE, Encoded
+from tuneforge.worker.training.encoded import IGNORE, Encoded, Example
 from tuneforge.worker.training.errors import TrainingError
 
 
@@ -65,6 +66,35 @@ def make_splits(rows: list[dict[str, Any]], validation_rows: list[dict[str, Any]
     return Splits(train=train, validation=val, test=test)
 
 
+@dataclass
+class SplitIndices:
+    train: list[int]
+    validation: list[int]
+    test: list[int]
+
+
+def split_indices(n_rows: int, has_validation_file: bool, spec: JobSpec) -> SplitIndices:
+    """`make_splits` of an unlabeled task as row positions: the same draws of the same generator, so
+    `[rows[i] for i in split_indices(...).train] == make_splits(rows, ...).train` (a prepared store's
+    rows are split without reading a row)."""
+    d = spec.data
+    rng = random.Random(d.shuffle_seed if d.shuffle_seed is not None else spec.seed)
+    val_frac = 0.0 if has_validation_file else (d.validation_split or 0.0)
+    g = list(range(n_rows))
+    rng.shuffle(g)  # random.shuffle's draws depend on the length only, not on what is shuffled
+    n_test = round(n_rows * d.test_split)
+    n_val = round(n_rows * val_frac)
+    if n_rows - n_test - n_val < 1:
+        n_test = n_val = 0
+    train = g[n_test + n_val :]
+    rng.shuffle(train)
+    if not train:
+        raise TrainingError(
+            ErrorCode.INVALID_FILE, "No training rows remain after the validation/test split.", "training_file"
+        )
+    return SplitIndices(train, [] if has_validation_file else g[n_test : n_test + n_val], g[:n_test])
+
+
 # --------------------------------------------------------------------------- causal LM
 
 
@@ -103,7 +133,8 @@ def _causal_kind(row: dict[str, Any], d: DataSpec) -> str:
 def encode_causal(rows: list[dict[str, Any]], tokenizer: Any, spec: JobSpec) -> Encoded:
     d, t = spec.data, spec.training
     eos = tokenizer.eos_token_id
-    out = Encoded(examples=[])
+    examples: list[Example] = []
+    out = Encoded(examples=examples)
     checked: set[str] = set()
     for row in rows:
         kind = _causal_kind(row, d)
@@ -130,9 +161,9 @@ def encode_causal(rows: list[dict[str, Any]], tokenizer: Any, spec: JobSpec) -> 
             continue
         out.real_tokens += len(ids)
         out.loss_tokens += loss_tokens
-        out.examples.append({"input_ids": ids, "labels": labels})
+        examples.append({"input_ids": ids, "labels": labels})
     if t.packing:
-        out.examples = pack(out.examples, t.max_seq_length)
+        out.examples = pack(examples, t.max_seq_length)
     return out
 
 
@@ -176,7 +207,8 @@ def encode_labeled(
 ) -> Encoded:
     d, t = spec.data, spec.training
     index = {name: i for i, name in enumerate(labels or [])}
-    out = Encoded(examples=[], label_names=list(labels or []))
+    examples: list[Example] = []
+    out = Encoded(examples=examples, label_names=list(labels or []))
     for row in rows:
         text, raw = row.get(d.text_field), row.get(d.label_field)
         if text is None or raw is None:
@@ -195,7 +227,7 @@ def encode_labeled(
             assert norm is not None
             target = (float(raw) - norm[0]) / norm[1]
         out.real_tokens += len(ids)
-        out.examples.append({"input_ids": ids, "labels": target})
+        examples.append({"input_ids": ids, "labels": target})
     return out
 
 
@@ -209,7 +241,7 @@ def regression_norm(rows: list[dict[str, Any]], spec: JobSpec) -> tuple[float, f
 # --------------------------------------------------------------------------- batching
 
 
-def collate(batch: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
+def collate(batch: Sequence[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
     """Examples of one row each (`input_ids`, `labels`, and `position_ids` if packed) as padded tensors."""
     width = max(len(ex["input_ids"]) for ex in batch)
     n = len(batch)

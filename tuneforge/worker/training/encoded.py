@@ -6,6 +6,7 @@ every loss, so that they share these names without importing one another.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +20,8 @@ Example = dict[str, Any]
 
 @dataclass
 class Encoded:
-    examples: list[Example]
+    # A list, or a view over a prepared store (tokenstore.TokenView) read batch by batch.
+    examples: Sequence[Example]
     truncated: int = 0
     dropped: int = 0
     real_tokens: int = 0

@@ -5,6 +5,7 @@ method evaluates its own way (methods/)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -52,7 +53,7 @@ def evaluate(
 
 
 def _causal(
-    model: torch.nn.Module, examples: list[Example], bs: int, pad_id: int, device: torch.device
+    model: torch.nn.Module, examples: Sequence[Example], bs: int, pad_id: int, device: torch.device
 ) -> dict[str, Any]:
     total_loss, total_targets, total_correct = 0.0, 0, 0
     for i in range(0, len(examples), bs):

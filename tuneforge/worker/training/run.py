@@ -39,12 +39,14 @@ from tuneforge.worker.training.optim import (
     scheduler_step_per_batch,
 )
 from tuneforge.worker.training.phases import EvalBudget, Phase, PhaseClock
+from tuneforge.worker.training.prepare import PreparedCache, RowSource
 from tuneforge.worker.training.publish import publish_adapter
 from tuneforge.worker.training.reporter import Reporter
 from tuneforge.worker.training.samples import generate_samples
 from tuneforge.worker.training.setup import PreparedData, StepPlan, plan_steps, prepare_data, prepare_model
 from tuneforge.worker.training.state import TrainState
 from tuneforge.worker.training.throughput import MetricWindow
+from tuneforge.worker.training.tokenstore import example_lengths
 
 
 @dataclass
@@ -133,14 +135,15 @@ class Run:
 def run(
     spec: JobSpec,
     model_dir: Path,
-    rows: list[dict[str, Any]],
-    validation_rows: list[dict[str, Any]] | None,
+    rows: list[dict[str, Any]] | RowSource,
+    validation_rows: list[dict[str, Any]] | RowSource | None,
     out_dir: Path,
     reporter: Reporter,
     *,
     resume: bool = True,
     attempt: int = 1,
     init_adapter: Path | None = None,
+    prepared: PreparedCache | None = None,
 ) -> RunResult:
     # ---- setup
     clock = PhaseClock()
@@ -148,7 +151,11 @@ def run(
     set_seed(spec.seed)
     method = method_for(spec, reporter)
     with clock.timed(Phase.DATA):
-        data = prepare_data(spec, model_dir, rows, validation_rows, reporter, method)
+        # Files are tokenized once into a store under `prepared` (the worker's: the artifact store);
+        # rows that are not a stored file are prepared under the run's folder, for this run only.
+        data = prepare_data(
+            spec, model_dir, rows, validation_rows, reporter, method, cache=prepared, scratch=out_dir / ".prepared"
+        )
     with clock.timed(Phase.LOAD):
         model = prepare_model(spec, model_dir, data.labels, device, reporter)
     plan = plan_steps(spec, len(data.train.examples))
@@ -299,7 +306,7 @@ def _train(r: Run, state: TrainState) -> None:
 
 def _loop(r: Run, state: TrainState) -> None:
     t = r.spec.training
-    lengths = [len(ex["input_ids"]) for ex in r.data.train.examples] if t.group_by_length else None
+    lengths = example_lengths(r.data.train.examples) if t.group_by_length else None
     window = MetricWindow(r.device)
     r.model.train()
     while state.step < r.plan.total_steps and not state.stopped_early:

@@ -60,6 +60,12 @@ class TrainingMethod(ABC):
         # Where a method reports what only it sees (reinforcement: a grader that failed on a sample).
         self.reporter = reporter
 
+    def prepares_once(self) -> bool:
+        """Whether this method's examples are prepare.py's: one a row, the tokens and labels of
+        `data.encode_causal`. Then setup.py tokenizes each file once into a cached, memory-mapped store
+        and splits it by row position, and `encode` is not called."""
+        return False
+
     @abstractmethod
     def encode(self, splits: Splits, tokenizer: Any) -> EncodedSplits:
         """The three splits' rows as examples (`Encoded` counts what was truncated or dropped)."""

@@ -18,6 +18,7 @@ so no second copy of the weights is held in memory.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -76,7 +77,8 @@ def _render(
 
 def encode_preference(rows: list[dict[str, Any]], tokenizer: Any, spec: JobSpec) -> Encoded:
     require_template(tokenizer, "preference rows (method.type=dpo) cannot be rendered")
-    out = Encoded(examples=[])
+    examples: list[Example] = []
+    out = Encoded(examples=examples)
     max_len = spec.training.max_seq_length
     for row in rows:
         try:
@@ -97,13 +99,13 @@ def encode_preference(rows: list[dict[str, Any]], tokenizer: Any, spec: JobSpec)
             continue
         out.truncated += int(len(chosen[0]) == max_len or len(rejected[0]) == max_len)
         out.real_tokens += len(chosen[0]) + len(rejected[0])
-        out.examples.append(
+        examples.append(
             {"input_ids": chosen[0], "labels": chosen[1], "rejected_ids": rejected[0], "rejected_labels": rejected[1]}
         )
     return out
 
 
-def collate_pairs(batch: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
+def collate_pairs(batch: Sequence[Example], pad_id: int) -> dict[str, torch.Tensor]:
     """n pairs -> 2n rows: the chosen answers, then the rejected ones. `labels` holds the last columns
     only, from the earliest answer token of any row (its width, known on the host without a device
     sync, is how many positions need logits); the prompt before it is all IGNORE anyway."""

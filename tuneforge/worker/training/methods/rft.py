@@ -91,7 +91,8 @@ class ReinforcementTraining(TrainingMethod):
         require_template(tokenizer, "prompts (method.type=reinforcement) cannot be rendered")
         field = self.spec.data.messages_field
         room = max(1, self.spec.training.max_seq_length - self.spec.reinforcement.max_new_tokens)
-        out = Encoded(examples=[])
+        examples: list[Example] = []
+        out = Encoded(examples=examples)
         for n, row in enumerate(rows, start=1):
             messages = prompt_messages(row, field, n)
             text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
@@ -100,7 +101,7 @@ class ReinforcementTraining(TrainingMethod):
                 out.truncated += 1
                 ids = ids[-room:]  # keep the end: the turn the model answers
             out.real_tokens += len(ids)
-            out.examples.append({"input_ids": ids, "item": row, "index": len(out.examples), "prompt": str(text)})
+            examples.append({"input_ids": ids, "item": row, "index": len(examples), "prompt": str(text)})
         return out
 
     def collate(self, examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:

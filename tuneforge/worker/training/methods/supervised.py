@@ -28,6 +28,9 @@ from tuneforge.worker.training.samples import SamplePrompt, sample_prompts
 class SupervisedTraining(TrainingMethod):
     name: ClassVar[MethodName] = "supervised"
 
+    def prepares_once(self) -> bool:
+        return self.spec.task == "causal_lm"
+
     def encode(self, splits: Splits, tokenizer: Any) -> EncodedSplits:
         spec = self.spec
         parts = (splits.train, splits.validation, splits.test)
