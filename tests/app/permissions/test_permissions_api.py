@@ -207,6 +207,9 @@ def test_deleting_a_fine_tuned_model_removes_its_files_and_keeps_its_job(
         as_["acme"].models.delete(m.ft)  # once
     job = as_["acme"].fine_tuning.jobs.retrieve(m.job_id)
     assert job.status == "succeeded" and job.fine_tuned_model == m.ft
+    assert isinstance((job.model_extra or {}).get("model_deleted_at"), int)
+    kept = as_["acme"].fine_tuning.jobs.retrieve(trained_row(settings, tiny_model).job_id)
+    assert "model_deleted_at" not in (kept.model_extra or {})  # absent while the model exists
     events = [e.message for e in as_["acme"].fine_tuning.jobs.list_events(m.job_id)]
     assert any(e.startswith(f"Fine-tuned model {m.ft} deleted") for e in events)
     import httpx

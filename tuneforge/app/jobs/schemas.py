@@ -74,6 +74,10 @@ class FineTuningJob(BaseModel):
     final_metrics: dict[str, Any] | None = Field(None, description="Final evaluation metrics, when trained.")
     gpu_class: str | None = Field(None, description="The GPU class (TUNEFORGE_GPU_QUEUES) the job was routed to.")
     stop_reason: str | None = Field(None, description="`pruned` when a sweep's pruner stopped this job.")
+    model_deleted_at: int | None = omitted_if_none(
+        "When its fine-tuned model was deleted (`DELETE /v1/models/{id}`): its adapter and merged exports are gone; "
+        "the job, its metrics, checkpoints and result files stay. Absent while the model exists."
+    )
     allowed_actions: list[JobAction] = Field(
         default_factory=list,
         description="The actions (`POST /v1/fine_tuning/jobs/{id}/cancel|pause|resume`) that act on the job in "
@@ -124,6 +128,7 @@ class FineTuningJob(BaseModel):
             final_metrics=job.final_metrics,
             gpu_class=job.gpu_class,
             stop_reason=job.stop_reason,
+            model_deleted_at=unix(job.model_deleted_at),
             allowed_actions=list(actions_allowed_in(job.status)),
         )
 
