@@ -21,7 +21,16 @@ import pytest
 from openai import OpenAI
 
 from tests.conformance import Conformance, sdk_errors
-from tests.helpers import TERMINAL, insert_job, job_progress, org_id_of, shakespeare_rows, wait_sdk_job, worker_log
+from tests.helpers import (
+    TERMINAL,
+    insert_job,
+    job_progress,
+    make_key,
+    org_id_of,
+    shakespeare_rows,
+    wait_sdk_job,
+    worker_log,
+)
 from tuneforge.app.db.types import utcnow
 from tuneforge.contract.status import JobStatus
 
@@ -45,6 +54,15 @@ def checked(conformance: Conformance, live_api: str, api_key: str) -> Iterator[O
     """The official SDK over a client that validates every response it receives."""
     http = conformance.client(live_api)
     yield OpenAI(base_url=f"{live_api}/v1", api_key=api_key, max_retries=0, timeout=120, http_client=http)
+    http.close()
+
+
+@pytest.fixture(scope="module")
+def checked_admin(conformance: Conformance, live_api: str) -> Iterator[OpenAI]:
+    """The same, with an admin key of the suite's organization (sharing a checkpoint needs one)."""
+    http = conformance.client(live_api)
+    key = make_key("acme", admin=True)
+    yield OpenAI(base_url=f"{live_api}/v1", api_key=key, max_retries=0, timeout=120, http_client=http)
     http.close()
 
 
@@ -117,6 +135,7 @@ def _job_views(sdk: OpenAI, job_id: str) -> list[Any]:
 
 def test_jobs_in_every_state_models_chat_and_completions_conform(
     checked: OpenAI,
+    checked_admin: OpenAI,
     raw: Any,
     conformance: Conformance,
     live_worker: subprocess.Popen[bytes],
@@ -227,6 +246,16 @@ def test_jobs_in_every_state_models_chat_and_completions_conform(
     streamed = list(checked.completions.create(model=tiny_model, prompt="To be", max_tokens=2, stream=True))
     assert streamed and all(isinstance(c.system_fingerprint, str) for c in streamed)
 
+    # Sharing a checkpoint with another organization, then deleting the fine-tuned model.
+    ckpt = jobs.checkpoints.list(short.id).data[0].fine_tuned_model_checkpoint
+    permissions = checked_admin.fine_tuning.checkpoints.permissions
+    granted = permissions.create(ckpt, project_ids=[org_id_of("globex")])
+    revoked = permissions.delete(granted.data[0].id, fine_tuned_model_checkpoint=ckpt)
+    sdk_ok(granted, permissions.retrieve(ckpt), revoked)
+    gone = checked.models.delete(done.fine_tuned_model)
+    sdk_ok(gone)
+    assert gone.deleted
+
     # The alpha graders.
     sdk_ok(
         checked.fine_tuning.alpha.graders.validate(grader=STRING_CHECK),
@@ -237,7 +266,9 @@ def test_jobs_in_every_state_models_chat_and_completions_conform(
     expected = {
         "createFineTuningJob", "listPaginatedFineTuningJobs", "retrieveFineTuningJob", "cancelFineTuningJob",
         "listFineTuningEvents", "listFineTuningJobCheckpoints", "pauseFineTuningJob", "resumeFineTuningJob",
-        "listModels", "retrieveModel", "createChatCompletion", "createCompletion", "runGrader", "validateGrader",
+        "listModels", "retrieveModel", "deleteModel", "createChatCompletion", "createCompletion", "runGrader",
+        "validateGrader", "createFineTuningCheckpointPermission", "listFineTuningCheckpointPermissions",
+        "deleteFineTuningCheckpointPermission",
     }  # fmt: skip
     assert expected <= {op for op, status in conformance.seen if status == 200}
     assert {("cancelFineTuningJob", 409), ("retrieveFineTuningJob", 404), ("retrieveModel", 404)} <= conformance.seen
