@@ -105,6 +105,8 @@ def test_the_owners_admin_key_shares_lists_pages_and_revokes(
     rest = perms.retrieve(m.ckpt, limit=1, after=page.data[0].id)
     assert [p.project_id for p in rest.data] == [globex] and not rest.has_more
     assert [p.project_id for p in perms.retrieve(m.ckpt, project_id=initech).data] == [initech]
+    # The SDK's `list` pages on by itself (after= the last id), as docs/api.md shows.
+    assert [p.project_id for p in perms.list(m.ckpt, order="ascending", limit=1)] == [globex, initech]
     # Any key of the owner reads the list; only its admin keys change it.
     assert len(as_["acme"].fine_tuning.checkpoints.permissions.retrieve(m.ckpt).data) == 2
     with pytest.raises(openai.PermissionDeniedError) as denied:
