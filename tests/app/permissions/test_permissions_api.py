@@ -37,7 +37,8 @@ def trained_row(settings: Settings, model: str) -> Model:
     job_id = insert_job(org, "succeeded", model=model, spec=make_spec().model_dump(mode="json"))
     ft = f"ft:{model}:{org}::{job_id}"
     root = settings.artifacts_dir / job_id
-    for folder in (root / "adapter", root / "checkpoints" / "step-00000002" / "adapter", root / "merged" / "final"):
+    folders = ("adapter", "checkpoints/step-00000002/adapter", "merged/final", "gguf/final/f16", "gguf/step-2/f16")
+    for folder in (root / f for f in folders):
         folder.mkdir(parents=True)
         (folder / "adapter_config.json").write_text("{}")
     with session_scope() as s:
@@ -197,8 +198,9 @@ def test_deleting_a_fine_tuned_model_removes_its_files_and_keeps_its_job(
     deleted = as_["acme"].models.delete(m.ft)
     assert (deleted.id, deleted.object, deleted.deleted) == (m.ft, "model", True)
     root = settings.artifacts_dir / m.job_id
-    assert not (root / "adapter").exists() and not (root / "merged" / "final").exists()
+    assert not any((root / f).exists() for f in ("adapter", "merged/final", "gguf/final"))
     assert (root / "checkpoints" / "step-00000002" / "adapter" / "adapter_config.json").is_file()
+    assert (root / "gguf" / "step-2" / "f16").is_dir()  # a checkpoint's export stays with it
 
     for name in ("acme", "globex"):
         with pytest.raises(openai.NotFoundError) as nf:

@@ -157,8 +157,8 @@ def _visible_job(session: Session, org_id: str, job_id: str, model_id: str, owne
 
 
 def delete_model(session: Session, settings: Settings, org_id: str, model_id: str) -> None:
-    """`DELETE /v1/models/{id}` of a fine-tuned model: its final adapter and merged exports leave the
-    store and this host's disk, its grants go, and the job says so (`model_deleted_at` and an
+    """`DELETE /v1/models/{id}` of a fine-tuned model: its final adapter leaves the store, and its
+    exports (merged, GGUF) this host's disk, its grants go, and the job says so (`model_deleted_at` and an
     event); the job, its metrics and checkpoints stay. Only the owning organization may (anyone
     else: 404). A base model or a checkpoint id is refused with a 400."""
     if not model_id.startswith("ft:"):
@@ -202,7 +202,10 @@ def delete_model(session: Session, settings: Settings, org_id: str, model_id: st
             ) from exc
         # Copies this host made: a remote store's adapter downloaded for a merge or a chat.
         _remove_local(settings.cache_dir / "folders" / adapter_key, settings.cache_dir)
-    _remove_local(settings.artifacts_dir / job.id / "merged" / "final", settings.artifacts_dir)
+    # The exports built from the final adapter (tuneforge/app/jobs/merged.py and gguf.py); a
+    # checkpoint's (`step-N`) stay with the checkpoint.
+    for export in ("merged", "gguf"):
+        _remove_local(settings.artifacts_dir / job.id / export / "final", settings.artifacts_dir)
 
 
 def _remove_local(folder: Path, root: Path) -> None:
