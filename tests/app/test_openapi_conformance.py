@@ -153,7 +153,7 @@ def test_jobs_in_every_state_models_chat_and_completions_conform(
         return job
 
     def wait(job_id: str, until: Any) -> Any:
-        return seen(wait_sdk_job(checked, job_id, lambda j: until(seen(j)), every=0.1))
+        return seen(wait_sdk_job(checked, job_id, lambda j: until(seen(j))))
 
     long = jobs.create(
         model=tiny_model, training_file=f.id, seed=1, extra_body={"training": {"max_steps": 60, "batch_size": 8}}
