@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -20,6 +21,7 @@ from tuneforge.app.db.engine import session_scope
 from tuneforge.app.files import repository as files_repo
 from tuneforge.app.jobs import continuation, dispatch, lifecycle, repository
 from tuneforge.app.jobs.model_path import resolve_model
+from tuneforge.contract.graders.shapes import judge_models
 from tuneforge.contract.spec import JobSpec, SpecError
 from tuneforge.contract.status import ErrorCode, JobStatus, RunOutcome, StopReason
 from tuneforge.storage import StoreMissing
@@ -28,6 +30,7 @@ from tuneforge.worker.db_reporter import DBReporter, retry
 from tuneforge.worker.ddp import RankLost, run_distributed
 from tuneforge.worker.file_rows import FileRows
 from tuneforge.worker.training.errors import StopTraining, TrainingError
+from tuneforge.worker.training.judge import JUDGE_ADAPTERS_ENV
 from tuneforge.worker.training.prepare import all_rows
 from tuneforge.worker.training.run import run
 
@@ -136,6 +139,7 @@ def _train(job_id: str, job: Claimed, settings: Settings, reporter: DBReporter, 
         out_dir = settings.artifacts_dir / job_id
         sync.restore_checkpoint(job_id, out_dir)
         init_adapter = _init_adapter(spec, job.organization_id)
+        _expose_judges(spec, job.organization_id)
         if settings.devices_per_job > 1:
             result = run_distributed(
                 settings.devices_per_job, job.spec, model_dir, all_rows(rows),
@@ -208,6 +212,37 @@ def _init_adapter(spec: JobSpec, org_id: str) -> Path | None:
     if not (adapter_dir / "adapter_model.safetensors").is_file():
         raise missing
     return adapter_dir
+
+
+def _expose_judges(spec: JobSpec, org_id: str) -> None:
+    """The `ft:` judges of the job's grader, resolved to their base model and a local copy of their
+    adapter for the engine's in-process judge (training/judge.py), in the environment: set (or cleared)
+    for every job, as a worker runs one at a time, and inherited by a multi-device run's processes.
+    Checked again as at POST (admission.check_judges): the job's own organization's, still stored."""
+    found: dict[str, dict[str, str]] = {}
+    grader = spec.reinforcement.grader
+    for path, model in judge_models(grader) if grader is not None else []:
+        if not model.startswith("ft:") or model in found:
+            continue
+        param = f"method.reinforcement.{path}"
+        try:
+            with session_scope() as s:
+                source = continuation.find(s, org_id, model)
+        except APIError as exc:
+            raise TrainingError(ErrorCode.INVALID_SPEC, f"Judge model {model}: {exc.message}", param) from exc
+        if source.job.organization_id != org_id:
+            raise TrainingError(ErrorCode.INVALID_SPEC, f"Judge model {model} belongs to another organization.", param)
+        try:
+            adapter_dir = ArtifactSync(get_settings()).local_folder(source.adapter_dir.as_posix())
+        except StoreMissing as exc:
+            raise TrainingError(
+                ErrorCode.INVALID_SPEC, f"The adapter of judge {model} is no longer stored.", param
+            ) from exc
+        found[model] = {"model": source.job.model, "adapter": str(adapter_dir)}
+    if found:
+        os.environ[JUDGE_ADAPTERS_ENV] = json.dumps(found)
+    else:
+        os.environ.pop(JUDGE_ADAPTERS_ENV, None)
 
 
 def _record_pause(job_id: str, worker_id: str, values: dict[str, Any]) -> RunOutcome:

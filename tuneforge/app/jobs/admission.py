@@ -8,10 +8,10 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from tuneforge.app.core.config import Settings
-from tuneforge.app.core.errors import InvalidRequest, TooManyRequests
+from tuneforge.app.core.errors import APIError, InvalidRequest, TooManyRequests
 from tuneforge.app.db.models import File
 from tuneforge.app.files.preference import PREFERENCE_FIELDS
-from tuneforge.app.jobs import repository
+from tuneforge.app.jobs import continuation, repository
 from tuneforge.app.jobs.integrations import check_integrations
 from tuneforge.app.jobs.memory_estimate import GB, RUNTIME_ALLOWANCE_GB, estimate
 from tuneforge.app.jobs.model_path import resolve_model_dir
@@ -132,16 +132,47 @@ def check_graders(spec: JobSpec, settings: Settings) -> None:
     for path, model in judge_models(grader):
         where = f"method.reinforcement.{path}"
         if model.startswith("ft:"):
-            raise InvalidRequest(
-                f"A training job's judge must be a base model under the models root (it is loaded in the worker); "
-                f"{model} can be tried with /v1/fine_tuning/alpha/graders/run.",
-                param=where,
-                code="model_not_supported",
-            )
+            continue  # check_judges: it needs the organization
         try:
             resolve_model_dir(settings.models_dir, model)
         except SpecError as exc:  # the resolver's own refusal, named for the grader field
             raise InvalidRequest(f"Judge model {model!r}: {exc.message}", param=where, code="model_not_found") from exc
+
+
+def check_judges(session: Session, org_id: str, spec: JobSpec) -> None:
+    """`ft:` judges: a fine-tuned model of the job's own organization, trained as a chat model (the worker
+    loads its base with the adapter merged, training/judge.py). Another organization's, even one shared
+    with this one for continued training, is a 400 naming the grader field: a judge's replies would
+    let this organization read that model's behaviour on every completion of the job."""
+    grader = spec.reinforcement.grader
+    if grader is None:
+        return
+    for path, model in judge_models(grader):
+        if not model.startswith("ft:"):
+            continue
+        where = f"method.reinforcement.{path}"
+        try:
+            source = continuation.find(session, org_id, model)
+        except APIError as exc:
+            raise InvalidRequest(
+                f"Judge model {model} is not a fine-tuned model of this organization ({exc.message}).",
+                param=where,
+                code="model_not_found",
+            ) from exc
+        if source.job.organization_id != org_id:
+            raise InvalidRequest(
+                f"Judge model {model} belongs to another organization; a job's judge must be a base model or "
+                "one of this organization's own fine-tuned models.",
+                param=where,
+                code="model_not_found",
+            )
+        task = JobSpec.model_validate(source.job.spec).task
+        if task != "causal_lm":
+            raise InvalidRequest(
+                f"Judge model {model} was trained for task {task}; a judge must write text (task causal_lm).",
+                param=where,
+                code="model_not_supported",
+            )
 
 
 def check_caps(spec: JobSpec, settings: Settings) -> None:

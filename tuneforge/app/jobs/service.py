@@ -17,7 +17,13 @@ from tuneforge.app.db.models import Checkpoint, File, Job, JobEvent, JobMetric, 
 from tuneforge.app.files import repository as files_repo
 from tuneforge.app.fleet import routing
 from tuneforge.app.jobs import continuation, dispatch, lifecycle, repository
-from tuneforge.app.jobs.admission import check_caps, check_data_against_spec, check_gpu_memory, check_queue_room
+from tuneforge.app.jobs.admission import (
+    check_caps,
+    check_data_against_spec,
+    check_gpu_memory,
+    check_judges,
+    check_queue_room,
+)
 from tuneforge.app.jobs.integrations import resolve_integrations
 from tuneforge.app.jobs.model_path import model_config, resolve_model
 from tuneforge.app.jobs.pausing import pause_job, resume_job
@@ -83,6 +89,7 @@ def create(
         message, param = describe_validation(list(exc.errors()))
         raise InvalidRequest(message, param=param, code="invalid_spec") from exc
     check_caps(spec, settings)
+    check_judges(session, principal.organization_id, spec)
     spec = resolve_integrations(spec, settings)
     if body.from_checkpoint is not None:
         source = continuation.find(session, principal.organization_id, body.from_checkpoint)

@@ -22,7 +22,13 @@ from tuneforge.app.core.ids import new_id
 from tuneforge.app.db.models import File, Sweep
 from tuneforge.app.files import repository as files_repo
 from tuneforge.app.jobs import lifecycle as jobs_lifecycle
-from tuneforge.app.jobs.admission import check_caps, check_data_against_spec, check_gpu_memory, check_queue_room
+from tuneforge.app.jobs.admission import (
+    check_caps,
+    check_data_against_spec,
+    check_gpu_memory,
+    check_judges,
+    check_queue_room,
+)
 from tuneforge.app.jobs.model_path import model_config, resolve_model
 from tuneforge.app.jobs.request import JobCreate
 from tuneforge.app.sweeps import repository, space, trials
@@ -88,6 +94,7 @@ class _Checker:
                 model_dir = resolve_model(self.settings, job.model)
                 self.configs[job.model] = model_config(model_dir) if model_dir is not None else None
             check_caps(spec, self.settings)
+            check_judges(self.session, self.principal.organization_id, spec)
             config = self.configs[job.model]
             if config is not None:
                 check_gpu_memory(spec, config, self.settings)

@@ -6,17 +6,21 @@ sent it, or on an inference worker that is not running; and a reward is needed f
 completion of every step, where a queue round trip per sample would dominate the step. The judge is
 loaded once per run beside the policy, on the same device, and answers greedily with its chat
 template. A judge is a base model under the models root (`TUNEFORGE_MODELS_DIR`, else
-`$TUNEFORGE_DATA_DIR/models`); `ft:` judges are answered by `/v1/fine_tuning/alpha/graders/run`
-(through the inference path) but refused in a training job at POST.
+`$TUNEFORGE_DATA_DIR/models`), or an `ft:` model of the job's organization: the worker's runner
+resolves each `ft:` judge of the job to its base model's name and a local copy of its adapter, and hands
+them over in `TUNEFORGE_JUDGE_ADAPTERS` (JSON; the environment, so that the processes of a
+multi-device run see it too); the judge is that base with the adapter merged.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
+from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 from tuneforge.contract.graders.scoring import JudgeError
@@ -25,6 +29,8 @@ from tuneforge.worker.training.model import load_tokenizer
 from tuneforge.worker.training.rollout import GENERATE
 
 DEFAULT_JUDGE_TOKENS = 32
+# {ft: id: {"model": base model name, "adapter": local adapter folder}}, set by the runner per job.
+JUDGE_ADAPTERS_ENV = "TUNEFORGE_JUDGE_ADAPTERS"
 
 
 def models_root() -> Path:
@@ -41,6 +47,17 @@ def judge_dir(name: str, root: Path | None = None) -> Path:
     return path
 
 
+def judge_source(name: str, root: Path | None = None) -> tuple[Path, Path | None]:
+    """(base model folder, adapter folder or None) of a judge."""
+    if not name.startswith("ft:"):
+        return judge_dir(name, root), None
+    adapters = json.loads(os.environ.get(JUDGE_ADAPTERS_ENV) or "{}")
+    entry = adapters.get(name)
+    if not isinstance(entry, dict) or not (Path(entry["adapter"]) / "adapter_model.safetensors").is_file():
+        raise JudgeError(f"{name!r} was not resolved to an adapter for this job")
+    return judge_dir(str(entry["model"]), root), Path(entry["adapter"])
+
+
 class InProcessJudge:
     """`Judge` (contract/graders/scoring.py) over models loaded once each, greedy."""
 
@@ -51,11 +68,13 @@ class InProcessJudge:
 
     def _load(self, name: str) -> tuple[Any, Any]:
         if name not in self._loaded:
-            path = judge_dir(name, self.root)
+            path, adapter = judge_source(name, self.root)
             tokenizer = load_tokenizer(path)
             model = AutoModelForCausalLM.from_pretrained(
                 path, trust_remote_code=False, local_files_only=True, use_safetensors=True
             )
+            if adapter is not None:  # merged: the judge answers as the fine-tuned model, at the base's speed
+                model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
             torch.nn.Module.to(model, self.device)  # (transformers' own `.to` is typed for its wrapper)
             model.eval()
             self._loaded[name] = (model, tokenizer)
