@@ -4,15 +4,24 @@ and with the policy gradient's sign flipped the same run's reward falls: a sign 
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
-from tests.helpers import make_spec
+from tests.helpers import ROOT, make_spec
 from tuneforge.contract.spec import JobSpec
+from tuneforge.contract.status import StopReason
 from tuneforge.worker.training import rollout
+from tuneforge.worker.training.checkpoints import latest_complete
+from tuneforge.worker.training.errors import StopTraining
 from tuneforge.worker.training.methods import rft
 from tuneforge.worker.training.methods.rft import group_advantages
 from tuneforge.worker.training.reporter import MemoryReporter
@@ -31,11 +40,11 @@ def prompt_rows(n: int) -> list[dict[str, Any]]:
     return [{"messages": [{"role": "user", "content": f"Say something, number {i}"}], "letter": "e"} for i in range(n)]
 
 
-def rft_spec(steps: int = 10, **reinforcement: Any) -> JobSpec:
+def rft_spec(steps: int = 10, training: dict[str, Any] | None = None, **reinforcement: Any) -> JobSpec:
     return make_spec(
         method={"type": "reinforcement", "reinforcement": {"grader": GRADER}},
         reinforcement={"generations_per_prompt": 16, "max_new_tokens": 2, "eval_samples": 4, **reinforcement},
-        training={"max_steps": steps, "batch_size": 4, "learning_rate": 5e-2, "eval_every": steps},
+        training={"max_steps": steps, "batch_size": 4, "learning_rate": 5e-2, "eval_every": steps, **(training or {})},
         data={"validation_split": 0.0},
         # The tiny model's frozen random head keeps its logits near uniform whatever its layers do; an
         # adapter on the head lets a few steps move the distribution (as a real model's layers can).
@@ -94,3 +103,79 @@ def test_generation_goes_through_the_one_seam(model_dir: Path, tmp_path: Path, m
     monkeypatch.setattr(rollout, "GENERATE", spy)
     train(tmp_path, model_dir, rft_spec(2))
     assert (16, 1.0) in calls and (1, None) in calls  # sampled groups, and greedy evaluation
+
+
+def _adapter(result_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(result_dir / "adapter_model.safetensors")
+
+
+def _sampled(rep: MemoryReporter) -> dict[int, float]:
+    """Each training step's mean sampled reward: equal only if the same completions were sampled."""
+    return {p["step"]: p["extra"]["reward"] for p in rep.points if "loss" in p and "extra" in p}
+
+
+KILLED_RUN = """
+import os, sys, time
+from pathlib import Path
+from tests.worker.training.test_rft import prompt_rows
+from tuneforge.contract.spec import JobSpec
+from tuneforge.worker.training.reporter import MemoryReporter
+from tuneforge.worker.training.run import run
+
+class Hang(MemoryReporter):
+    def metrics(self, point):
+        super().metrics(point)
+        if point.get("step") == 3 and "loss" in point:  # step 3 trained, its checkpoint (at 4) not yet written
+            Path(sys.argv[3]).touch()
+            time.sleep(600)
+
+spec = JobSpec.model_validate_json(sys.argv[1])
+run(spec, Path(os.environ["TUNEFORGE_MODELS_DIR"]) / sys.argv[4], prompt_rows(16), prompt_rows(4), Path(sys.argv[2]),
+    Hang(), resume=False)
+"""
+
+
+def test_kill_9_and_pause_resume_bit_for_bit_with_the_sampling_generator(
+    model_dir: Path, tmp_path: Path, tiny_model: str
+) -> None:
+    """A run killed with SIGKILL after step 3 resumes from its step-2 checkpoint, and one paused at step 1
+    resumes from the checkpoint the pause saved; both sample the same completions as a straight run (the
+    sampling generator's state is in the checkpoint) and end with the same adapter, bit for bit."""
+    spec = rft_spec(4, {"save_every": 2}, generations_per_prompt=4)
+    rep = MemoryReporter()
+    straight = run(spec, model_dir, prompt_rows(16), prompt_rows(4), tmp_path / "a", rep, resume=False)
+    expected, rewards = _adapter(straight.adapter_dir), _sampled(rep)
+    assert sorted(rewards) == [1, 2, 3, 4]
+
+    killed, marker = tmp_path / "b", tmp_path / "step3"
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_RUN, spec.model_dump_json(), str(killed), str(marker), tiny_model],
+        cwd=ROOT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while not marker.exists():
+            assert child.poll() is None, "the run ended before step 3"
+            assert time.monotonic() < deadline, "no step 3 within 300 s"
+            time.sleep(0.1)
+    finally:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+    assert latest_complete(killed / "checkpoints").name == "step-00000002"  # type: ignore[union-attr]
+    rep = MemoryReporter()
+    resumed = run(spec, model_dir, prompt_rows(16), prompt_rows(4), killed, rep, attempt=2)
+    assert any(msg == "Resumed from step 2 (attempt 2)" for _, msg, _ in rep.events)
+    assert _sampled(rep) == {3: rewards[3], 4: rewards[4]}
+
+    with pytest.raises(StopTraining) as info:
+        run(spec, model_dir, prompt_rows(16), prompt_rows(4), tmp_path / "c", MemoryReporter(stop_at_step=1,
+            stop_reason=StopReason.PAUSED), resume=False)  # fmt: skip
+    assert info.value.reason == StopReason.PAUSED
+    rep = MemoryReporter()
+    unpaused = run(spec, model_dir, prompt_rows(16), prompt_rows(4), tmp_path / "c", rep)
+    assert _sampled(rep) == {k: rewards[k] for k in (2, 3, 4)}
+
+    for got in (_adapter(resumed.adapter_dir), _adapter(unpaused.adapter_dir)):
+        assert got.keys() == expected.keys()
+        for k in expected:
+            assert torch.equal(got[k], expected[k]), k
