@@ -390,3 +390,37 @@ def test_dashboard_end_to_end(
     wait_for(lambda: d.find_element(By.ID, "key"), "the sign-in form again")
     assert d.execute_script("return localStorage.getItem('tuneforge.apiKey')") is None
     print(f"browser test took {time.monotonic() - started:.1f} s: " + ", ".join(phases))
+
+
+def test_a_reinforcement_jobs_page_shows_its_rewards(browser: Any, live_api: str, api_key: str) -> None:
+    """A finished reinforcement job (its rows written as the worker writes them): the reward curves, and
+    each evaluation's graded samples, the latest first, another one picked from the keyboard."""
+    from tests.helpers import insert_job, make_spec, org_id_of
+    from tuneforge.app.db.engine import session_scope
+    from tuneforge.app.jobs import repository
+
+    grader = {"type": "string_check", "name": "has_e", "input": "{{sample.output_text}}",
+              "reference": "e", "operation": "ilike"}  # fmt: skip
+    spec = make_spec(method={"type": "reinforcement", "reinforcement": {"grader": grader}})
+    job = insert_job(org_id_of("acme"), "succeeded", spec=spec.model_dump(mode="json"))
+    with session_scope() as s:
+        for step, (reward, output) in enumerate([(0.25, "hmm"), (1.0, "hello there")]):
+            repository.add_event(
+                s, job, f"Evaluation samples (greedy), with their rewards: mean reward {reward:.4f} over 4 prompts",
+                data={"reward": reward, "samples": [{"prompt": "Say something", "output": output, "reward": reward}]},
+            )  # fmt: skip
+            repository.upsert_metrics(s, job, [{"step": step, "eval_loss": -reward, "extra": {"reward": reward}}])
+    d = browser
+    d.get(f"{live_api}/ui/")
+    d.execute_script("localStorage.setItem('tuneforge.apiKey', arguments[0])", api_key)
+    d.get(f"{live_api}/ui/#/jobs/{job}")
+    summary = wait_for(lambda: d.find_element(By.ID, "rewards-summary").text, "the rewards summary")
+    assert "0.250 (before training)" in summary and "1.000 (latest of 2 evaluations)" in summary, summary
+    assert d.find_element(By.CSS_SELECTOR, "#rewards-table tbody td.sample").text == "hello there"
+    assert d.find_elements(By.CSS_SELECTOR, "figure[data-metric='Reward'] path[data-points]")
+    picker = d.find_element(By.ID, "rewards-evaluation")
+    picker.send_keys(Keys.DOWN)  # from "the latest" to the next option: evaluation 1, before training
+    wait_for(lambda: d.find_element(By.CSS_SELECTOR, "#rewards-table tbody td.sample").text == "hmm", "evaluation 1")
+    assert d.find_element(By.CSS_SELECTOR, "#rewards-table tbody td.reward").text == "0.250"
+    audit(d)
+    shot(d, "job-rewards")

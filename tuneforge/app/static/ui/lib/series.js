@@ -15,6 +15,20 @@ export const METRICS = [
   ["valid_mean_token_accuracy", "Eval token accuracy"],
 ];
 
+// Reinforcement jobs' own series (methods/rft.py): the mean reward of the completions sampled at each
+// step (at an evaluation step, the greedy validation reward), the KL to the base, and the share of
+// groups whose samples all scored the same (no signal).
+export const RFT_METRICS = [
+  ["reward", "Reward"],
+  ["kl", "KL to the base"],
+  ["no_signal_groups", "Groups with no signal"],
+  ["mean_completion_length", "Completion length"],
+];
+
+/* The charts of a job: every job's, then its method's. */
+export const metricsOf = (job) =>
+  job.spec && job.spec.method === "reinforcement" ? [...METRICS, ...RFT_METRICS] : METRICS;
+
 const present = (value) => value !== null && value !== undefined;
 
 /* A point's value for `key`, from its own fields or its `extra`; null where it has none. */

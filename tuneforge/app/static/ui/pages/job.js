@@ -4,7 +4,8 @@ import { api, getJSON, showError } from "../lib/api.js";
 import { lineChart } from "../lib/charts.js";
 import { announce, h, heading, main, patch, show } from "../lib/dom.js";
 import { fmtDur, fmtTime } from "../lib/format.js";
-import { MAX_POINTS, METRICS, curve, mergePoints, thin } from "../lib/series.js";
+import { MAX_POINTS, curve, mergePoints, metricsOf, thin } from "../lib/series.js";
+import { rewardsPanel } from "./job-rewards.js";
 import { samplesPanel } from "./job-samples.js";
 
 // The buttons of the head. Which of them act now is the job's `allowed_actions` (the API's rules).
@@ -163,7 +164,7 @@ export async function jobPage(page, id) {
   const drawCharts = () =>
     patch(
       charts,
-      METRICS.map(([key, title]) => lineChart(title, [{ label: key, points: curve(points, key) }], { log })),
+      metricsOf(job).map(([key, title]) => lineChart(title, [{ label: key, points: curve(points, key) }], { log })),
     );
   const eventsList = h("ol", { class: "events", id: "events", "aria-live": "polite", "aria-label": "Events" });
   const addEvent = (event) => {
@@ -176,6 +177,7 @@ export async function jobPage(page, id) {
   drawCharts();
   events.slice().reverse().forEach(addEvent);
   const samplesBox = samplesPanel(job, samples.data);
+  const rewardsBox = job.spec && job.spec.method === "reinforcement" ? rewardsPanel(job) : null;
 
   const logScale = h("input", {
     type: "checkbox",
@@ -198,6 +200,7 @@ export async function jobPage(page, id) {
     h("h2", { text: "Curves" }),
     h("label", { class: "inline" }, logScale, "Log scale"),
     charts,
+    ...(rewardsBox ? [h("h2", { text: "Rewards" }), rewardsBox.element] : []),
     h("h2", { text: "Samples" }),
     samplesBox.element,
     h("h2", { text: "Events" }),
@@ -226,6 +229,7 @@ export async function jobPage(page, id) {
     },
     event: (event) => {
       addEvent(event);
+      rewardsBox?.add(event);
       if (event.data && event.data.kind === "samples") {
         samplesBox.refresh(event.data && event.data.step);
       }
