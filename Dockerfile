@@ -38,7 +38,7 @@ WORKDIR /srv/tuneforge
 RUN pip install "torch==${TORCH_VERSION}"
 COPY pyproject.toml README.md constraints.txt ./
 COPY tuneforge ./tuneforge
-RUN pip install -c constraints.txt . && useradd --uid 10001 --create-home tuneforge && mkdir -p /data /models \
+RUN pip install -c constraints.txt ".[integrations]" && useradd --uid 10001 --create-home tuneforge && mkdir -p /data /models \
     && chown tuneforge /data
 USER tuneforge
 HEALTHCHECK --interval=30s --timeout=10s --retries=3 \

@@ -28,7 +28,7 @@ fi
 # installs a week apart train the same way. Skip the resolver when nothing changed since the last install.
 stamp=.venv/.tuneforge-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
-  "$VPY" -m pip install -q -e ".[dev]" -c constraints.txt 2> >(grep -v "^WARNING: Location" >&2)
+  "$VPY" -m pip install -q -e ".[dev,integrations]" -c constraints.txt 2> >(grep -v "^WARNING: Location" >&2)
   touch "$stamp"
 fi
 

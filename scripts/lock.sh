@@ -2,10 +2,11 @@
 # Refresh constraints.txt, the lock that scripts/install.sh, CI and the Dockerfile install from.
 #
 # pyproject.toml keeps lower bounds only (so `pip install .` works anywhere); this file pins every
-# package, the dev extras included, for Python 3.11 and later on every platform (uv's universal mode
-# writes markers where versions differ by Python). torch is pinned to TUNEFORGE_TORCH_VERSION: the
-# CPU build (2.13.0+cpu) and the CUDA build both satisfy `torch==2.13.0`, and the CUDA libraries it
-# pulls on a GPU machine are pinned here too, to the versions that torch release needs.
+# package, the dev and integrations extras included, for Python 3.11 and later on every platform (uv's
+# universal mode writes markers where versions differ by Python). torch is pinned to
+# TUNEFORGE_TORCH_VERSION: the CPU build (2.13.0+cpu) and the CUDA build both satisfy `torch==2.13.0`,
+# and the CUDA libraries it pulls on a GPU machine are pinned here too, to the versions that torch
+# release needs.
 # Run it after changing a dependency in pyproject.toml, then run the tests and commit both files.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +15,7 @@ TORCH_VERSION=${TUNEFORGE_TORCH_VERSION:-2.13.0}
 pin=$(mktemp)
 trap 'rm -f "$pin"' EXIT
 echo "torch==${TORCH_VERSION}" > "$pin"
-.venv/bin/uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 \
+.venv/bin/uv pip compile pyproject.toml --extra dev --extra integrations --universal --python-version 3.11 \
   --constraint "$pin" --no-header --quiet --output-file constraints.txt
 # uv writes the temporary pin file's path into the "via" comments; keep the lock reproducible.
 sed -i "s|${pin}|torch pin (scripts/lock.sh)|" constraints.txt

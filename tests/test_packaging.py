@@ -58,7 +58,8 @@ def test_the_wheel_installs_one_top_level_package(tmp_path: Path) -> None:
 
 def test_the_lock_pins_every_dependency() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = {_name(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"]}
+    extras = project["optional-dependencies"]
+    wanted = {_name(r) for r in project["dependencies"] + extras["dev"] + extras["integrations"]}
     pins = _pins()
     assert sorted(wanted - pins.keys()) == []
     # torch at the version the install script and the images install (CPU and CUDA builds alike).
@@ -71,8 +72,9 @@ def test_the_lock_pins_every_dependency() -> None:
 
 def test_every_install_uses_the_lock() -> None:
     install = (ROOT / "scripts/install.sh").read_text()
-    assert re.search(r'pip install -q -e "\.\[dev\]" -c constraints\.txt', install)
+    assert re.search(r'pip install -q -e "\.\[dev,integrations\]" -c constraints\.txt', install)
     assert "bash scripts/install.sh" in (ROOT / "scripts/test.sh").read_text()  # which .ci/run runs
     dockerfile = (ROOT / "Dockerfile").read_text()
-    assert dockerfile.count("RUN pip install -c constraints.txt .") == 2
+    assert dockerfile.count("RUN pip install -c constraints.txt . ") == 1  # the API image
+    assert dockerfile.count('RUN pip install -c constraints.txt ".[integrations]"') == 1  # the worker's trackers
     assert dockerfile.count("COPY pyproject.toml README.md constraints.txt ./") == 2

@@ -25,6 +25,7 @@ from tuneforge.contract.graders.shapes import judge_models
 from tuneforge.contract.spec import JobSpec, SpecError
 from tuneforge.contract.status import ErrorCode, JobStatus, RunOutcome, StopReason
 from tuneforge.storage import StoreMissing
+from tuneforge.worker import tracking
 from tuneforge.worker.artifact_sync import ArtifactSync, PreparedStores
 from tuneforge.worker.db_reporter import DBReporter, retry
 from tuneforge.worker.ddp import RankLost, run_distributed
@@ -32,6 +33,7 @@ from tuneforge.worker.file_rows import FileRows
 from tuneforge.worker.training.errors import StopTraining, TrainingError
 from tuneforge.worker.training.judge import JUDGE_ADAPTERS_ENV
 from tuneforge.worker.training.prepare import all_rows
+from tuneforge.worker.training.reporter import Reporter
 from tuneforge.worker.training.run import run
 
 log = logging.getLogger("tuneforge.worker")
@@ -71,6 +73,8 @@ def execute(job_id: str, worker_id: str = WORKER_ID) -> RunOutcome:
     try:
         return _execute(job_id, worker_id)
     finally:
+        # The job's trackers send what they hold after its outcome is recorded, within a bound.
+        tracking.drain(get_settings().tracker_close_seconds)
         request_id_var.reset(token)
 
 
@@ -83,13 +87,15 @@ def _execute(job_id: str, worker_id: str) -> RunOutcome:
     sync = ArtifactSync(settings)
     reporter = DBReporter(job_id, worker_id, settings, store=lambda path: sync.upload_checkpoint(job_id, path))
     reporter.start()
+    trackers = _trackers(job_id, claimed, settings, reporter)
     try:
-        outcome = _train(job_id, claimed, settings, reporter, sync)
+        outcome = _train(job_id, claimed, settings, trackers.reporter, sync)
     finally:
         reporter.stop()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     outcome.values = reporter.last_progress | outcome.values
+    trackers.finish(str(outcome.status), outcome.values.get("final_metrics"))
     if outcome.status == StopReason.LEASE_LOST:
         log.warning("job %s: lease lost; another attempt owns it now", job_id)
         return RunOutcome.LEASE_LOST
@@ -124,7 +130,16 @@ def _claim(session: Session, job_id: str, worker_id: str, settings: Settings) ->
     )
 
 
-def _train(job_id: str, job: Claimed, settings: Settings, reporter: DBReporter, sync: ArtifactSync) -> Outcome:
+def _trackers(job_id: str, job: Claimed, settings: Settings, reporter: DBReporter) -> tracking.Trackers:
+    """The job's `integrations` (W&B, MLflow), fed from the engine's metric points in the background."""
+    try:
+        spec = JobSpec.model_validate(job.spec)
+    except ValueError:  # _train fails the job with the reason
+        return tracking.Trackers(reporter, [])
+    return tracking.Trackers.attach(job_id, spec, job.model, settings, reporter)
+
+
+def _train(job_id: str, job: Claimed, settings: Settings, reporter: Reporter, sync: ArtifactSync) -> Outcome:
     """Run the engine, and turn whatever it raised into an outcome with an `error.code`."""
     try:
         spec = JobSpec.model_validate(job.spec)

@@ -239,6 +239,33 @@ class Settings(BaseSettings):
     webhook_backoff_seconds: float = Field(
         5.0, gt=0, description="First retry delay; doubled after each failed attempt (capped at one hour)."
     )
+    # Job integrations (tuneforge/worker/tracking/): trackers the training worker logs to from a background thread.
+    wandb_mode: Literal["offline", "online"] = Field(
+        "offline",
+        description="W&B runs: `offline` writes each run under TUNEFORGE_WANDB_DIR for `wandb sync` to upload "
+        "later (no network needed); `online` sends them with the worker's WANDB_API_KEY.",
+    )
+    wandb_dir: Path | None = Field(None, description="Where W&B run folders are written. Default <data dir>/wandb.")
+    mlflow_tracking_uris: list[str] = Field(
+        default_factory=list,
+        description="MLflow tracking servers jobs may log to, as a JSON list of http(s) URLs; the first is the "
+        "default when an `mlflow` integration names none. Empty: `mlflow` integrations are refused.",
+    )
+    tracker_buffer_points: int = Field(
+        10_000,
+        ge=10,
+        description="Metric points a tracker holds while its server is down; past it the oldest are dropped "
+        "(and counted in the job's event).",
+    )
+    tracker_retry_max_seconds: float = Field(
+        60.0, gt=0, description="Longest wait between retries to a tracker that is down (backoff from 1 s)."
+    )
+    tracker_close_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="After a job's outcome is recorded, how long the worker waits for its trackers to send what "
+        "they hold before it takes the next job.",
+    )
     # GPU-class routing: class name -> memory in GB, e.g. {"gpu-24g": 24, "gpu-80g": 80}. Each class is a
     # Celery queue of that name; a job goes to the smallest class its estimated peak fits.
     gpu_queues: dict[str, float] = Field(
@@ -316,6 +343,11 @@ class Settings(BaseSettings):
     def cache_dir(self) -> Path:
         """A worker's local copies of inputs it read from a remote store."""
         return self.data_dir / "cache"
+
+    @property
+    def wandb_root(self) -> Path:
+        """Where W&B writes run folders (`<this>/wandb/offline-run-*`): TUNEFORGE_WANDB_DIR, or under the data dir."""
+        return (self.wandb_dir or self.data_dir / "wandb").expanduser().resolve()
 
     @property
     def store_is_remote(self) -> bool:

@@ -163,7 +163,6 @@ class JobCreate(SpecBlocks):
     hyperparameters: SupervisedHyperparameters | None = Field(
         None, description="Deprecated OpenAI field; prefer method.supervised.hyperparameters."
     )
-    integrations: list[Any] | None = Field(None, max_length=0, description="Not supported; must be empty.")
     from_checkpoint: str | None = Field(
         None,
         min_length=1,
@@ -243,6 +242,7 @@ class JobCreate(SpecBlocks):
             scheduler=self.scheduler,
             data=data,
             samples=self.samples,
+            integrations=self.integrations,
         )
 
 
@@ -307,3 +307,14 @@ def openai_method(spec: JobSpec) -> dict[str, Any]:
             value = getattr(value, part)
         block[name.split(".")[-1]] = value.model_dump(mode="json", exclude_none=True)
     return {"type": spec.method, spec.method: block}
+
+
+def openai_integrations(spec: JobSpec) -> list[dict[str, Any]] | None:
+    """The job object's `integrations`: the `wandb` ones, in OpenAI's shape. `mlflow` is Tuneforge's own type,
+    outside the documented enum that strict clients check, so it is shown in `spec.integrations` only."""
+    shown = [
+        {"type": "wandb", "wandb": item.wandb.model_dump(mode="json", exclude_none=True)}
+        for item in spec.integrations
+        if item.wandb is not None
+    ]
+    return shown or None

@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field, model_validator
 from tuneforge.app.core.schemas import omitted_if_none
 from tuneforge.app.db.models import Checkpoint, Job, JobEvent, JobMetric, JobSample
 from tuneforge.app.db.types import unix, utcnow
-from tuneforge.app.jobs.request import openai_hyperparameters, openai_method
+from tuneforge.app.jobs.request import openai_hyperparameters, openai_integrations, openai_method
 from tuneforge.contract.spec import JobSpec
 from tuneforge.contract.status import (
     SAMPLES_EVENT,
@@ -120,6 +120,7 @@ class FineTuningJob(BaseModel):
             estimated_finish=estimated,
             metadata=job.job_metadata,
             method=openai_method(spec),
+            integrations=openai_integrations(spec),
             suffix=job.suffix,
             progress=progress,
             attempt=job.attempt,

@@ -74,6 +74,22 @@ BLOCKS: list[tuple[str, type[BaseModel], str]] = [
         "turns them off.",
     ),
     (
+        "integrations[].wandb",
+        s.WandbSettings,
+        '`integrations: [{"type": "wandb", "wandb": {...}}]`, OpenAI\'s shape: the worker logs the metric '
+        "series, the resolved spec (as config) and the final metrics to a W&B run, offline by default (a run "
+        "folder for `wandb sync`). At most one `wandb` and one `mlflow` item. A tracker that is down never fails "
+        "or slows the job: one warning event, retries in the background (docs/api.md, docs/deployment.md).",
+    ),
+    (
+        "integrations[].mlflow",
+        s.MlflowSettings,
+        '`integrations: [{"type": "mlflow", "mlflow": {...}}]`, a Tuneforge extension of the same shape: the '
+        "same series, the spec as dotted params and the final metrics, to an MLflow tracking server the operator "
+        "lists in TUNEFORGE_MLFLOW_TRACKING_URIS (any other URL is refused at create). The job object's "
+        "`integrations` shows the `wandb` items only (OpenAI's type); `spec.integrations` shows all.",
+    ),
+    (
         "data.augmentation",
         s.AugmentationSpec,
         "Optional; off when null. More training rows made from the ones given, on the training split only: "

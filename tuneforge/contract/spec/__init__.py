@@ -15,6 +15,7 @@ from tuneforge.contract.spec.blocks import (
     TrainingSpec,
 )
 from tuneforge.contract.spec.data import DataSpec
+from tuneforge.contract.spec.integrations import Integration, MlflowSettings, WandbSettings, tracking_uri_allowed
 from tuneforge.contract.spec.job import JobSpec, SpecBlocks, TaskName
 from tuneforge.contract.spec.method import METHOD_RULES, MethodName, MethodRules, RowShape
 from tuneforge.contract.spec.optim import (
@@ -49,6 +50,7 @@ __all__ = [
     "AugmentationSpec",
     "DataSpec",
     "EarlyStoppingSpec",
+    "Integration",
     "JobSpec",
     "LoraSpec",
     "LossAggregation",
@@ -56,6 +58,7 @@ __all__ = [
     "LossWatchdogSpec",
     "MethodName",
     "MethodRules",
+    "MlflowSettings",
     "OptimizerSpec",
     "PagedAdamW8bitSpec",
     "PagedAdamW32bitSpec",
@@ -74,5 +77,7 @@ __all__ = [
     "Strict",
     "TaskName",
     "TrainingSpec",
+    "WandbSettings",
     "set_to_non_default",
+    "tracking_uri_allowed",
 ]

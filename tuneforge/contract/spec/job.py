@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from tuneforge.contract.formats import CHAT_SHAPES
 from tuneforge.contract.spec.base import SpecError, Strict, set_to_non_default
 from tuneforge.contract.spec.blocks import LoraSpec, QuantizationSpec, TrainingSpec
 from tuneforge.contract.spec.data import DataSpec
+from tuneforge.contract.spec.integrations import Integration
 from tuneforge.contract.spec.method import (
     METHOD_RULES,
     MethodName,
@@ -63,6 +64,27 @@ class SpecBlocks(Strict):
         default_factory=SamplesSpec,
         description="causal_lm: prompts generated from greedily before training, at each evaluation and at the end.",
     )
+    integrations: list[Integration] = Field(
+        default_factory=list,
+        max_length=5,
+        description="Experiment trackers the worker logs the metric series, hyperparameters and final metrics to: "
+        "OpenAI's `wandb`, and `mlflow`; at most one of each. A tracker that is down never fails or slows the job.",
+    )
+
+    @field_validator("integrations", mode="before")
+    @classmethod
+    def _null_is_none(cls, value: object) -> object:
+        return [] if value is None else value  # OpenAI's SDK and clients may send `integrations: null`
+
+    @field_validator("integrations")
+    @classmethod
+    def _one_of_each(cls, value: list[Integration]) -> list[Integration]:
+        seen: set[str] = set()
+        for i, item in enumerate(value):
+            if item.type in seen:
+                raise SpecError(str(i), f"at most one {item.type} integration per job")
+            seen.add(item.type)
+        return value
 
     @model_validator(mode="after")
     def _check_task(self) -> Self:
