@@ -328,6 +328,8 @@ def cmd_download(api: Api, args: argparse.Namespace) -> int:
         params["checkpoint"] = args.checkpoint
     if args.format != "peft":
         params["format"] = args.format
+    if args.quant is not None:
+        params["quant"] = args.quant  # the server says when it is not for this format
     dest = Path(args.output)
     with tempfile.TemporaryDirectory() as tmp:
         archive = Path(tmp) / "download.tar.gz"
@@ -417,6 +419,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     d = js.add_parser("download", parents=[common], help="download and unpack the adapter")
     d.add_argument("job_id")
     d.add_argument("--checkpoint", type=int, default=None, help="step of an intermediate checkpoint")
-    d.add_argument("--format", choices=["peft", "merged"], default="peft")
+    d.add_argument("--format", choices=["peft", "merged", "gguf", "gguf-lora"], default="peft")
+    d.add_argument("--quant", choices=["f16", "q8_0", "q4_k_m"], default=None, help="with --format gguf")
     d.add_argument("-o", "--output", default=".", help="directory to unpack into (default: here)")
     d.set_defaults(client_func=cmd_download)

@@ -112,6 +112,11 @@ def export_dir(settings: Settings, job: Job, checkpoint: int | None, fmt: GgufFo
     return settings.artifacts_dir / job.id / "gguf" / ("final" if checkpoint is None else f"step-{checkpoint}") / which
 
 
+def is_built(settings: Settings, job: Job, checkpoint: int | None, fmt: GgufFormat, quant: GgufQuant | None) -> bool:
+    """Whether the export is on disk already (a download then only hashes and streams its files)."""
+    return (export_dir(settings, job, checkpoint, fmt, quant or GgufQuant.F16) / "Modelfile").is_file()
+
+
 def gguf_dir(
     settings: Settings,
     job: Job,
