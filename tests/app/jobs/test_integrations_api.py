@@ -68,6 +68,8 @@ def test_no_integrations_and_null_are_the_same(client: httpx.Client, tiny_model:
         ([{"type": "wandb", "wandb": {"project": "p"}}] * 2, "integrations.1"),
         ([{"type": "mlflow", "mlflow": {"tracking_uri": "file:///etc"}}], "integrations.0.mlflow.tracking_uri"),
         ([{"type": "mlflow", "mlflow": {"tracking_uri": "http://u:pw@h"}}], "integrations.0.mlflow.tracking_uri"),
+        ([{"type": "mlflow", "mlflow": {"tracking_uri": "http://[1.2.3.4]/"}}], "integrations.0.mlflow.tracking_uri"),
+        ([{"type": "mlflow", "mlflow": {"tracking_uri": "http://h\n:5000"}}], "integrations.0.mlflow.tracking_uri"),
     ],
 )
 def test_bad_shapes_are_400s_naming_the_field(

@@ -69,12 +69,15 @@ class MlflowSettings(Strict):
         # reach what it can reach, so only a server over http(s) is accepted, and an allow-list decides which.
         if uri is None:
             return None
+        if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in uri):  # urlsplit drops tabs and newlines silently
+            raise ValueError("tracking_uri must not contain spaces or control characters")
         try:
             parts = urlsplit(uri)
+            host = parts.hostname  # raises ValueError for `http://[1.2.3.4]/` on some Pythons
             parts.port  # noqa: B018 - raises ValueError for a port out of range
         except ValueError as exc:
             raise ValueError(f"tracking_uri is not a valid URL ({exc})") from exc
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        if parts.scheme not in ("http", "https") or not host:
             raise ValueError("tracking_uri must be an http:// or https:// URL of an MLflow tracking server")
         if parts.username or parts.password:
             raise ValueError("tracking_uri must not carry credentials (they would be stored with the job)")
