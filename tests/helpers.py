@@ -132,6 +132,44 @@ def spawn(
     )
 
 
+class VLLMServer:
+    """`tuneforge vllm --model <model>` from vLLM's own venv (scripts/vllm_env.sh), on a free port, with a
+    small KV cache; `kill` SIGKILLs its whole process group (API server and engine), `start` starts it again."""
+
+    def __init__(self, model: str, model_dir: Path, log: Path) -> None:
+        self.model, self.model_dir, self.log = model, model_dir, log
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started_s: list[float] = []
+
+    def start(self, timeout: float = 900) -> None:
+        t0 = time.monotonic()
+        args = ["vllm", "--model", self.model, "--port", str(self.port), "--kv-cache-gb", "1"]
+        args += ["--max-loras", "4", "--max-lora-rank", "16", "--max-model-len", "1024"]
+        self.proc = spawn(args, log=self.log)
+        try:
+            wait_http(f"{self.url}/v1/models", self.proc, timeout=timeout)
+        except (RuntimeError, TimeoutError) as exc:
+            raise RuntimeError(f"vLLM did not start: {exc}\n{self.log.read_text()[-4000:]}") from exc
+        self.started_s.append(time.monotonic() - t0)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, 9)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, 15)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
 def stop(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
     if proc.poll() is None:
         proc.terminate()

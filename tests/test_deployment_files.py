@@ -33,8 +33,17 @@ def test_every_tuneforge_command_parses() -> None:
 
 def test_compose_services_and_dependencies() -> None:
     services = COMPOSE["services"]
-    assert set(services) == {"postgres", "redis", "migrate", "api", "worker", "inference", "minio", "minio-bucket"}
+    assert set(services) == {
+        *("postgres", "redis", "migrate", "api", "worker", "inference", "minio", "minio-bucket", "vllm")
+    }
     assert all(services[s].get("profiles") == ["s3"] for s in ("minio", "minio-bucket")), "MinIO is optional"
+    # vLLM is optional too, reads adapters where the API writes them, and is never published.
+    vllm, api = services["vllm"], services["api"]
+    assert vllm["profiles"] == ["vllm"] and "ports" not in vllm
+    assert vllm["environment"]["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True" and "--enable-lora" in vllm["command"]
+    assert "vllm-adapters:/adapters:ro" in vllm["volumes"] and "vllm-adapters:/adapters" in api["volumes"]
+    assert api["environment"]["TUNEFORGE_VLLM_ADAPTERS_DIR"] == "/adapters"
+    assert api["environment"]["TUNEFORGE_VLLM_URL"] == "http://vllm:8000"
     assert services["api"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert services["worker"]["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
     assert services["api"]["build"]["target"] == "api" and services["worker"]["build"]["target"] == "worker"

@@ -99,6 +99,51 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _vllm_options(args: argparse.Namespace, model: str, port: int) -> Any:
+    from tuneforge.app.inference.vllm.launch import VLLMOptions
+
+    return VLLMOptions(
+        model=model,
+        host=getattr(args, "vllm_host", "127.0.0.1"),
+        port=port,
+        max_loras=args.max_loras,
+        max_lora_rank=args.max_lora_rank,
+        max_model_len=args.max_model_len or None,
+        kv_cache_gb=args.kv_cache_gb,
+        tool_call_parser=args.tool_call_parser,
+        extra=[a for i, a in enumerate(args.vllm_args or []) if not (i == 0 and a == "--")],
+    )
+
+
+def cmd_vllm(args: argparse.Namespace) -> int:
+    """vLLM's server for one base under the models root, in the foreground (exec: its signals are its own)."""
+    from tuneforge.app.inference.vllm.launch import command
+
+    settings = get_settings()
+    argv, env = command(settings, _vllm_options(args, args.model, args.port))
+    print(f"tuneforge vllm: {args.model} on http://{args.vllm_host}:{args.port} ({argv[0]})", flush=True)
+    os.execve(argv[0], argv, env)
+    return 0  # unreachable
+
+
+def _start_vllm(args: argparse.Namespace) -> subprocess.Popen[bytes]:
+    """`tuneforge up --inference vllm`: vLLM as a child, and this process's API pointed at it."""
+    from tuneforge.app.inference.vllm.launch import command
+
+    if not args.vllm_model:
+        raise SystemExit("tuneforge up --inference vllm needs --vllm-model NAME (a base under the models root)")
+    settings = get_settings()
+    argv, env = command(settings, _vllm_options(args, args.vllm_model, args.vllm_port))
+    log_path = settings.data_dir / "vllm.log"
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=log, env=env, preexec_fn=_die_with_parent)
+    os.environ["TUNEFORGE_INFERENCE_BACKEND"] = "vllm"
+    os.environ["TUNEFORGE_VLLM_URL"] = f"http://127.0.0.1:{args.vllm_port}"
+    get_settings.cache_clear()
+    print(f"vllm:       pid {proc.pid}, {args.vllm_model} on port {args.vllm_port}, log {log_path}", flush=True)
+    return proc
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     """Everything on one box: migrate, a local key, one worker subprocess, the API in-process."""
     import uvicorn
@@ -108,6 +153,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     from tuneforge.app.main import create_app
 
     settings = get_settings()
+    settings.ensure_dirs()
+    # vLLM first: it takes the longest to start (its requests answer 503 with Retry-After meanwhile).
+    inference = _start_vllm(args) if args.inference == "vllm" else None
     cmd_migrate(args)
     key, created = ensure_local_key(settings)
     print(f"data dir:   {settings.data_dir}")
@@ -123,16 +171,17 @@ def cmd_up(args: argparse.Namespace) -> int:
             preexec_fn=_die_with_parent,  # safe: no threads have started in this process yet
         )
     print(f"worker:     pid {worker.pid}, log {log_path}", flush=True)
-    inference_log = settings.data_dir / "inference-worker.log"
-    inference_cmd = ["worker", "--queue", settings.inference_queue, "--log-level", args.log_level]
-    with inference_log.open("ab") as log:
-        inference = subprocess.Popen(
-            [sys.executable, "-P", "-m", "tuneforge.app.cli", *inference_cmd],
-            stdout=log,
-            stderr=log,
-            preexec_fn=_die_with_parent,
-        )
-    print(f"inference:  pid {inference.pid}, log {inference_log}", flush=True)
+    if inference is None:
+        inference_log = settings.data_dir / "inference-worker.log"
+        inference_cmd = ["worker", "--queue", settings.inference_queue, "--log-level", args.log_level]
+        with inference_log.open("ab") as log:
+            inference = subprocess.Popen(
+                [sys.executable, "-P", "-m", "tuneforge.app.cli", *inference_cmd],
+                stdout=log,
+                stderr=log,
+                preexec_fn=_die_with_parent,
+            )
+        print(f"inference:  pid {inference.pid}, log {inference_log}", flush=True)
     # uvicorn re-raises the SIGTERM it caught once it has shut down; with the default handler that
     # kills this process on the spot and skips the `finally` below, orphaning the worker.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
@@ -280,7 +329,26 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--port", type=int, default=8000)
     up.add_argument("--log-level", default="WARNING")
+    up.add_argument(
+        "--inference",
+        choices=["transformers", "vllm"],
+        default="transformers",
+        help="who generates for chat/completions: the built-in inference worker, or a vLLM server started "
+        "here for --vllm-model (docs/serving.md)",
+    )
+    up.add_argument("--vllm-model", default=None, help="with --inference vllm: the base vLLM serves")
+    up.add_argument("--vllm-port", type=int, default=8100, help="with --inference vllm: vLLM's loopback port")
+    _vllm_arguments(up)
     up.set_defaults(func=cmd_up)
+
+    v = sub.add_parser(
+        "vllm", help="run vLLM's OpenAI server for a base model, LoRA adapters loadable at runtime (docs/serving.md)"
+    )
+    v.add_argument("--model", required=True, help="a base model under the models root")
+    v.add_argument("--host", default="127.0.0.1", dest="vllm_host", help="address to bind (default loopback)")
+    v.add_argument("--port", type=int, default=8100)
+    _vllm_arguments(v)
+    v.set_defaults(func=cmd_vllm)
 
     sub.add_parser("migrate", help="alembic upgrade head").set_defaults(func=cmd_migrate)
 
@@ -319,6 +387,20 @@ def build_parser() -> argparse.ArgumentParser:
         sub.choices[name].set_defaults(func=run)
     models_cli.add_parser(sub)
     return p
+
+
+def _vllm_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-loras", type=_positive, default=4, help="adapters in one batch (vLLM's --max-loras)")
+    p.add_argument("--max-lora-rank", type=_positive, default=64, help="largest lora.r it can load")
+    p.add_argument("--max-model-len", type=int, default=2048, help="context length (0: the model's own)")
+    p.add_argument(
+        "--kv-cache-gb",
+        type=_positive,
+        default=1,
+        help="KV cache GiB on a CPU (VLLM_CPU_KVCACHE_SPACE; GPUs size theirs)",
+    )
+    p.add_argument("--tool-call-parser", default=None, help="vLLM's parser for the model's tool calls (e.g. hermes)")
+    p.add_argument("vllm_args", nargs=argparse.REMAINDER, help="after --: more arguments for vLLM")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -99,6 +99,37 @@ class Settings(BaseSettings):
     inference_cache_size: int = Field(
         2, ge=1, description="Models (a base, or a base with one adapter) an inference worker keeps loaded (LRU)."
     )
+    # The inference backend (docs/serving.md): Tuneforge's own workers, or a vLLM server that serves every
+    # adapter of one base at once, behind the same routes (tuneforge/app/inference/vllm/).
+    inference_backend: Literal["transformers", "vllm"] = Field(
+        "transformers",
+        description="Who generates for /v1/chat/completions and /v1/completions: `transformers` (the inference "
+        "workers, the embedded default) or `vllm` (the server at TUNEFORGE_VLLM_URL).",
+    )
+    vllm_url: str = Field(
+        "http://127.0.0.1:8100",
+        pattern=r"^https?://[^/]+/?$",
+        description="Root URL of the vLLM server (without /v1); never exposed to tenants.",
+    )
+    vllm_api_key: str | None = Field(
+        None, description="The key vLLM was started with (`--api-key`), sent on every call to it."
+    )
+    vllm_adapters_dir: Path | None = Field(
+        None,
+        description="Where Tuneforge writes adapters for vLLM to load: a disk (volume) vLLM reads at the same "
+        "path. Default <data dir>/vllm-adapters.",
+    )
+    vllm_venv: Path = Field(
+        Path(".venv-vllm"),
+        description="vLLM's own environment, which `tuneforge vllm` runs (scripts/vllm_env.sh makes it); a "
+        "relative path is looked up in the working directory, then in the source checkout.",
+    )
+    vllm_max_adapters: int = Field(
+        8, ge=1, description="Adapters kept loaded in vLLM per API process (least recently used unloaded first)."
+    )
+    vllm_retry_after_seconds: int = Field(
+        5, ge=1, description="Retry-After of the 503 answered while vLLM is down or restarting."
+    )
     # Fair shares of the API (docs/security.md, "Limits"): what one organization may hold at once.
     max_inference_requests_per_org: int = Field(
         8,
@@ -318,6 +349,9 @@ class Settings(BaseSettings):
         if not self.artifact_store.startswith(("file://", "s3://")):
             raise ValueError("TUNEFORGE_ARTIFACT_STORE must be file://<dir> or s3://bucket/prefix")
         if self.env == "production":
+        if self.vllm_adapters_dir is None:
+            self.vllm_adapters_dir = self.data_dir / "vllm-adapters"
+        self.vllm_adapters_dir = self.vllm_adapters_dir.expanduser().resolve()
             problems = []
             if self.database_url.startswith("sqlite"):
                 problems.append("TUNEFORGE_DATABASE_URL must point at PostgreSQL, not SQLite")

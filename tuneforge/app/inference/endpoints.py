@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Depends
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from tuneforge.app.core.limits import InFlightKind, hold
@@ -73,8 +73,10 @@ async def chat_completions(
     settings: SettingsDep,
     principal: PrincipalDep,
     _slot: InferenceSlot,
-) -> ChatCompletion | StreamingResponse:
+) -> ChatCompletion | JSONResponse | StreamingResponse:
     """Chat with a base model, a fine-tuned model (`ft:...`) or one of its checkpoints."""
+    if settings.inference_backend == "vllm":
+        return await service.forward_to_vllm(session, settings, principal.organization_id, body)
     gen = await service.start(session, settings, principal.organization_id, body)
     return await _stream_or_collect(
         gen,
@@ -96,8 +98,10 @@ async def completions(
     settings: SettingsDep,
     principal: PrincipalDep,
     _slot: InferenceSlot,
-) -> Completion | StreamingResponse:
+) -> Completion | JSONResponse | StreamingResponse:
     """Continue a prompt (no chat template)."""
+    if settings.inference_backend == "vllm":
+        return await service.forward_to_vllm(session, settings, principal.organization_id, body)
     gen = await service.start(session, settings, principal.organization_id, body)
     return await _stream_or_collect(
         gen,

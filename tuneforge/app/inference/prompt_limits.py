@@ -57,7 +57,7 @@ def lone_surrogate_field(body: ChatCompletionRequest | CompletionRequest) -> str
         for i, message in enumerate(body.messages):
             if isinstance(message.content, str):
                 fields.append((f"messages[{i}].content", message.content))
-            else:
+            elif message.content is not None:
                 fields += [(f"messages[{i}].content[{j}].text", part.text) for j, part in enumerate(message.content)]
             fields.append((f"messages[{i}].name", message.name))
     else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from importlib.metadata import version as _version
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -35,11 +35,17 @@ class TextPart(BaseModel):
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextPart] | None = None
     name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = Field(
+        None, description="An assistant turn's tool calls (OpenAI's shape); served by the vllm backend only."
+    )
+    tool_call_id: str | None = Field(None, description="A `tool` turn's answer to this call; vllm backend only.")
 
     def text(self) -> str:
+        if self.content is None:
+            return ""
         return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
 
 
@@ -56,7 +62,7 @@ class _Sampling(BaseModel):
     seed: Seed | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    n: Literal[1] = Field(1, description="One choice per request.")
+    n: int = Field(1, ge=1, le=16, description="Choices per request; above 1 needs the vllm backend.")
     user: str | None = None
     presence_penalty: float = Field(0.0, ge=0.0, le=0.0, description="Not supported; only 0 is accepted.")
     frequency_penalty: float = Field(0.0, ge=0.0, le=0.0, description="Not supported; only 0 is accepted.")
@@ -76,15 +82,37 @@ class _Sampling(BaseModel):
     def stops(self) -> list[str]:
         return list(self.stop or [])
 
+    def vllm_only(self) -> str | None:
+        """The first option set that only the vllm backend serves (its param name), or None."""
+        return "n" if self.n != 1 else None
+
 
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: MaxTokens | None = None
     max_completion_tokens: MaxTokens | None = None
-    logprobs: Literal[False] = False
+    logprobs: bool = Field(False, description="Log probabilities of the output tokens (vllm backend only).")
+    top_logprobs: int | None = Field(None, ge=0, le=20, description="Alternatives per token (with `logprobs`).")
+    response_format: dict[str, Any] | None = Field(
+        None, description="`{type: json_object}` or `{type: json_schema, json_schema: {...}}` (vllm backend only)."
+    )
+    tools: list[dict[str, Any]] | None = Field(None, description="OpenAI's function tools (vllm backend only).")
+    tool_choice: str | dict[str, Any] | None = Field(None, description="none, auto, required, or a named tool.")
+    parallel_tool_calls: bool | None = Field(None, description="Passed to vLLM with `tools`.")
 
     def limit(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+
+    def vllm_only(self) -> str | None:
+        for name in ("logprobs", "top_logprobs", "response_format", "tools", "tool_choice", "parallel_tool_calls"):
+            if getattr(self, name) not in (None, False):
+                return name
+        for i, m in enumerate(self.messages):
+            if m.role == "tool" or m.tool_calls is not None or m.tool_call_id is not None:
+                return f"messages[{i}].role" if m.role == "tool" else f"messages[{i}].tool_calls"
+            if m.content is None:
+                return f"messages[{i}].content"
+        return super().vllm_only()
 
     def limit_param(self) -> str:
         return "max_completion_tokens" if self.max_completion_tokens is not None else "max_tokens"
@@ -94,7 +122,7 @@ class CompletionRequest(_Sampling):
     prompt: str | list[str]
     max_tokens: MaxTokens | None = 16
     echo: Literal[False] = False
-    logprobs: None = None
+    logprobs: int | None = Field(None, ge=0, le=5, description="Top log probabilities per token (vllm backend only).")
 
     @field_validator("prompt")
     @classmethod
@@ -108,6 +136,9 @@ class CompletionRequest(_Sampling):
 
     def limit(self) -> int | None:
         return self.max_tokens
+
+    def vllm_only(self) -> str | None:
+        return "logprobs" if self.logprobs is not None else super().vllm_only()
 
     def limit_param(self) -> str:
         return "max_tokens"

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import anyio
+from fastapi.responses import JSONResponse, StreamingResponse
 from redis.exceptions import RedisError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -27,6 +28,7 @@ from tuneforge.app.inference.prompt_limits import PromptBound
 from tuneforge.app.inference.replies import Event
 from tuneforge.app.inference.reply_reader import ReplyReader, reply_reader
 from tuneforge.app.inference.schemas import ChatCompletionRequest, CompletionRequest, FinishReason
+from tuneforge.app.inference.vllm import service as vllm_service
 from tuneforge.app.jobs.dispatch import producer
 from tuneforge.contract.queue import send_infer
 
@@ -118,6 +120,45 @@ def _prepare(
     return target, prompt_limits.bound_for(settings, target.base)
 
 
+async def _checked_target(
+    session: Session, settings: Settings, org_id: str, body: ChatCompletionRequest | CompletionRequest
+) -> resolver.Target:
+    """The organization's model for `body`, once the request passed every limit (either backend)."""
+    prompt_limits.check_text(body)
+    target, bound = await run_in_threadpool(_prepare, session, settings, org_id, body)
+    limit = body.limit()
+    if limit is not None and limit > settings.max_inference_tokens:
+        raise InvalidRequest(
+            f"{body.limit_param()} is {limit}; this server allows at most {settings.max_inference_tokens} "
+            "(TUNEFORGE_MAX_INFERENCE_TOKENS).",
+            param=body.limit_param(),
+            code="max_tokens_too_large",
+        )
+    prompt_limits.check_length(body, bound)  # before a worker spends time tokenizing it
+    return target
+
+
+def _refuse_vllm_only(body: ChatCompletionRequest | CompletionRequest) -> None:
+    """The inference workers generate one plain choice: what only vLLM serves is a 400 naming the field,
+    never silently ignored."""
+    param = body.vllm_only()
+    if param is not None:
+        raise InvalidRequest(
+            f"{param} is served with TUNEFORGE_INFERENCE_BACKEND=vllm only; this server runs the built-in "
+            "inference workers (docs/serving.md).",
+            param=param,
+            code="unsupported_parameter",
+        )
+
+
+async def forward_to_vllm(
+    session: Session, settings: Settings, org_id: str, body: ChatCompletionRequest | CompletionRequest
+) -> JSONResponse | StreamingResponse:
+    """TUNEFORGE_INFERENCE_BACKEND=vllm: the same checks, then vLLM generates (tuneforge/app/inference/vllm/)."""
+    target = await _checked_target(session, settings, org_id, body)
+    return await vllm_service.forward(settings, target, body)
+
+
 def _publish(settings: Settings, payload: dict[str, Any]) -> None:
     send_infer(producer(), payload, settings.inference_queue, expires=settings.inference_timeout_seconds)
 
@@ -129,18 +170,9 @@ async def start(
     body: ChatCompletionRequest | CompletionRequest,
 ) -> Generation:
     """Validate, publish, and wait for the worker to accept the prompt. Raises the 4xx/504 to answer."""
-    prompt_limits.check_text(body)
-    target, bound = await run_in_threadpool(_prepare, session, settings, org_id, body)
-
+    _refuse_vllm_only(body)
+    target = await _checked_target(session, settings, org_id, body)
     limit = body.limit()
-    if limit is not None and limit > settings.max_inference_tokens:
-        raise InvalidRequest(
-            f"{body.limit_param()} is {limit}; this server allows at most {settings.max_inference_tokens} "
-            "(TUNEFORGE_MAX_INFERENCE_TOKENS).",
-            param=body.limit_param(),
-            code="max_tokens_too_large",
-        )
-    prompt_limits.check_length(body, bound)  # before a worker spends time tokenizing it
     kind: Kind = "chat" if isinstance(body, ChatCompletionRequest) else "completion"
     request_id = new_id("chatcmpl" if kind == "chat" else "cmpl")
     deadline = time.time() + settings.inference_timeout_seconds
