@@ -136,7 +136,12 @@ def _trackers(job_id: str, job: Claimed, settings: Settings, reporter: DBReporte
         spec = JobSpec.model_validate(job.spec)
     except ValueError:  # _train fails the job with the reason
         return tracking.Trackers(reporter, [])
-    return tracking.Trackers.attach(job_id, spec, job.model, settings, reporter)
+    try:
+        return tracking.Trackers.attach(job_id, spec, job.model, settings, reporter)
+    except Exception:  # a tracker must never cost the job: train without them
+        log.exception("job %s: could not start its trackers", job_id)
+        reporter.event("Could not start the job's integrations; training goes on without them", level="error")
+        return tracking.Trackers(reporter, [])
 
 
 def _train(job_id: str, job: Claimed, settings: Settings, reporter: Reporter, sync: ArtifactSync) -> Outcome:
