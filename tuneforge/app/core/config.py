@@ -223,7 +223,10 @@ class Settings(BaseSettings):
         4, ge=1, description="Jobs of one org training at once; more wait in `queued`."
     )
     max_queued_jobs_per_org: int = Field(
-        50, ge=1, description="Queued jobs per org; a POST over it answers 429 with Retry-After."
+        50,
+        ge=1,
+        description="Queued and paused jobs per org (checked under a lock on the org's row); a POST over it "
+        "answers 429 with Retry-After.",
     )
     # Uploads in parts (`/v1/uploads`, tuneforge/app/uploads/): OpenAI's limits by default.
     max_upload_part_mb: int = Field(64, gt=0, description="Largest part of a `/v1/uploads` upload.")

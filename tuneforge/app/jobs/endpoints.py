@@ -1,16 +1,19 @@
 from __future__ import annotations
 
 import re
+from functools import partial
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from tuneforge.app.core.errors import InvalidRequest
 from tuneforge.app.core.schemas import ListResponse, error_responses
 from tuneforge.app.core.storage import get_store
+from tuneforge.app.db.models import Job
 from tuneforge.app.deps import PrincipalDep, SessionDep, SettingsDep
-from tuneforge.app.jobs import artifacts, gguf, merged, service
+from tuneforge.app.jobs import artifacts, exports, gguf, merged, service
 from tuneforge.app.jobs.request import JobCreate
 from tuneforge.app.jobs.schemas import (
     CheckpointObject,
@@ -182,10 +185,10 @@ def job_metrics(
             "description": "A .tar.gz holding a PEFT adapter folder; with format=merged a full model folder; with "
             "format=gguf or gguf-lora one GGUF file and an Ollama Modelfile.",
         },
-        **error_responses(409, 503),
+        **error_responses(409, 429, 503),
     },
 )
-def download_adapter(
+async def download_adapter(
     job_id: str,
     session: SessionDep,
     principal: PrincipalDep,
@@ -205,27 +208,46 @@ def download_adapter(
         Query(description="With format=gguf: f16 (the default), q8_0, or q4_k_m where llama-quantize is built."),
     ] = None,
 ) -> StreamingResponse:
-    job = service.get(session, principal, job_id)
+    """Async: a merged or GGUF export that is not built yet is awaited on the event loop while it
+    builds on the exports' own threads (jobs/exports.py), never on a thread of the API's pool."""
     fmt = gguf.GgufFormat(format) if format in ("gguf", "gguf-lora") else None
     if quant is not None and fmt is None:
         raise InvalidRequest("quant is for format=gguf only.", param="quant", code="invalid_quant")
-    if format == "merged":
-        merged.check_mergeable(job)
-    if fmt is not None:
-        gguf.check_exportable(job, fmt, quant)
-        gguf.check_available(settings, quant)
-    source, manifest, name = artifacts.adapter_source(session, job, checkpoint)
+
+    def locate() -> tuple[Job, str, dict[str, str], str]:
+        job = service.get(session, principal, job_id)
+        if format == "merged":
+            merged.check_mergeable(job)
+        if fmt is not None:
+            gguf.check_exportable(job, fmt, quant)
+            gguf.check_available(settings, quant)
+        found = (job, *artifacts.adapter_source(session, job, checkpoint))
+        # Its connection goes back to the pool now: an export may take minutes to build, and fifty
+        # requests waiting for one would otherwise hold fifty connections (the pool has 30).
+        session.close()
+        return found
+
+    job, source, manifest, name = await run_in_threadpool(locate)
     store = get_store(settings)
+    org = principal.organization_id
     if format == "merged":
-        store, source, manifest, name = merged.export_from_store(
-            settings, store, job, source, manifest, checkpoint, name
+        store, source, manifest, name = await exports.prepared(
+            settings,
+            org,
+            (job.id, format, checkpoint),
+            ready=merged.is_built(settings, job, checkpoint),
+            build=partial(merged.export_from_store, settings, store, job, source, manifest, checkpoint, name),
         )
     elif fmt is not None:
-        store, source, manifest, name = gguf.export_from_store(
-            settings, store, job, source, manifest, checkpoint, name, fmt, quant
+        built = gguf.export_dir(settings, job, checkpoint, fmt, quant or gguf.GgufQuant.F16) / "Modelfile"
+        store, source, manifest, name = await exports.prepared(
+            settings,
+            org,
+            (job.id, format, quant, checkpoint),
+            ready=built.is_file(),
+            build=partial(gguf.export_from_store, settings, store, job, source, manifest, checkpoint, name, fmt, quant),
         )
-    archive = artifacts.plan_archive(store, source, manifest, name)
-    session.close()  # the body streams after this returns
+    archive = await run_in_threadpool(artifacts.plan_archive, store, source, manifest, name)
     return StreamingResponse(
         artifacts.stream_archive(store, archive),
         media_type="application/gzip",

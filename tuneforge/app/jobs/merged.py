@@ -42,9 +42,17 @@ def check_mergeable(job: Job) -> None:
         )
 
 
+def merged_dest(settings: Settings, job: Job, checkpoint: int | None) -> Path:
+    return settings.artifacts_dir / job.id / "merged" / ("final" if checkpoint is None else f"step-{checkpoint}")
+
+
+def is_built(settings: Settings, job: Job, checkpoint: int | None) -> bool:
+    return (merged_dest(settings, job, checkpoint) / "config.json").is_file()
+
+
 def merged_dir(settings: Settings, job: Job, base_dir: Path, adapter_dir: Path, checkpoint: int | None) -> Path:
     """The merged folder for the job's final adapter or a checkpoint's, made on first request."""
-    dest = settings.artifacts_dir / job.id / "merged" / ("final" if checkpoint is None else f"step-{checkpoint}")
+    dest = merged_dest(settings, job, checkpoint)
     if (dest / "config.json").is_file():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
