@@ -170,11 +170,11 @@ def test_same_inputs_hit_the_cache_and_other_settings_miss(model_dir: Path, tok:
 def test_parallel_build_equals_serial_and_reports_progress(
     model_dir: Path, tok: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    rows = varied_rows(3000, seed=2)
+    rows = varied_rows(600, seed=2)
     spec = make_spec(training={"max_seq_length": 128})
     serial = build_store(ListRows(rows), model_dir, tok, spec, tmp_path / "serial", MemoryReporter(), workers=1)
     monkeypatch.setattr(prepare, "PARALLEL_MIN_ROWS", 100)
-    monkeypatch.setattr(prepare, "CHUNK_ROWS", 250)
+    monkeypatch.setattr(prepare, "CHUNK_ROWS", 100)
     monkeypatch.setattr(prepare, "PROGRESS_EVERY_S", 0.0)
     reporter = MemoryReporter()
     parallel = build_store(ListRows(rows), model_dir, tok, spec, tmp_path / "parallel", reporter, workers=2)
@@ -183,7 +183,7 @@ def test_parallel_build_equals_serial_and_reports_progress(
         assert np.array_equal(getattr(serial, name), getattr(parallel, name)), name
     progress = [d for _, m, d in reporter.events if m.startswith("Preparing")]
     assert progress, reporter.events
-    assert all(d is not None and d["rows_total"] == 3000 for d in progress)
+    assert all(d is not None and d["rows_total"] == 600 for d in progress)
     assert [d["rows_done"] for d in progress if d] == sorted(d["rows_done"] for d in progress if d)
     assert all(d["eta_seconds"] is not None and d["rows_per_second"] > 0 for d in progress if d)
 

@@ -238,8 +238,15 @@ def encode_chunk(rows: list[dict[str, Any]], first: int, tokenizer: Any, spec: J
 
 
 def _ids(tokenizer: Any, texts: list[str], *, special: bool) -> list[list[int]]:
+    """`tokenizer(texts, add_special_tokens=special)["input_ids"]`. A fast tokenizer's Rust backend is
+    called directly when nothing the wrapper sets per call (truncation, padding) is configured on it:
+    the same ids, without the offsets and the per-encoding Python objects that cost as much again."""
     if not texts:
         return []
+    backend: Any = getattr(tokenizer, "_tokenizer", None)
+    fast = getattr(backend, "encode_batch_fast", None)
+    if getattr(tokenizer, "is_fast", False) and fast is not None and not (backend.truncation or backend.padding):
+        return [e.ids for e in fast(texts, add_special_tokens=special)]
     return [list(x) for x in tokenizer(texts, add_special_tokens=special)["input_ids"]]
 
 
@@ -271,8 +278,13 @@ def _chat_plan(
         if m["role"] != "assistant" or (chat.trainable is not None and not chat.trainable[i]):
             continue
         texts.append(render(tokenizer, messages[:i], chat.tools, add_generation_prompt=True, tokenize=False))
-        texts.append(render(tokenizer, messages[: i + 1], chat.tools, tokenize=False))
-        turns.append((len(texts) - 2, len(texts) - 1))
+        prefix = len(texts) - 1
+        upto = render(tokenizer, messages[: i + 1], chat.tools, tokenize=False)
+        # The conversation up to its last turn is usually the conversation: the same text, the same
+        # tokens, so it is not tokenized twice (the longest text of the row).
+        if upto != texts[full]:
+            texts.append(upto)
+        turns.append((prefix, full if upto == texts[full] else len(texts) - 1))
     return full, turns
 
 
