@@ -228,7 +228,7 @@ def check_queue_room(session: Session, settings: Settings, org_id: str) -> None:
     queued = repository.count_by_status(session, org_id, QUEUE_CAPPED)
     if queued >= settings.max_queued_jobs_per_org:
         raise TooManyRequests(
-            f"Your organization already has {queued} queued or paused jobs, the limit "
+            f"Your organization already has {queued} queued jobs (paused ones count), the limit "
             f"(TUNEFORGE_MAX_QUEUED_JOBS_PER_ORG={settings.max_queued_jobs_per_org}). "
             "Retry when some have started, or cancel some.",
             retry_after=RETRY_AFTER_SECONDS,
