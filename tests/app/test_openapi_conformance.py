@@ -161,8 +161,14 @@ def test_jobs_in_every_state_models_chat_and_completions_conform(
     wait(long.id, lambda j: j.status == "running" and (job_progress(j)[2] or 0) > 0)
 
     # Behind a running job (one worker): queued, then held, then cancelled.
-    held = seen(jobs.create(model=tiny_model, training_file=f.id, extra_body={"training": {"max_steps": 2}}))
-    assert held.status == "queued"
+    wandb: Any = [{"type": "wandb", "wandb": {"project": "conformance", "tags": ["t"]}}]
+    held = seen(
+        jobs.create(model=tiny_model, training_file=f.id, integrations=wandb, extra_body={"training": {"max_steps": 2}})
+    )
+    assert held.status == "queued" and held.integrations and held.integrations[0].wandb.project == "conformance"
+    mlflow: Any = [{"type": "mlflow", "mlflow": {"experiment": "x"}}]  # not enabled on this server: a 400
+    with pytest.raises(openai.BadRequestError):
+        jobs.create(model=tiny_model, training_file=f.id, extra_body={"integrations": mlflow})
     assert seen(jobs.pause(held.id)).status == "paused"
     dropped = seen(jobs.create(model=tiny_model, training_file=f.id, extra_body={"training": {"max_steps": 2}}))
     assert seen(jobs.cancel(dropped.id)).status == "cancelled"
