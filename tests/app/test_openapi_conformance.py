@@ -27,6 +27,7 @@ from tests.helpers import (
     job_progress,
     make_key,
     org_id_of,
+    preference_rows,
     shakespeare_rows,
     wait_sdk_job,
     worker_log,
@@ -173,6 +174,19 @@ def test_jobs_in_every_state_models_chat_and_completions_conform(
     dropped = seen(jobs.create(model=tiny_model, training_file=f.id, extra_body={"training": {"max_steps": 2}}))
     assert seen(jobs.cancel(dropped.id)).status == "cancelled"
     sdk_ok(*_job_views(checked, held.id), *_job_views(checked, dropped.id), jobs.list(limit=5))
+
+    # The other methods' job objects (their `method` and `hyperparameters`), queued, then cancelled.
+    prefs = upload(checked, tmp_path, preference_rows(8), "prefs.jsonl")
+    prompt_rows = [{"messages": [{"role": "user", "content": f"say {i}"}], "letter": "e"} for i in range(8)]
+    prompts = upload(checked, tmp_path, prompt_rows, "prompts.jsonl")
+    methods: list[tuple[str, Any]] = [
+        (prefs.id, {"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.2, "n_epochs": 1}}}),
+        (prompts.id, {"type": "reinforcement", "reinforcement": {"grader": STRING_CHECK}}),
+    ]
+    for training_file, method in methods:
+        other = seen(jobs.create(model=tiny_model, training_file=training_file, method=method))
+        assert other.method is not None and other.method.type == method["type"]
+        sdk_ok(other, seen(jobs.cancel(other.id)))
 
     # The running job: a pause asked for reads `running` until the worker has checkpointed.
     asked = seen(jobs.pause(long.id))
