@@ -10,6 +10,7 @@ import httpx
 import pytest
 from openai.types.fine_tuning import FineTuningJob
 
+from tests.conformance import Conformance, sdk_errors
 from tests.helpers import shakespeare_rows, upload_jsonl
 from tuneforge.app.core.config import Settings
 from tuneforge.contract.spec import tracking_uri_allowed
@@ -43,6 +44,8 @@ def test_wandb_is_accepted_and_shown_as_openai_shows_it(
     assert job["integrations"] == [wandb]
     sdk_job = FineTuningJob.model_validate(job)
     assert sdk_job.integrations is not None and sdk_job.integrations[0].wandb.project == "my-project"
+    assert sdk_errors(sdk_job) == []  # every field within the SDK's own types and Literals
+    assert Conformance().errors("/components/schemas/FineTuningJob", job) == []  # and OpenAI's OpenAPI document
     # The full list, with the MLflow server filled in (the first the operator lists), is in the spec.
     assert job["spec"]["integrations"][1]["mlflow"] == {"tracking_uri": MLFLOW, "experiment": "e1", "run_name": None}
     again = client.get(f"/v1/fine_tuning/jobs/{job['id']}").json()
