@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from tuneforge.app.core.config import Settings
 from tuneforge.app.core.errors import APIError, InvalidRequest, envelope
 from tuneforge.app.inference.resolver import Target
-from tuneforge.app.inference.schemas import ChatCompletionRequest, CompletionRequest
+from tuneforge.app.inference.schemas import SYSTEM_FINGERPRINT, ChatCompletionRequest, CompletionRequest
 from tuneforge.app.inference.vllm import client as vllm
 from tuneforge.app.inference.vllm.adapters import AdapterPool, pool
 
@@ -74,12 +74,18 @@ def _payload(body: ChatCompletionRequest | CompletionRequest, settings: Settings
 
 def _rename(obj: dict[str, Any], model: str) -> dict[str, Any]:
     obj["model"] = model
+    # OpenAI's document types `system_fingerprint` as a string and requires a chat message's `refusal`
+    # (null when none); vLLM sends a null fingerprint and may leave `refusal` out (docs/api.md, "Conformance").
+    if obj.get("system_fingerprint") is None:
+        obj["system_fingerprint"] = SYSTEM_FINGERPRINT
     for k in _VLLM_ONLY:
         obj.pop(k, None)
     for choice in obj.get("choices") or []:
         if isinstance(choice, dict):
             for k in _VLLM_ONLY_CHOICE:
                 choice.pop(k, None)
+            if isinstance(choice.get("message"), dict):
+                choice["message"].setdefault("refusal", None)
     return obj
 
 
