@@ -453,7 +453,8 @@ def prepared_store(
         found = cache.get(key)
         if found is not None and TokenStore.is_complete(found):
             return TokenStore(found), True, key
-    folder = scratch / (key or param)
+    # Per process: the ranks of a multi-device run prepare their rows side by side in one run folder.
+    folder = scratch / f"{key or param}-{os.getpid()}"
     shutil.rmtree(folder, ignore_errors=True)
     store = build_store(source, model_dir, tokenizer, spec, folder, reporter, param=param)
     if cache is not None and key is not None:
