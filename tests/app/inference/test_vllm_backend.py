@@ -221,3 +221,36 @@ def test_tuneforge_vllm_starts_vllms_server_with_runtime_lora(settings: Any, tin
     assert (args.inference, args.vllm_model, args.kv_cache_gb) == ("vllm", tiny_model, 2)
     args = build_parser().parse_args(["vllm", "--model", tiny_model, "--", "--enforce-eager"])
     assert args.vllm_args[-1] == "--enforce-eager"
+
+
+def test_adapters_come_from_s3_by_their_manifest(moto_s3: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A remote artifact store: the checkpoint's adapter is downloaded by its step folder's manifest and
+    checked against it (a tampered file is refused, never handed to vLLM)."""
+    from bench.lora_jobs import write_lora_adapter
+    from tests.helpers import S3_BUCKET, S3_CREDENTIALS
+    from tests.tinymodels import build_tiny_llama
+    from tuneforge.app.core.config import Settings
+    from tuneforge.app.core.errors import UpstreamError
+    from tuneforge.app.inference.vllm.adapters import adapters_dir, materialize
+    from tuneforge.storage import open_store, sha256_file
+    from tuneforge.storage.manifest import write_manifest
+
+    for k, v in S3_CREDENTIALS.items():
+        monkeypatch.setenv(k, v)
+    settings = Settings(
+        data_dir=tmp_path / "data", artifact_store=f"s3://{S3_BUCKET}/vllm-test", s3_endpoint_url=moto_s3
+    )
+    local = write_lora_adapter(tmp_path / "src" / "adapter", build_tiny_llama(tmp_path / "tiny"), 1, r=2)
+    store = open_store(settings.artifact_store, endpoint_url=moto_s3)
+    owner = "artifacts/ftjob-s3/checkpoints/step-000002"
+    files = {f"adapter/{p.name}": sha256_file(p) for p in local.iterdir()}
+    for rel in files:
+        store.put_file(f"{owner}/{rel}", local.parent / rel)
+    write_manifest(store, owner, files)
+    copied = materialize(settings, f"{owner}/adapter", "lora-ftjob-s3-step-000002")
+    assert (copied / "adapter_model.safetensors").read_bytes() == (local / "adapter_model.safetensors").read_bytes()
+    store.put_bytes(f"{owner}/adapter/adapter_config.json", b"{}")  # changed after its manifest was written
+    with pytest.raises(UpstreamError) as err:
+        materialize(settings, f"{owner}/adapter", "lora-ftjob-s3-other")
+    assert err.value.code == "adapter_corrupt"
+    assert not (adapters_dir(settings) / "lora-ftjob-s3-other").exists()

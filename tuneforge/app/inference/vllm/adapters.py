@@ -33,7 +33,7 @@ from tuneforge.app.core.config import Settings
 from tuneforge.app.core.errors import APIError, NotFound, UpstreamError
 from tuneforge.app.core.storage import get_store
 from tuneforge.app.inference.vllm import client as vllm
-from tuneforge.storage import StoreError, fetch_folder, read_manifest
+from tuneforge.storage import ManifestMismatch, StoreError, StoreMissing, fetch_folder, read_manifest
 
 log = logging.getLogger("tuneforge.inference.vllm")
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -87,6 +87,12 @@ def materialize(settings: Settings, key: str, name: str) -> Path:
         with contextlib.suppress(OSError):  # another process put it there first: the same bytes
             tmp.rename(dest)
         return dest
+    except ManifestMismatch as exc:  # never hand vLLM bytes that are not the ones training recorded
+        log.error("adapter %s does not match its manifest: %s", key, exc)
+        message = "The model's adapter files do not match their recorded hashes; the operator has been told."
+        raise UpstreamError(500, message, param="model", code="adapter_corrupt") from exc
+    except StoreMissing as exc:  # listed in the manifest, gone from the store
+        raise _gone(key) from exc
     except StoreError as exc:
         raise vllm.unavailable(settings, "the artifact store is unreachable") from exc
     finally:
