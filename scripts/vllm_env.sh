@@ -13,6 +13,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+if [ "${TUNEFORGE_SKIP_VLLM:-0}" = 1 ]; then
+  exit 0  # a run without vLLM: its tests skip too (tests/conftest.py, vllm_server)
+fi
 PY=${PYTHON:-python3}
 VENV=${TUNEFORGE_VLLM_VENV:-.venv-vllm}
 TORCH_VERSION=${TUNEFORGE_TORCH_VERSION:-2.13.0}

