@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -290,6 +291,7 @@ def main() -> None:
             lines.append(f"- {c} clients: " + "; ".join(parts))
     lines += [f"- {n}" for n in notes]
     record("Serving four adapters: the inference workers, vLLM through Tuneforge, vLLM direct", lines, args.record)
+    shutil.rmtree(data, ignore_errors=True)  # its database, adapters and logs; the model stays for the next run
 
 
 if __name__ == "__main__":
