@@ -41,6 +41,7 @@ from tuneforge.worker.training.chat_template import (
 from tuneforge.worker.training.data import _causal_kind
 from tuneforge.worker.training.encoded import IGNORE
 from tuneforge.worker.training.errors import TrainingError
+from tuneforge.worker.training.model import load_tokenizer
 from tuneforge.worker.training.reporter import Reporter
 from tuneforge.worker.training.tokenstore import DROPPED, TRUNCATED, StoreWriter, TokenStore
 
@@ -317,8 +318,6 @@ _child: dict[str, Any] = {}
 
 def _child_init(model_dir: str, spec_json: str) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # one process per core already
-    from tuneforge.worker.training.model import load_tokenizer
-
     _child["tokenizer"] = load_tokenizer(Path(model_dir))
     _child["spec"] = JobSpec.model_validate_json(spec_json)
 
