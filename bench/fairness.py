@@ -12,6 +12,11 @@ the machine itself drifted). The flood runs as a process of its own (also used b
 tests/app/test_fairness.py), so its client work never shares an interpreter with a measurement:
 
     python -m bench.fairness flood --base URL --key KEY --model M --job ID --stats FILE [--chats N] [--streams N]
+        [--uploads N]
+
+`--uploads N` adds N clients each posting 256 KB files to `/v1/files` back to back (broken on their last
+line, so each is spooled and validated whole and then refused, and nothing is stored); docs/security.md
+notes what 8 of them cost another tenant.
 
 Needs wrk (Debian: apt-get install -y wrk), PostgreSQL (TUNEFORGE_BENCH_PG, default
 postgresql://postgres@127.0.0.1:5432/postgres) and Redis (TUNEFORGE_BENCH_REDIS, default
@@ -58,9 +63,11 @@ class Flood:
     """The flooding organization's clients, on one event loop. `stats` counts answers by kind and
     status; `open_streams` is how many streams are open now, `most_open_streams` the most at once."""
 
-    def __init__(self, base: str, key: str, model: str, job_id: str, *, chats: int, streams: int) -> None:
+    def __init__(
+        self, base: str, key: str, model: str, job_id: str, *, chats: int, streams: int, uploads: int = 0
+    ) -> None:
         self.base, self.key, self.model, self.job_id = base, key, model, job_id
-        self.chats, self.streams = chats, streams
+        self.chats, self.streams, self.uploads = chats, streams, uploads
         self.stats: Counter[str] = Counter()
         self.open_streams = 0
         self.most_open_streams = 0
@@ -73,11 +80,14 @@ class Flood:
         }
 
     async def run(self, stop: asyncio.Event) -> None:
-        limits = httpx.Limits(max_connections=self.chats + self.streams + 10, max_keepalive_connections=0)
+        limits = httpx.Limits(
+            max_connections=self.chats + self.streams + self.uploads + 10, max_keepalive_connections=0
+        )
         headers = {"Authorization": f"Bearer {self.key}"}
         async with httpx.AsyncClient(base_url=self.base, headers=headers, timeout=180, limits=limits) as c:
             tasks = [asyncio.create_task(self._chat(c)) for _ in range(self.chats)]
             tasks += [asyncio.create_task(self._stream(c)) for _ in range(self.streams)]
+            tasks += [asyncio.create_task(self._upload(c)) for _ in range(self.uploads)]
             await stop.wait()
             for task in tasks:
                 task.cancel()
@@ -93,6 +103,22 @@ class Flood:
                 await asyncio.sleep(0.5)
                 continue
             self.stats[f"chat {r.status_code}"] += 1
+            if r.status_code == 429:
+                await asyncio.sleep(retry_after(r))
+
+    async def _upload(self, c: httpx.AsyncClient) -> None:
+        """POST /v1/files again and again: 256 KB of chat rows whose last line is broken, so the server
+        spools and validates all of it and then answers 400, storing nothing."""
+        row = json.dumps({"messages": [{"role": "user", "content": "x" * 200}, {"role": "assistant", "content": "y"}]})
+        data = ((row + "\n") * (256 * 1024 // (len(row) + 1)) + "{broken\n").encode()
+        while True:
+            try:
+                r = await c.post("/v1/files", files={"file": ("flood.jsonl", data)}, data={"purpose": "fine-tune"})
+            except httpx.HTTPError as exc:
+                self.stats[f"upload {type(exc).__name__}"] += 1
+                await asyncio.sleep(0.5)
+                continue
+            self.stats[f"upload {r.status_code}"] += 1
             if r.status_code == 429:
                 await asyncio.sleep(retry_after(r))
 
@@ -126,8 +152,11 @@ def flood_main(argv: list[str]) -> None:
     p.add_argument("--stats", required=True, type=Path)
     p.add_argument("--chats", type=int, default=60)
     p.add_argument("--streams", type=int, default=50)
+    p.add_argument("--uploads", type=int, default=0)
     args = p.parse_args(argv)
-    flood = Flood(args.base, args.key, args.model, args.job, chats=args.chats, streams=args.streams)
+    flood = Flood(
+        args.base, args.key, args.model, args.job, chats=args.chats, streams=args.streams, uploads=args.uploads
+    )
 
     def write() -> None:
         tmp = args.stats.with_suffix(".tmp")
@@ -148,7 +177,7 @@ def flood_main(argv: list[str]) -> None:
 
 
 def start_flood(
-    base: str, key: str, model: str, job: str, stats: Path, *, chats: int, streams: int
+    base: str, key: str, model: str, job: str, stats: Path, *, chats: int, streams: int, uploads: int = 0
 ) -> subprocess.Popen[bytes]:
     """The flood as a process of its own; stop it with SIGTERM (its last counters are in `stats`). Niced:
     its clients stand for another tenant's machines, and on a shared box their own CPU must not count
@@ -157,6 +186,7 @@ def start_flood(
     cmd = ["nice", "-n", "10", sys.executable, "-m", "bench.fairness", "flood", "--base", base, "--key", key]
     cmd += ["--model", model]
     cmd += ["--job", job, "--stats", str(stats), "--chats", str(chats), "--streams", str(streams)]
+    cmd += ["--uploads", str(uploads)]
     return subprocess.Popen(cmd, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
 
 
@@ -184,11 +214,21 @@ def run_wrk(wrk: str, url: str, seconds: int, connections: int, headers: dict[st
     }
 
 
-def established(snapshot: dict[str, Any], chats: int, streams: int, cap: int = 20, chat_cap: int = 8) -> bool:
-    """The flood is at its caps (the defaults): streams open up to the cap, chats turned away beyond it."""
+def established(
+    snapshot: dict[str, Any],
+    chats: int,
+    streams: int,
+    cap: int = 20,
+    chat_cap: int = 8,
+    uploads: int = 0,
+    upload_cap: int = 4,
+) -> bool:
+    """The flood is at its caps (the defaults): streams open up to the cap, chats and uploads turned
+    away beyond theirs."""
     streams_full = snapshot["open_streams"] >= min(streams, cap)
     chats_full = chats <= chat_cap or bool(snapshot["stats"].get("chat 429"))
-    return streams_full and chats_full
+    uploads_full = uploads <= upload_cap or bool(snapshot["stats"].get("upload 429"))
+    return streams_full and chats_full and uploads_full
 
 
 def read_stats(stats: Path) -> dict[str, Any]:

@@ -43,6 +43,10 @@ class DatasetError(ValueError):
         super().__init__("; ".join(errors))
         self.errors = errors
 
+    def __reduce__(self) -> tuple[type[DatasetError], tuple[list[str]]]:
+        # Raised in a validation process (files/validation.py) and re-raised in the API's.
+        return (DatasetError, (self.errors,))
+
 
 @dataclass
 class ColumnSummary:

@@ -26,8 +26,9 @@ from tuneforge.app.core.ids import new_id
 from tuneforge.app.core.storage import file_key, get_store
 from tuneforge.app.db.models import File
 from tuneforge.app.files import quota, repository
-from tuneforge.app.files.parsing import DatasetError, FileReport, validate_file
+from tuneforge.app.files.parsing import DatasetError, FileReport
 from tuneforge.app.files.spool import spool
+from tuneforge.app.files.validation import validate_in_child
 from tuneforge.app.jobs import repository as jobs_repository
 from tuneforge.storage import StoreError
 
@@ -113,9 +114,10 @@ async def upload(
                     )
                 return existing
         try:
-            # In a worker thread: parsing 512 MB takes seconds of CPU the event loop must not wait on.
-            report = await run_in_threadpool(
-                validate_file, tmp, max_rows=settings.max_upload_rows, max_line_bytes=settings.max_line_bytes
+            # In a child process: parsing 512 MB takes seconds of CPU that neither the event loop nor
+            # the API's interpreter (its GIL) may spend (files/validation.py).
+            report = await validate_in_child(
+                tmp, max_rows=settings.max_upload_rows, max_line_bytes=settings.max_line_bytes
             )
         except DatasetError as exc:
             raise invalid_file(exc) from exc
