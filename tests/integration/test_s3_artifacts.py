@@ -146,6 +146,9 @@ def test_api_and_worker_share_only_the_database_the_broker_and_the_bucket(
     stored = keys(f"artifacts/{job_id}/")
     assert f"artifacts/{job_id}/adapter/MANIFEST.json" in stored
     assert f"artifacts/{job_id}/checkpoints/step-00000002/MANIFEST.json" in stored
+    # The prepared data went to the bucket too (prepare.py), for the next worker on the same file.
+    prepared = keys("prepared/")
+    assert any(k.endswith("/tokens.bin") for k in prepared) and any(k.endswith("/MANIFEST.json") for k in prepared)
     files = adapter_files(http, job_id)
     sums = json.loads(files.pop("SHA256SUMS.json"))["files"]
     assert "adapter_model.safetensors" in files
