@@ -39,7 +39,7 @@ class Services:
         self.api, self.mlflow, self.dead, self.wandb_dir = api, mlflow, dead, wandb_dir
 
 
-def _stop_group(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+def _stop_group(proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
     """The process and what it started (`mlflow server` runs uvicorn and a job runner under it)."""
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)
