@@ -183,6 +183,8 @@ def test_a_worker_killed_mid_upload_resumes_from_the_last_complete_checkpoint(
         e["message"] for e in http.get(f"/v1/fine_tuning/jobs/{job_id}/events", params={"limit": 100}).json()["data"]
     ]
     assert any(m.startswith("Resumed from step 2 ") for m in events), events
+    # The fresh machine downloaded the prepared data from the bucket instead of tokenizing again.
+    assert next(m for m in events if m.startswith("Data ready")).endswith("prepared data reused"), events
     steps = [c["step_number"] for c in http.get(f"/v1/fine_tuning/jobs/{job_id}/checkpoints").json()["data"]]
     assert sorted(steps) == [2, 4, 6]
 
