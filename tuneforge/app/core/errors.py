@@ -87,8 +87,9 @@ def envelope(message: str, type_: str, param: str | None, code: str | None) -> d
 
 
 # The step pydantic adds to a location for each member of a union it tried (`prompt.str`,
-# `prompt.list[str].0`, `content.function-after[...]`): a type, not a field the client wrote.
-_UNION_MEMBER = re.compile(r"^(str|int|float|bool|none|bytes|dict|list|[\w-]+\[.*\])$", re.DOTALL)
+# `prompt.list[str].0`, `content.function-after[...]`): a type, not a field the client wrote. No JSON
+# type is `bytes`, and it is a field's name (`POST /v1/uploads` takes `bytes`), so it is not one of them.
+_UNION_MEMBER = re.compile(r"^(str|int|float|bool|none|dict|list|[\w-]+\[.*\])$", re.DOTALL)
 
 
 def _param_of(err: Mapping[str, Any]) -> str:
