@@ -8,8 +8,9 @@
 #   bash scripts/llama_cpp.sh --source   # fetch + unpack the sources only (converters; no compiler needed)
 #
 # The cache is $TUNEFORGE_LLAMA_CPP_HOME, default ~/.cache/tuneforge/llama.cpp-<llama-cpp-python version>.
-# Only the targets Tuneforge uses are built (no tests, examples, web UI, HTTPS): on 2 busy cores that is the
-# difference between ~30 minutes for the whole package and the time of a few tools.
+# Only the targets Tuneforge uses are built (no tests, examples, server, web UI, HTTPS): 138 compile steps,
+# mostly ggml and llama-common. Measured 2026-12-07: 78 minutes with -j2 on 2 cores under a load average of
+# about 20 (other sessions' tests); expect a few minutes on a quiet multi-core machine.
 set -euo pipefail
 
 VERSION="${TUNEFORGE_LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
@@ -21,10 +22,11 @@ PIP="${PIP:-$ROOT/.venv/bin/pip}"
 [ -x "$PIP" ] || PIP="python3 -m pip"
 
 mkdir -p "$HOME_DIR"
-exec 9>"$HOME_DIR/.lock"
-flock 9 # two test runs at once build it once
-
 src="$HOME_DIR/llama.cpp"
+# Two callers at once fetch once and build once: one lock for the sources, one for the build (so that
+# `--source` callers need not wait for a build in progress).
+exec 8>"$HOME_DIR/.lock-source"
+flock 8
 if [ ! -f "$src/.unpacked" ]; then
     tmp="$(mktemp -d "$HOME_DIR/.fetch.XXXXXX")"
     trap 'rm -rf "$tmp"' EXIT
@@ -36,12 +38,15 @@ if [ ! -f "$src/.unpacked" ]; then
     touch "$src/.unpacked"
 fi
 
+flock -u 8
 if [ "${1:-}" = "--source" ]; then
     echo "$HOME_DIR"
     exit 0
 fi
 
 build="$HOME_DIR/build"
+exec 9>"$HOME_DIR/.lock"
+flock 9
 missing=0
 for t in "${TARGETS[@]}"; do [ -x "$build/bin/$t" ] || missing=1; done
 if [ "$missing" = 1 ]; then
