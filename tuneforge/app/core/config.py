@@ -349,12 +349,12 @@ class Settings(BaseSettings):
     def _resolve_and_check(self) -> Settings:
         self.data_dir = self.data_dir.expanduser().resolve()
         self.models_dir = self.models_dir.expanduser().resolve()
-        if not self.artifact_store.startswith(("file://", "s3://")):
-            raise ValueError("TUNEFORGE_ARTIFACT_STORE must be file://<dir> or s3://bucket/prefix")
-        if self.env == "production":
         if self.vllm_adapters_dir is None:
             self.vllm_adapters_dir = self.data_dir / "vllm-adapters"
         self.vllm_adapters_dir = self.vllm_adapters_dir.expanduser().resolve()
+        if not self.artifact_store.startswith(("file://", "s3://")):
+            raise ValueError("TUNEFORGE_ARTIFACT_STORE must be file://<dir> or s3://bucket/prefix")
+        if self.env == "production":
             problems = []
             if self.database_url.startswith("sqlite"):
                 problems.append("TUNEFORGE_DATABASE_URL must point at PostgreSQL, not SQLite")
