@@ -60,6 +60,7 @@ def publish_adapter_job(
     from tuneforge.app.core.storage import job_prefix
     from tuneforge.app.db.engine import session_scope
     from tuneforge.app.db.models import Checkpoint, Job
+    from tuneforge.contract.spec import JobSpec
 
     settings = get_settings()
     job_id = new_id("ftjob")
@@ -71,7 +72,8 @@ def publish_adapter_job(
         organization_id=org_id,
         status="succeeded",
         model=base,
-        spec={"task": "causal_lm"},
+        # A whole spec, as the API stores one: job lists and retrieves read it back as a JobSpec.
+        spec=JobSpec.model_validate({"seed": seed}).model_dump(mode="json"),
         training_file="file-none",
         seed=seed,
         result_files=[],
