@@ -72,14 +72,15 @@ def create(
 ) -> tuple[Job, bool]:
     """Validate and store a job in `queued`. Returns (job, created); created is False for a replay.
 
-    The replay and the queue cap are checked twice: at once (cheap answers before validating), and
-    again under the organization's lock just before the row is added, so that concurrent requests
-    with one Idempotency-Key make one job (not a 500 from the unique index) and concurrent creates
-    cannot pass the cap together. The lock is held until the route commits."""
+    The replay is checked twice: at once (a cheap answer before validating), and again under the
+    organization's lock just before the row is added, so that concurrent requests with one
+    Idempotency-Key make one job (not a 500 from the unique index). The queue cap is checked only
+    under that lock, after validation: concurrent creates cannot pass it together, and a request that
+    is wrong gets its 400 naming the field rather than a 429 telling it to retry the same mistake.
+    The lock is held until the route commits."""
     replay = _replay(session, principal, body, idempotency_key)
     if replay is not None:
         return replay, False
-    check_queue_room(session, settings, principal.organization_id)
     try:
         spec = body.resolve()
         model_dir = resolve_model(settings, body.model)
