@@ -113,10 +113,12 @@ def chat_ids(
     return ids, mask
 
 
-def encode_chat(row: dict[str, Any], tokenizer: Any, spec: JobSpec, checked: set[str]) -> tuple[list[int], list[int]]:
-    """A `messages` row's token ids and labels (IGNORE where no trainable assistant turn produced the token,
-    unless `training.train_on_inputs`). `checked` remembers across rows which template checks already ran."""
-    d, t = spec.data, spec.training
+def parse_chat_row(
+    row: dict[str, Any], tokenizer: Any, spec: JobSpec, checked: set[str]
+) -> tuple[formats.Chat, list[dict[str, Any]]]:
+    """A `messages` row as (chat, the messages its template renders), after the template checks the
+    row needs. `checked` remembers across rows which template checks already ran."""
+    d = spec.data
     require_template(tokenizer, "`messages` data cannot be used")
     try:
         chat = formats.from_openai(row[d.messages_field], row.get("tools"), row.get("functions"), d.messages_field)
@@ -128,7 +130,14 @@ def encode_chat(row: dict[str, Any], tokenizer: Any, spec: JobSpec, checked: set
         check_template_tools(tokenizer, messages, chat.tools)  # a property of the template: once per run
         checked.update(["tools"] if chat.tools else [])
         checked.update(["tool_calls"] if calls else [])
-    if t.train_on_inputs:
+    return chat, messages
+
+
+def encode_chat(row: dict[str, Any], tokenizer: Any, spec: JobSpec, checked: set[str]) -> tuple[list[int], list[int]]:
+    """A `messages` row's token ids and labels (IGNORE where no trainable assistant turn produced the token,
+    unless `training.train_on_inputs`). `checked` remembers across rows which template checks already ran."""
+    chat, messages = parse_chat_row(row, tokenizer, spec, checked)
+    if spec.training.train_on_inputs:
         ids = token_ids(render(tokenizer, messages, chat.tools, tokenize=True))
         return ids, list(ids)
     ids, is_target = chat_ids(tokenizer, messages, chat.tools, chat.trainable)

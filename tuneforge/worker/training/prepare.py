@@ -32,12 +32,7 @@ from tuneforge.contract import formats
 from tuneforge.contract.spec import JobSpec
 from tuneforge.contract.spec.data import data_fields
 from tuneforge.contract.status import ErrorCode
-from tuneforge.worker.training.chat_template import (
-    check_template_tools,
-    render,
-    require_template,
-    template_messages,
-)
+from tuneforge.worker.training.chat_template import parse_chat_row, render
 from tuneforge.worker.training.data import _causal_kind
 from tuneforge.worker.training.encoded import IGNORE
 from tuneforge.worker.training.errors import TrainingError
@@ -258,21 +253,10 @@ def _chat_plan(
     the prefix with a generation prompt and the conversation up to that turn (chat_template.chat_ids'
     renders, as text: `apply_chat_template(tokenize=True)` is the tokenizer on that text, with no
     special tokens added). Returns the conversation's position and each turn's pair of positions."""
-    d, t = spec.data, spec.training
-    require_template(tokenizer, "`messages` data cannot be used")
-    try:
-        chat = formats.from_openai(row[d.messages_field], row.get("tools"), row.get("functions"), d.messages_field)
-    except formats.RowError as exc:
-        raise TrainingError(ErrorCode.INVALID_FILE, f"A chat row: {exc}", "training_file") from exc
-    messages = template_messages(chat)
-    calls = any("tool_calls" in m for m in messages)
-    if (chat.tools and "tools" not in checked) or (calls and "tool_calls" not in checked):
-        check_template_tools(tokenizer, messages, chat.tools)
-        checked.update(["tools"] if chat.tools else [])
-        checked.update(["tool_calls"] if calls else [])
+    chat, messages = parse_chat_row(row, tokenizer, spec, checked)
     full = len(texts)
     texts.append(render(tokenizer, messages, chat.tools, tokenize=False))
-    if t.train_on_inputs:
+    if spec.training.train_on_inputs:
         return full, None
     turns = []
     for i, m in enumerate(messages):
