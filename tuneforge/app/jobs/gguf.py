@@ -28,7 +28,7 @@ from tuneforge.app.core.errors import InvalidRequest, Unavailable
 from tuneforge.app.db.models import Job
 from tuneforge.app.jobs import merged
 from tuneforge.app.jobs.modelfile import modelfile
-from tuneforge.storage import ArtifactStore, LocalStore, fetch_folder
+from tuneforge.storage import ArtifactStore, LocalStore
 
 CONVERT_TIMEOUT_S = 1800
 # The line of a converter's output that says a model or adapter is one llama.cpp cannot take: a 400
@@ -212,9 +212,7 @@ def export_from_store(
     check_exportable(job, fmt, quant)
     check_available(settings, quant)
     quant = quant or GgufQuant.F16
-    adapter_dir = store.local_path(source) or fetch_folder(
-        store, source, manifest, settings.cache_dir / "folders" / source
-    )
+    adapter_dir = merged.adapter_on_disk(settings, store, source, manifest)
     folder = gguf_dir(settings, job, job_base_dir(settings, job), adapter_dir, checkpoint, fmt, quant)
     suffix = "gguf-lora" if fmt is GgufFormat.GGUF_LORA else f"gguf-{quant}"
     return LocalStore(folder.parent), folder.name, merged.manifest_of(folder), f"{name}-{suffix}"

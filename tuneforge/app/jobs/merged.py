@@ -126,6 +126,12 @@ def export(
     return folder, manifest_of(folder), f"{name}-merged"
 
 
+def adapter_on_disk(settings: Settings, store: ArtifactStore, source: str, manifest: dict[str, str]) -> Path:
+    """The adapter folder `source` on this host's disk: the store's own folder when it is local, else
+    downloaded into the cache by its manifest. Every export built on the API host starts here."""
+    return store.local_path(source) or fetch_folder(store, source, manifest, settings.cache_dir / "folders" / source)
+
+
 def export_from_store(
     settings: Settings,
     store: ArtifactStore,
@@ -139,8 +145,6 @@ def export_from_store(
 
     The adapter is read from the artifact store (downloaded into the cache by its manifest when the
     store is remote); the merged folder is made on this API host and served from its local disk."""
-    adapter_dir = store.local_path(source) or fetch_folder(
-        store, source, manifest, settings.cache_dir / "folders" / source
-    )
+    adapter_dir = adapter_on_disk(settings, store, source, manifest)
     folder, merged_manifest, merged_name = export(settings, job, adapter_dir, checkpoint, name)
     return LocalStore(folder.parent), folder.name, merged_manifest, merged_name
