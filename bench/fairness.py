@@ -37,6 +37,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -95,14 +96,19 @@ class Flood:
 
     async def _chat(self, c: httpx.AsyncClient) -> None:
         body = {"model": self.model, "messages": [{"role": "user", "content": "Speak, friend."}], "max_tokens": 1024}
+        await self._again_and_again("chat", lambda: c.post("/v1/chat/completions", json=body))
+
+    async def _again_and_again(self, label: str, send: Callable[[], Awaitable[httpx.Response]]) -> None:
+        """Send one request after another, counting answers by status (and errors by type), and waiting
+        out a 429's Retry-After as a well-behaved client would."""
         while True:
             try:
-                r = await c.post("/v1/chat/completions", json=body)
+                r = await send()
             except httpx.HTTPError as exc:
-                self.stats[f"chat {type(exc).__name__}"] += 1
+                self.stats[f"{label} {type(exc).__name__}"] += 1
                 await asyncio.sleep(0.5)
                 continue
-            self.stats[f"chat {r.status_code}"] += 1
+            self.stats[f"{label} {r.status_code}"] += 1
             if r.status_code == 429:
                 await asyncio.sleep(retry_after(r))
 
@@ -111,16 +117,9 @@ class Flood:
         spools and validates all of it and then answers 400, storing nothing."""
         row = json.dumps({"messages": [{"role": "user", "content": "x" * 200}, {"role": "assistant", "content": "y"}]})
         data = ((row + "\n") * (256 * 1024 // (len(row) + 1)) + "{broken\n").encode()
-        while True:
-            try:
-                r = await c.post("/v1/files", files={"file": ("flood.jsonl", data)}, data={"purpose": "fine-tune"})
-            except httpx.HTTPError as exc:
-                self.stats[f"upload {type(exc).__name__}"] += 1
-                await asyncio.sleep(0.5)
-                continue
-            self.stats[f"upload {r.status_code}"] += 1
-            if r.status_code == 429:
-                await asyncio.sleep(retry_after(r))
+        await self._again_and_again(
+            "upload", lambda: c.post("/v1/files", files={"file": ("flood.jsonl", data)}, data={"purpose": "fine-tune"})
+        )
 
     async def _stream(self, c: httpx.AsyncClient) -> None:
         while True:
