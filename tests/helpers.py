@@ -12,6 +12,7 @@ import json
 import os
 import random
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -187,6 +188,36 @@ def worker_log() -> str:
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 J = TypeVar("J")
+R = TypeVar("R")
+
+
+def answers_while(base_url: str, work: Callable[[], R]) -> R:
+    """Run `work` (a request that costs the API seconds of CPU) while another client asks for /healthz
+    every 50 ms, and check that the API kept answering: run on its event loop, the work would hold
+    every request for about as long as it took. Returns what `work` returned."""
+    latencies: list[float] = []
+    done = threading.Event()
+
+    def poll() -> None:
+        with httpx.Client(base_url=base_url, timeout=60) as c:
+            while not done.is_set():
+                t = time.perf_counter()
+                assert c.get("/healthz").status_code == 200
+                latencies.append(time.perf_counter() - t)
+                time.sleep(0.05)
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    started = time.perf_counter()
+    try:
+        result = work()
+    finally:
+        took = time.perf_counter() - started
+        done.set()
+        poller.join()
+    assert len(latencies) >= 5, (took, latencies)
+    assert max(latencies) < max(0.5, took / 3), (took, max(latencies), statistics.median(latencies))
+    return result
 
 
 def job_progress(job: Any) -> tuple[str | None, int | None, int | None]:

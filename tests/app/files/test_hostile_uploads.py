@@ -6,7 +6,6 @@ bounded (900,000 distinct keys took the API to 1.2 GB and every GET /v1/files to
 from __future__ import annotations
 
 import json
-import statistics
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ import httpx
 import pytest
 
 from tests.app.uploads.common import chat_jsonl
-from tests.helpers import make_key, upload_jsonl
+from tests.helpers import answers_while, make_key, upload_jsonl
 from tuneforge.app.files.parsing import MAX_COLUMNS, MAX_DEPTH
 
 LONE = '{"messages": [{"role": "user", "content": "hi \\udfff"}, {"role": "assistant", "content": "x"}]}'
@@ -132,33 +131,14 @@ def test_health_answers_while_a_large_upload_validates(live_api: str) -> None:
     the same API process keeps answering (a 99 MB upload once held /healthz for 7 to 35 s)."""
     data = chat_jsonl(24 << 20)
     headers = {"Authorization": f"Bearer {make_key('uploads-large')}"}
-    latencies: list[float] = []
-    done = threading.Event()
-
-    def poll() -> None:
-        with httpx.Client(base_url=live_api, timeout=60) as c:
-            while not done.is_set():
-                t = time.perf_counter()
-                assert c.get("/healthz").status_code == 200
-                latencies.append(time.perf_counter() - t)
-                time.sleep(0.05)
-
-    poller = threading.Thread(target=poll)
-    poller.start()
-    started = time.perf_counter()
-    try:
-        r = httpx.post(
+    r = answers_while(
+        live_api,
+        lambda: httpx.post(
             f"{live_api}/v1/files",
             files={"file": ("big.jsonl", data)},
             data={"purpose": "fine-tune"},
             headers=headers,
             timeout=300,
-        )
-    finally:
-        took = time.perf_counter() - started
-        done.set()
-        poller.join()
+        ),
+    )
     assert r.status_code == 200, r.text
-    assert len(latencies) >= 5, (took, latencies)
-    # On the event loop, the validation would hold every request for about `took` seconds.
-    assert max(latencies) < max(0.5, took / 3), (took, max(latencies), statistics.median(latencies))
