@@ -9,12 +9,13 @@ each run in a fresh process, the variants interleaved `--repeats` times so that 
 machine's speed does not favour one of them. The baseline is the engine as it is (`mmap`); each
 other variant changes one thing:
 
-- `mmap`: the engine's CPU default: a fixed 1 MiB mmap threshold (`return_large_blocks_to_the_os`),
+- `mmap`: the engine with `host_memory=lean`: a fixed 1 MiB mmap threshold (`return_large_blocks_to_the_os`),
   so every large activation is a fresh mapping, returned when freed, whose pages the kernel must
   zero; the compute dtype `auto`;
-- `heap`: glibc's default allocator: blocks of 128 KiB and more get a mapping of their own, but the
-  threshold rises to the largest block freed (up to 32 MiB), so after the first step activations come
-  from the heap, where freed memory stays (bench/memory_smollm2.py: 7 GB held between steps);
+- `heap`: the engine with `host_memory=fast` (what `auto` starts with): the threshold fixed at 32 MiB,
+  where glibc's default heuristic ends up (it raises its 128 KiB threshold to the largest block freed,
+  up to 32 MiB), so activations come from the heap, where freed memory stays (bench/memory_smollm2.py:
+  7 GB held between steps);
 - `heap+trim`: the same, plus `malloc_trim(0)` after every optimizer step (hands the heap's free
   pages back between steps; the step's own peak is the heap's);
 - `mmap+thp`: `mmap` with glibc's `glibc.malloc.hugetlb=1` tunable (set in the child's environment:
@@ -58,13 +59,12 @@ def child(args: dict[str, Any]) -> None:
 
     from tuneforge.app.jobs.request import JobCreate
     from tuneforge.worker.training import run as run_mod
-    from tuneforge.worker.training import setup
     from tuneforge.worker.training.configs import compute_dtype
+    from tuneforge.worker.training.host_memory import HostMemoryPolicy
     from tuneforge.worker.training.reporter import MemoryReporter
 
     variant = args["variant"]
-    if variant.startswith("heap"):
-        setup.return_large_blocks_to_the_os = lambda device: False
+    host_memory = HostMemoryPolicy.FAST if variant.startswith("heap") else HostMemoryPolicy.LEAN
     trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim if variant == "heap+trim" else None
 
     marks: list[tuple[float, float, int, int]] = []  # (wall, system CPU, minor faults, RSS) at each step's end
@@ -94,7 +94,7 @@ def child(args: dict[str, Any]) -> None:
     dtype = str(compute_dtype(spec.quantization, torch.device("cpu"))).removeprefix("torch.")
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
-        result = run_mod.run(spec, Path(args["model_dir"]), rows, None, Path(out), Reporter())
+        result = run_mod.run(spec, Path(args["model_dir"]), rows, None, Path(out), Reporter(), host_memory=host_memory)
     wall = time.perf_counter() - t0
     per_step = [
         {"wall": b[0] - a[0], "sys": b[1] - a[1], "faults": b[2] - a[2], "rss_after": b[3]}
@@ -193,8 +193,8 @@ def main() -> int:
     lines = [
         f"{DESCRIPTION}, 4-bit NF4 + double quant, LoRA r=16 all-linear, AdamW, batch {BATCH}, max 256 tokens, "
         f"{args.steps} optimizer steps per run, no validation set, each run in a fresh process, the variants "
-        "interleaved. `mmap` = the engine as it is (a fixed 1 MiB mmap threshold, "
-        "`return_large_blocks_to_the_os`; compute dtype `auto`); `heap` = glibc's default (dynamic mmap "
+        "interleaved. `mmap` = the engine with `host_memory=lean` (a fixed 1 MiB mmap threshold, "
+        "`return_large_blocks_to_the_os`; compute dtype `auto`); `heap` = `host_memory=fast` (a fixed 32 MiB "
         "threshold); `heap+trim` = the same plus `malloc_trim(0)` after every optimizer step; `mmap+thp` = "
         "`mmap` with `GLIBC_TUNABLES=glibc.malloc.hugetlb=1`; `bf16` = the "
         "engine with `quantization.compute_dtype: bfloat16` pinned.",

@@ -1,6 +1,6 @@
 """Where a real model's QLoRA job spends host memory on the CPU, phase by phase, before and after the
 fixes: the causal-LM loss (tuneforge/worker/training/lm_loss.py), glibc's mmap threshold
-(`return_large_blocks_to_the_os` in tuneforge/worker/training/model.py) and the LoRA dropout's mask
+(`host_memory=lean`, tuneforge/worker/training/host_memory.py) and the LoRA dropout's mask
 (tuneforge/worker/training/dropout.py).
 
     python -m bench.memory_smollm2 [--workloads sms,shakespeare] [--steps 2] [--record]
@@ -171,6 +171,7 @@ def child(args: dict[str, Any]) -> None:
     from tuneforge.app.jobs.request import JobCreate
     from tuneforge.worker.training import evaluation, losses, setup
     from tuneforge.worker.training import run as run_mod
+    from tuneforge.worker.training.host_memory import HostMemoryPolicy
     from tuneforge.worker.training.reporter import MemoryReporter
 
     if args.get("threads"):
@@ -179,8 +180,7 @@ def child(args: dict[str, Any]) -> None:
     if variant == "before":
         losses.causal_lm_loss = legacy_causal_lm_loss
         evaluation.causal_lm_loss = legacy_causal_lm_loss
-    if variant in ("before", "loss"):
-        setup.return_large_blocks_to_the_os = lambda device: False
+    host_memory = HostMemoryPolicy.FAST if variant in ("before", "loss") else HostMemoryPolicy.LEAN
     if variant in ("before", "loss", "malloc"):
         setup.compact_lora_dropout = lambda model, device: 0
 
@@ -247,7 +247,9 @@ def child(args: dict[str, Any]) -> None:
     cpu0 = time.process_time()
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
-        result = run_mod.run(spec, Path(args["model_dir"]), rows[BATCH:], rows[:BATCH], Path(out), Reporter())
+        result = run_mod.run(
+            spec, Path(args["model_dir"]), rows[BATCH:], rows[:BATCH], Path(out), Reporter(), host_memory=host_memory
+        )
     wall = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
     peaks.stop()

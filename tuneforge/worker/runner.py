@@ -31,6 +31,7 @@ from tuneforge.worker.db_reporter import DBReporter, retry
 from tuneforge.worker.ddp import RankLost, run_distributed
 from tuneforge.worker.file_rows import FileRows
 from tuneforge.worker.training.errors import StopTraining, TrainingError
+from tuneforge.worker.training.host_memory import HostMemoryPolicy
 from tuneforge.worker.training.judge import JUDGE_ADAPTERS_ENV
 from tuneforge.worker.training.prepare import all_rows
 from tuneforge.worker.training.reporter import Reporter
@@ -169,7 +170,7 @@ def _train(job_id: str, job: Claimed, settings: Settings, reporter: Reporter, sy
         else:
             result = run(
                 spec, model_dir, rows, validation, out_dir, reporter, attempt=job.attempt, init_adapter=init_adapter,
-                prepared=PreparedStores(sync),
+                prepared=PreparedStores(sync), host_memory=HostMemoryPolicy(settings.host_memory),
             )  # fmt: skip
         adapter_location = sync.upload_adapter(job_id, result.adapter_dir)
     except StopTraining as stop:

@@ -1,19 +1,26 @@
-"""Freed activations leave a CPU worker's process (glibc's mmap threshold, fixed at 1 MiB)."""
+"""A CPU worker's allocator mode (tuneforge/worker/training/host_memory.py): lean returns freed activations
+to the OS (glibc's mmap threshold fixed at 1 MiB); auto trains fast on the heap until the process holds half
+the memory within its reach, then goes lean once, with an event."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 
 from tests.helpers import ROOT, make_spec
-from tuneforge.worker.training import setup
-from tuneforge.worker.training.model import LARGE_BLOCK, return_large_blocks_to_the_os
+from tuneforge.worker.training import host_memory
+from tuneforge.worker.training.host_memory import (
+    LARGE_BLOCK,
+    HostMemory,
+    HostMemoryPolicy,
+    return_large_blocks_to_the_os,
+)
 from tuneforge.worker.training.reporter import MemoryReporter
+from tuneforge.worker.training.run import run
 
 MIB = 1 << 20
 
@@ -22,7 +29,7 @@ MIB = 1 << 20
 # was set, malloc serves the next ones from those free chunks (already resident) and never maps.
 _PROBE = """
 import torch
-from tuneforge.worker.training.model import LARGE_BLOCK, return_large_blocks_to_the_os
+from tuneforge.worker.training.host_memory import LARGE_BLOCK, return_large_blocks_to_the_os
 
 def anon():
     with open("/proc/self/status") as fh:
@@ -55,19 +62,73 @@ def test_left_alone_off_the_cpu() -> None:
     assert not return_large_blocks_to_the_os(torch.device("meta"))
 
 
-def test_prepare_model_sets_it_before_loading(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[str] = []
-    real_load = setup.load_model
+def _thresholds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record the thresholds set instead of setting them (the mode is process-wide)."""
+    calls: list[int] = []
 
-    def threshold(device: torch.device) -> bool:
-        calls.append(f"threshold {device}")
+    def record(size: int, device: torch.device) -> bool:
+        calls.append(size)
         return True
 
-    def load(*args: Any, **kwargs: Any) -> Any:
-        calls.append("load")
-        return real_load(*args, **kwargs)
+    monkeypatch.setattr(host_memory, "_set_threshold", record)
+    return calls
 
-    monkeypatch.setattr(setup, "return_large_blocks_to_the_os", threshold)
-    monkeypatch.setattr(setup, "load_model", load)
-    setup.prepare_model(make_spec(), model_dir, None, torch.device("cpu"), MemoryReporter())
-    assert calls == ["threshold cpu", "load"]
+
+def test_auto_starts_fast_when_the_model_is_small(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = _thresholds(monkeypatch)
+    host = HostMemory.start(HostMemoryPolicy.AUTO, torch.device("cpu"), model_dir)
+    assert not host.lean and calls == [host_memory.HEAP_BLOCK]
+    assert host.after_step(1) is None  # the tiny model's process is far below half the machine
+
+
+def test_auto_starts_lean_when_the_weights_take_a_quarter_of_the_room(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _thresholds(monkeypatch)
+    weights = host_memory._weights_bytes(model_dir)
+    monkeypatch.setattr(host_memory, "room", lambda: 3 * weights)
+    host = HostMemory.start(HostMemoryPolicy.AUTO, torch.device("cpu"), model_dir)
+    assert host.lean and calls == [LARGE_BLOCK]
+
+
+def test_fixed_policies_and_other_devices(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = _thresholds(monkeypatch)
+    monkeypatch.setattr(host_memory, "room", lambda: 1)  # as tight as can be: only `auto` reacts
+    assert HostMemory.start(HostMemoryPolicy.LEAN, torch.device("cpu"), model_dir).lean
+    fast = HostMemory.start(HostMemoryPolicy.FAST, torch.device("cpu"), model_dir)
+    assert not fast.lean and fast.after_step(1) is None
+    assert calls == [LARGE_BLOCK, host_memory.HEAP_BLOCK]
+    off = HostMemory.start(HostMemoryPolicy.AUTO, torch.device("meta"), model_dir)
+    assert not off.active and off.after_step(1) is None
+
+
+def test_a_run_goes_lean_once_when_the_process_passes_half_its_room(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A real run whose room shrinks after its first step: one event, lean from then on, and the same
+    adapter numbers as a run that stays fast (the allocator never changes a computed value)."""
+    from tests.helpers import shakespeare_rows
+
+    calls = _thresholds(monkeypatch)
+    spec = make_spec(training={"batch_size": 4, "max_steps": 3})
+    fast = MemoryReporter()
+    run(spec, model_dir, shakespeare_rows(12), None, tmp_path / "fast", fast)
+    assert calls == [host_memory.HEAP_BLOCK]
+
+    steps: list[int] = []
+    real_after = HostMemory.after_step
+
+    def after(self: HostMemory, step: int) -> str | None:
+        steps.append(step)
+        if step == 1:  # from the first step on, the process holds more than half of its room
+            monkeypatch.setattr(host_memory, "room", lambda: host_memory.resident())
+        return real_after(self, step)
+
+    monkeypatch.setattr(HostMemory, "after_step", after)
+    reporter = MemoryReporter()
+    run(spec, model_dir, shakespeare_rows(12), None, tmp_path / "tight", reporter)
+    assert steps == [1, 2, 3]
+    assert calls == [host_memory.HEAP_BLOCK, host_memory.HEAP_BLOCK, LARGE_BLOCK]
+    warned = [(m, d) for level, m, d in reporter.events if "Host memory is tight" in m]
+    assert len(warned) == 1 and warned[0][1] is not None and warned[0][1]["host_memory"]["step"] == 1
+    assert [p["loss"] for p in reporter.points if "loss" in p] == [p["loss"] for p in fast.points if "loss" in p]

@@ -86,6 +86,13 @@ class Settings(BaseSettings):
     ddp_timeout_seconds: float = Field(
         300.0, gt=0, description="How long a rank of a multi-device job waits for the others before giving up."
     )
+    host_memory: Literal["auto", "fast", "lean"] = Field(
+        "auto",
+        description="A CPU training worker's allocator mode: `fast` keeps freed activations in the process's "
+        "heap (as a bare training script does), `lean` returns them to the OS at once (a smaller process, "
+        "steps up to 1.8x slower), `auto` is fast until the process holds half the memory within its reach, "
+        "then lean (tuneforge/worker/training/host_memory.py). No effect on GPU workers.",
+    )
     queue: str = Field("gpu", description="Celery queue that training workers consume.")
     inference_queue: str = Field(
         "inference", description="Celery queue that inference workers (`tuneforge worker --queue inference`) consume."

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 from pathlib import Path
 from typing import Any
 
@@ -21,40 +19,6 @@ from tuneforge.contract.spec import JobSpec
 from tuneforge.contract.status import ErrorCode
 from tuneforge.worker.training.configs import HEAD_NAMES, compute_dtype, get_quantization_config
 from tuneforge.worker.training.errors import TrainingError
-
-# glibc's mallopt parameter, and the size from which a block gets its own mapping (see below).
-_M_MMAP_THRESHOLD = -3
-LARGE_BLOCK = 1 << 20
-
-
-def return_large_blocks_to_the_os(device: torch.device) -> bool:
-    """On a CPU, make freed activations go back to the OS instead of staying in the process's heap.
-
-    glibc serves a block of 128 KiB or more with a mapping of its own, unmapped when freed, but each
-    time such a block is freed it raises that threshold to the block's size (up to 32 MiB). After the
-    first training step nearly every activation is below it, so the next steps' activations come
-    from the heap, where freed memory stays, fragmented. For SmolLM2 at batch 8 x 256 tokens the
-    process peaked at 7.4 GB for 4.8 GB of live tensors and held 7 GB between steps; with a fixed
-    1 MiB threshold it peaks at 5.1 GB and drops to 0.6 GB between steps (bench/memory_smollm2.py).
-
-    The price is speed: every large activation is a fresh mapping whose pages the kernel zeroes. On
-    2 AVX2 cores in fp32 a step took 1.33x (SMS rows) to 1.52x-1.77x (8 x 256 tokens) as long as with
-    the heap, 5.7 M page faults a step (bench/cpu_step.py); advising huge pages did not help, and
-    trimming the heap after each step cost nearly as much while keeping the heap's peak. A memory
-    limit fails a job and slowness does not, so the lean setting stays the default. Process-wide, and
-    a worker process only trains. Returns whether it was set (glibc only; on a GPU activations are
-    not in host memory, so it is left alone).
-    """
-    if device.type != "cpu":
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    except OSError:
-        return False
-    mallopt = getattr(libc, "mallopt", None)
-    if mallopt is None:  # not glibc (musl has none)
-        return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, LARGE_BLOCK))
 
 
 def load_tokenizer(model_dir: Path) -> Any:

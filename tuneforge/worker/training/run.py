@@ -29,6 +29,7 @@ from tuneforge.worker.training.controls import EarlyStopping, LossWatchdog
 from tuneforge.worker.training.data import batch_order
 from tuneforge.worker.training.errors import StopTraining, TrainingError
 from tuneforge.worker.training.evaluation import format_metrics
+from tuneforge.worker.training.host_memory import HostMemory, HostMemoryPolicy
 from tuneforge.worker.training.methods import Loss, TrainingMethod, method_for
 from tuneforge.worker.training.optim import (
     Scheduler,
@@ -79,6 +80,7 @@ class Run:
     loss: Loss
     clock: PhaseClock
     budget: EvalBudget
+    host: HostMemory
     sampled_at: int | None = None
 
     @property
@@ -144,6 +146,7 @@ def run(
     attempt: int = 1,
     init_adapter: Path | None = None,
     prepared: PreparedCache | None = None,
+    host_memory: HostMemoryPolicy = HostMemoryPolicy.AUTO,
 ) -> RunResult:
     # ---- setup
     clock = PhaseClock()
@@ -156,6 +159,8 @@ def run(
         data = prepare_data(
             spec, model_dir, rows, validation_rows, reporter, method, cache=prepared, scratch=out_dir / ".prepared"
         )
+    # Before loading: loading's temporaries are large blocks too (host_memory.py).
+    host = HostMemory.start(host_memory, device, model_dir)
     with clock.timed(Phase.LOAD):
         model = prepare_model(spec, model_dir, data.labels, device, reporter)
     plan = plan_steps(spec, len(data.train.examples))
@@ -188,6 +193,7 @@ def run(
         watchdog=LossWatchdog(spec.training.loss_watchdog),
         loss=method.make_loss(data.train, data.tokenizer, device),
         clock=clock,
+        host=host,
         budget=EvalBudget(
             # An explicit eval_every is a cadence the user (or a sweep's pruner) asked for: run in full.
             spec.training.eval_budget if spec.training.eval_every is None else None,
@@ -313,6 +319,8 @@ def _loop(r: Run, state: TrainState) -> None:
         order = batch_order(len(r.data.train.examples), t.batch_size, r.spec.seed, state.epoch, lengths)
         while state.micro_in_epoch < len(order) and state.step < r.plan.total_steps:
             lr, grad_norm = _optimizer_step(r, state, order, window)
+            if (tight := r.host.after_step(state.step)) is not None:
+                r.reporter.event(tight, level="warn", data={"host_memory": r.host.switched_at})
             epoch = state.epoch + state.micro_in_epoch / len(order)
             if state.step % t.logging_every == 0 or state.step == r.plan.total_steps:
                 point = window.point(state.step, epoch, lr, float(grad_norm), state.tokens_seen)

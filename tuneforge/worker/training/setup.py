@@ -28,7 +28,6 @@ from tuneforge.worker.training.model import (
     load_model,
     load_tokenizer,
     prepare_quantized,
-    return_large_blocks_to_the_os,
 )
 from tuneforge.worker.training.prepare import PreparedCache, RowSource, all_rows, as_source, prepared_store
 from tuneforge.worker.training.reporter import Reporter
@@ -179,7 +178,6 @@ def prepare_model(
     spec: JobSpec, model_dir: Path, labels: list[str] | None, device: torch.device, reporter: Reporter
 ) -> torch.nn.Module:
     """Load the base (quantized as the spec says), check the spec against it, and attach LoRA."""
-    return_large_blocks_to_the_os(device)  # before loading: its temporaries are large blocks too
     reporter.event(f"Loading model {model_dir.name}: {describe(spec, device)}")
     model, heads = load_model(model_dir, spec, device, num_labels=len(labels) if labels else None)
     check_target_modules(model, spec.lora.target_modules)
