@@ -3,7 +3,7 @@ quiet organization, measured by `wrk`, while the API is quiet and while another 
 it as the hostile-tenant probe did: 60 clients each keeping a chat in flight (`max_tokens` 1024,
 waiting out each 429's `retry-after-ms` as the openai SDK does) and 50 clients each holding a job stream.
 
-    python -m bench.fairness [--seconds 10] [--connections 8] [--chats 60] [--streams 50] [--record]
+    python -m bench.fairness [--seconds 10] [--connections 8] [--chats 60] [--streams 50] [--uploads 8] [--record]
 
 One `tuneforge api` process and one inference worker (`tuneforge worker --queue`, the tiny Llama, one
 compute thread and niced: deployed, it has a GPU machine of its own, here it shares the API's cores)
@@ -249,6 +249,7 @@ def main() -> None:
     p.add_argument("--connections", type=int, default=8, help="wrk's connections for the quiet tenant")
     p.add_argument("--chats", type=int, default=60)
     p.add_argument("--streams", type=int, default=50)
+    p.add_argument("--uploads", type=int, default=8, help="clients posting 256 KB files back to back (0: none)")
     p.add_argument("--record", action="store_true")
     args = p.parse_args()
 
@@ -323,12 +324,19 @@ def main() -> None:
         rounds.append(("quiet", run_wrk(wrk, read, args.seconds, args.connections, auth)))
         stats_file = data / "flood.json"
         flood = start_flood(
-            base, keys["flood"], "tiny", jobs["flood"], stats_file, chats=args.chats, streams=args.streams
+            base,
+            keys["flood"],
+            "tiny",
+            jobs["flood"],
+            stats_file,
+            chats=args.chats,
+            streams=args.streams,
+            uploads=args.uploads,
         )
         try:
             # At its caps; a server without caps (an older commit) never gets there: measure after 30 s.
             deadline = time.monotonic() + 30
-            while not (capped := established(read_stats(stats_file), args.chats, args.streams)):
+            while not (capped := established(read_stats(stats_file), args.chats, args.streams, uploads=args.uploads)):
                 if time.monotonic() > deadline:
                     break
                 time.sleep(0.2)
@@ -356,7 +364,8 @@ def main() -> None:
     lines = [
         f"The quiet tenant's `GET /v1/fine_tuning/jobs/{{id}}` by `wrk -t1 -c{args.connections} -d{args.seconds}s "
         f"--latency`; the flood: {args.chats} chat clients (`max_tokens` 1024, honouring Retry-After) and "
-        f"{args.streams} job-stream clients of another organization, from a process of its own. One `tuneforge api` "
+        f"{args.streams} job-stream clients of another organization, and {args.uploads} clients posting 256 KB files "
+        "(broken on their last line: spooled, validated, refused), from a process of its own. One `tuneforge api` "
         "process, one inference worker (tiny Llama, one thread, niced), PostgreSQL and Redis on the same machine.",
         "",
         "| round | req/s | p50 ms | p99 ms | p99 / quiet p99 | timeouts (30 s) |",

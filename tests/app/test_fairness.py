@@ -1,8 +1,9 @@
 """One tenant cannot stall the API for another (OWASP API4), against real processes: `tuneforge api` on
 PostgreSQL and Redis and a `tuneforge worker --queue` inference worker.
 
-- The fairness test: one organization floods chat (60 concurrent requests, as the probe did) and
-  opens 50 job streams, while another organization reads its job; that tenant's p99 stays within 3x
+- The fairness test: one organization floods chat (60 concurrent requests, as the probe did), opens
+  50 job streams and keeps 8 clients posting 256 KB files (each spooled and validated, then refused for
+  its broken last line), while another organization reads its job; that tenant's p99 stays within 3x
   of its quiet p99 (in one of up to three windows of 500 reads). Every wait follows progress (a read
   that gets no answer for IDLE seconds fails), not a wall-clock budget.
 - The per-organization caps answer 429 with Retry-After, counted atomically across two API processes.
@@ -34,6 +35,7 @@ QUEUE = "inference-fair"
 IDLE = 30.0  # seconds without any answer before a wait fails
 FLOOD_CHATS = 60
 FLOOD_STREAMS = 50
+FLOOD_UPLOADS = 8  # twice TUNEFORGE_MAX_UPLOADS_PER_ORG's default: the cap is reached
 SAMPLES = 500  # reads per window: p99 is the 5th slowest
 WINDOWS = 3
 
@@ -137,7 +139,12 @@ def _until(ready: Any, progress: Any, what: str) -> None:
         time.sleep(0.1)
 
 
-def test_one_tenant_flooding_chat_and_streams_does_not_slow_another_tenants_reads(
+def _flood_progress(snapshot: dict[str, Any]) -> tuple[Any, ...]:
+    stats = snapshot["stats"]
+    return snapshot["open_streams"], stats.get("chat 429"), stats.get("upload 429"), stats.get("upload 400")
+
+
+def test_one_tenant_flooding_chat_streams_and_uploads_does_not_slow_another_tenants_reads(
     fair_api: str, tenants: dict[str, Any], served: None, tiny_model: str
 ) -> None:
     quiet, flood = tenants["quiet"], tenants["flood"]
@@ -148,14 +155,22 @@ def test_one_tenant_flooding_chat_and_streams_does_not_slow_another_tenants_read
     # its lock) with the reads being timed.
     stats_file = TMP / "fair-flood.json"
     proc = start_flood(
-        fair_api, flood["key"], tiny_model, flood["job"], stats_file, chats=FLOOD_CHATS, streams=FLOOD_STREAMS
+        fair_api,
+        flood["key"],
+        tiny_model,
+        flood["job"],
+        stats_file,
+        chats=FLOOD_CHATS,
+        streams=FLOOD_STREAMS,
+        uploads=FLOOD_UPLOADS,
     )
     try:
         # Established: the streams are at their cap and the chats are being turned away beyond theirs.
         _until(
-            lambda: established(read_stats(stats_file), FLOOD_CHATS, FLOOD_STREAMS),
-            # Progress towards them: more streams open, more chats refused (not the flood's mere activity).
-            lambda: (read_stats(stats_file)["open_streams"], read_stats(stats_file)["stats"].get("chat 429")),
+            lambda: established(read_stats(stats_file), FLOOD_CHATS, FLOOD_STREAMS, uploads=FLOOD_UPLOADS),
+            # Progress towards them: more streams open, more chats and uploads refused (not the flood's
+            # mere activity).
+            lambda: _flood_progress(read_stats(stats_file)),
             "the flood reached its caps",
         )
         time.sleep(2)  # past the ramp: every chat client has had its first answer and is on its own rhythm
@@ -184,7 +199,9 @@ def test_one_tenant_flooding_chat_and_streams_does_not_slow_another_tenants_read
     print(summary)
     assert health.status_code == 200 and health_s < 1.0, health_s
     assert most_streams == 20, (most_streams, stats, _log("fair-api.log"))  # TUNEFORGE_MAX_STREAMS_PER_ORG's default
-    assert stats.get("stream 429") and stats.get("chat 429"), stats
+    assert stats.get("stream 429") and stats.get("chat 429") and stats.get("upload 429"), stats
+    # The uploads were really spooled and validated (refused for their broken last line), not only capped.
+    assert stats.get("upload 400"), stats
     assert flood_p99 <= 3 * quiet_p99, summary
 
 

@@ -4,14 +4,17 @@ Validation is pure-Python parsing: on a thread it holds the API process's GIL fo
 seconds, and every other request of every tenant (on the event loop and the other threads) runs
 slower meanwhile; a tenant keeping its four uploads in flight took another tenant's p99 from 35 ms to
 400 ms (tests/app/test_fairness.py). In a child process it uses another core and leaves the API's
-interpreter alone. The pool is small and shared by the API process (TUNEFORGE_MAX_UPLOADS_PER_ORG
-bounds one tenant's share of it); its processes are spawned on first use and reused.
+interpreter alone. Its processes run at a lower priority (nice 10): on a machine with fewer spare cores
+than uploads, the kernel then gives the API's own process (the event loop every tenant waits on) the
+core first, and validation the time it leaves. The pool is small and shared by the API process
+(TUNEFORGE_MAX_UPLOADS_PER_ORG bounds one tenant's share of it); its processes are spawned on first use and reused.
 """
 
 from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -21,6 +24,7 @@ from pathlib import Path
 from tuneforge.app.files.parsing import FileReport, validate_file
 
 PROCESSES = 2
+NICENESS = 10
 
 _pool: ProcessPoolExecutor | None = None
 _lock = threading.Lock()
@@ -31,8 +35,14 @@ def _executor() -> ProcessPoolExecutor:
     with _lock:
         if _pool is None:
             # spawn: a fork of a process with threads (uvicorn's, the loops') may inherit held locks.
-            _pool = ProcessPoolExecutor(PROCESSES, mp_context=multiprocessing.get_context("spawn"))
+            _pool = ProcessPoolExecutor(
+                PROCESSES, mp_context=multiprocessing.get_context("spawn"), initializer=_lower_priority
+            )
         return _pool
+
+
+def _lower_priority() -> None:
+    os.nice(NICENESS)
 
 
 def _discard(broken: ProcessPoolExecutor) -> None:
