@@ -83,7 +83,11 @@ def test_the_reward_rises_and_falls_with_the_gradient_sign_flipped(
     metrics = next(p["extra"] for p in up.points if "loss" in p and "extra" in p)
     for name in ("reward_std", "no_signal_groups", "kl", "mean_completion_length", "clip_fraction", "grader_errors"):
         assert name in metrics
-    assert any(p.get("step") == 0 and "reward" in p.get("extra", {}) for p in up.points)  # the base's reward
+    # Evaluations (greedy, validation prompts; step 0 is the base's) log their reward as `valid_reward`,
+    # never under the training steps' `reward` (sampled completions): one series, one kind of value.
+    evaluations = [p["extra"] for p in up.points if "eval_loss" in p]
+    assert [e["valid_reward"] for e in evaluations] == [-p["eval_loss"] for p in up.points if "eval_loss" in p]
+    assert evaluations[0] and not any("reward" in e or "mean_completion_length" in e for e in evaluations)
 
     monkeypatch.setattr(rft, "group_advantages", lambda r: -group_advantages(r))
     down = train(tmp_path / "down", model_dir, rft_spec(steps))

@@ -51,12 +51,14 @@ BLOCKS: list[tuple[str, type[BaseModel], str]] = [
         "Each logged step's `extra`: `reward` and `reward_std` of the sampled completions, `no_signal_groups` "
         "(the share of groups whose rewards were all equal), `kl`, `mean_completion_length`, `clip_fraction`, "
         "`grader_seconds`, `grader_errors`. Each evaluation (every `training.eval_every` steps, OpenAI's "
-        "`eval_interval`) grades greedy completions of `eval_samples` validation prompts: `reward` "
-        "(`eval_loss` = -reward), and an event with three samples and their rewards; step 0 is the base's "
-        "reward, so the result reads reward A -> B. A grader that fails on a sample scores 0, with a warning "
-        "event saying why (the first 20), and the job goes on. The loss watchdog's ratio check is off by "
-        "default for this method (a policy-gradient loss is centred near 0); a non-finite loss still fails "
-        "the job. Defaults: see tuneforge/contract/spec/reinforcement.py for where each comes from.",
+        "`eval_interval`) grades greedy completions of `eval_samples` validation prompts: its series point's "
+        "`extra` has `valid_reward`, `valid_reward_std` and `valid_mean_completion_length` (`eval_loss` = "
+        "-reward), the job's final metrics `reward`, and an event with three samples and their rewards; "
+        "step 0 is the base's reward, so the result reads reward A -> B. A grader that fails on a sample "
+        "scores 0, with a warning event saying why (the first 20), and the job goes on. The loss watchdog's "
+        "ratio check is off by default for this method (a policy-gradient loss is centred near 0); a "
+        "non-finite loss still fails the job. Defaults: see tuneforge/contract/spec/reinforcement.py for "
+        "where each comes from.",
     ),
     (
         "samples",

@@ -296,9 +296,16 @@ def _baseline(r: Run, state: TrainState) -> None:
     r.model.train()
 
 
+# An evaluation's metrics that a training step also logs, under the same name, from other completions
+# (a reinforcement step's sampled ones; the evaluation's are greedy, on validation prompts): in the
+# evaluation's series point they carry OpenAI's `valid_` prefix, so one series never mixes the two.
+_ALSO_LOGGED_BY_STEPS = ("reward", "reward_std", "mean_completion_length", "grader_seconds", "grader_errors")
+
+
 def _eval_extra(metrics: dict[str, Any]) -> dict[str, Any]:
     """An evaluation's metrics as a series point's `extra`, with OpenAI's name for token accuracy."""
-    extra = dict(metrics)
+    extra = {k: v for k, v in metrics.items() if k not in _ALSO_LOGGED_BY_STEPS}
+    extra.update({f"valid_{k}": metrics[k] for k in _ALSO_LOGGED_BY_STEPS if k in metrics})
     if "mean_token_accuracy" in metrics:
         extra["valid_mean_token_accuracy"] = metrics["mean_token_accuracy"]
     return extra

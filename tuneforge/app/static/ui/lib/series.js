@@ -16,10 +16,11 @@ export const METRICS = [
 ];
 
 // Reinforcement jobs' own series (methods/rft.py): the mean reward of the completions sampled at each
-// step (at an evaluation step, the greedy validation reward), the KL to the base, and the share of
-// groups whose samples all scored the same (no signal).
+// step, the greedy validation reward of each evaluation (extra.valid_reward), the KL to the base, and
+// the share of groups whose samples all scored the same (no signal).
 export const RFT_METRICS = [
-  ["reward", "Reward"],
+  ["reward", "Reward (sampled)"],
+  ["valid_reward", "Eval reward (greedy)"],
   ["kl", "KL to the base"],
   ["no_signal_groups", "Groups with no signal"],
   ["mean_completion_length", "Completion length"],
