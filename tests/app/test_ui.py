@@ -409,7 +409,9 @@ def test_a_reinforcement_jobs_page_shows_its_rewards(browser: Any, live_api: str
                 s, job, f"Evaluation samples (greedy), with their rewards: mean reward {reward:.4f} over 4 prompts",
                 data={"reward": reward, "samples": [{"prompt": "Say something", "output": output, "reward": reward}]},
             )  # fmt: skip
-            repository.upsert_metrics(s, job, [{"step": step, "eval_loss": -reward, "extra": {"reward": reward}}])
+            repository.upsert_metrics(s, job, [{"step": step, "eval_loss": -reward, "extra": {"valid_reward": reward}}])
+        # The steps' own rewards (their sampled completions')
+        repository.upsert_metrics(s, job, [{"step": n, "loss": 0.1, "extra": {"reward": n / 4}} for n in (1, 2)])
     d = browser
     d.get(f"{live_api}/ui/")
     d.execute_script("localStorage.setItem('tuneforge.apiKey', arguments[0])", api_key)
@@ -417,7 +419,8 @@ def test_a_reinforcement_jobs_page_shows_its_rewards(browser: Any, live_api: str
     summary = wait_for(lambda: d.find_element(By.ID, "rewards-summary").text, "the rewards summary")
     assert "0.250 (before training)" in summary and "1.000 (latest of 2 evaluations)" in summary, summary
     assert d.find_element(By.CSS_SELECTOR, "#rewards-table tbody td.sample").text == "hello there"
-    assert d.find_elements(By.CSS_SELECTOR, "figure[data-metric='Reward'] path[data-points]")
+    for chart in ("Reward (sampled)", "Eval reward (greedy)"):
+        assert d.find_elements(By.CSS_SELECTOR, f"figure[data-metric='{chart}'] path[data-points]"), chart
     picker = d.find_element(By.ID, "rewards-evaluation")
     picker.send_keys(Keys.DOWN)  # from "the latest" to the next option: evaluation 1, before training
     wait_for(lambda: d.find_element(By.CSS_SELECTOR, "#rewards-table tbody td.sample").text == "hmm", "evaluation 1")
