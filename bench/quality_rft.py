@@ -220,7 +220,8 @@ def run_main(c: httpx.Client, args: argparse.Namespace) -> list[str]:
     if args.deadline is None:
         job = wait_job(c, job_id, timeout=4 * 3600)
     else:
-        job = wait_job(c, job_id, timeout=max(60.0, args.deadline * 60 - (time.monotonic() - started)))
+        left = max(60.0, args.deadline * 60 - (time.monotonic() - started))
+        job = wait_job(c, job_id, timeout=left, or_give_up=False)  # still running: scored from a checkpoint
     if job["status"] == "succeeded":
         scored, steps_done = job["fine_tuned_model"], args.steps
     else:  # out of time: cancel, and score the latest checkpoint through chat as it is

@@ -106,11 +106,13 @@ def ask_all(c: httpx.Client, model: str, rows: list[dict[str, str]], max_tokens:
     return replies, latencies
 
 
-def wait_job(c: httpx.Client, job_id: str, timeout: float) -> dict[str, Any]:
+def wait_job(c: httpx.Client, job_id: str, timeout: float, *, or_give_up: bool = True) -> dict[str, Any]:
+    """The job once it is terminal; after `timeout` seconds, exit (`or_give_up`) or return it as it is."""
     deadline = time.monotonic() + timeout
     last = -1
+    job: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        job: dict[str, Any] = c.get(f"/fine_tuning/jobs/{job_id}").json()
+        job = c.get(f"/fine_tuning/jobs/{job_id}").json()
         step = (job.get("progress") or {}).get("step") or 0
         if step != last:
             print(f"  job {job['status']}, step {step}/{(job.get('progress') or {}).get('total_steps')}", flush=True)
@@ -118,6 +120,8 @@ def wait_job(c: httpx.Client, job_id: str, timeout: float) -> dict[str, Any]:
         if job["status"] in TERMINAL:
             return job
         time.sleep(2)
+    if not or_give_up and job:
+        return job
     raise SystemExit(f"job {job_id} did not finish in {timeout:.0f} s")
 
 
