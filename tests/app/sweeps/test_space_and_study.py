@@ -37,6 +37,17 @@ def test_apply_writes_dotted_paths_into_a_copy() -> None:
     assert err.value.param == "search_space.lora.r.x"
 
 
+def test_every_method_block_is_searchable() -> None:
+    """DPO's `preference` block (beta, the loss) and RFT's `reinforcement` one, beside the common blocks."""
+    dims = space.parse_space(
+        {"preference.beta": {"log_uniform": [0.01, 1.0]}, "reinforcement.kl_coef": {"values": [0.0, 0.1]}}
+    )
+    assert sorted(dims) == ["preference.beta", "reinforcement.kl_coef"]
+    assert space.apply({"preference": {"loss": "sigmoid"}}, {"preference.beta": 0.5}) == {
+        "preference": {"loss": "sigmoid", "beta": 0.5}
+    }
+
+
 @pytest.mark.parametrize(
     ("raw", "message"),
     [

@@ -24,7 +24,7 @@ from optuna.distributions import (
 from tuneforge.contract.spec import SpecError
 
 # The spec blocks a search may reach into (tuneforge/contract/spec SpecBlocks).
-BLOCKS = ("quantization", "lora", "training", "optimizer", "scheduler", "data", "reinforcement")
+BLOCKS = ("quantization", "lora", "training", "optimizer", "scheduler", "data", "preference", "reinforcement")
 KINDS = ("values", "uniform", "log_uniform", "int")
 MAX_VALUES = 1000
 # Corner combinations checked at POST for random/TPE spaces; above it, each dimension alone.
