@@ -13,8 +13,11 @@ core first, and validation the time it leaves. The pool is small and shared by t
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import multiprocessing
 import os
+import signal
+import sys
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -36,13 +39,24 @@ def _executor() -> ProcessPoolExecutor:
         if _pool is None:
             # spawn: a fork of a process with threads (uvicorn's, the loops') may inherit held locks.
             _pool = ProcessPoolExecutor(
-                PROCESSES, mp_context=multiprocessing.get_context("spawn"), initializer=_lower_priority
+                PROCESSES,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_child_setup,
+                initargs=(os.getpid(),),
             )
         return _pool
 
 
-def _lower_priority() -> None:
+def _child_setup(parent: int) -> None:
+    """In each validation process: a lower priority, and an exit when the API process is gone. A pool's
+    processes share their task queue's pipe with each other, so they never see it close; without this,
+    every API process that stops (SIGTERM, SIGKILL, a rolling restart) left its two idle, orphaned."""
     os.nice(NICENESS)
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1  # the signal comes when the thread that started this process ends
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != parent:  # it was gone before the line above
+        os._exit(0)
 
 
 def _discard(broken: ProcessPoolExecutor) -> None:
