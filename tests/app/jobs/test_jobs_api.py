@@ -7,7 +7,7 @@ import httpx
 import pytest
 import redis
 
-from tests.helpers import REDIS_URL, make_key, shakespeare_rows, upload_jsonl
+from tests.helpers import REDIS_URL, insert_job, make_key, org_id_of, shakespeare_rows, upload_jsonl
 from tuneforge.app.core.config import Settings
 
 
@@ -136,6 +136,19 @@ def test_list_paging_and_filters(client: httpx.Client, tiny_model: str, training
     assert [j["id"] for j in only] == [ids[1]]
     queued = client.get("/v1/fine_tuning/jobs", params={"status": "queued", "limit": 1000}).json()["data"]
     assert set(ids) <= {j["id"] for j in queued}
+
+
+def test_a_stored_spec_this_version_cannot_read_does_not_break_the_list(client: httpx.Client) -> None:
+    """A job whose stored spec fails validation (another version's field, a hand edit) is listed and read
+    with the defaults in OpenAI's fields and its spec as stored; it made every page it was on a 500."""
+    stored = {"seed": 7, "lora": {"rank_of_a_later_version": 8}}
+    job_id = insert_job(org_id_of("acme"), "succeeded", spec=stored, seed=7)
+    listed = client.get("/v1/fine_tuning/jobs", params={"limit": 1000})
+    assert listed.status_code == 200, listed.text
+    assert job_id in {j["id"] for j in listed.json()["data"]}
+    one = client.get(f"/v1/fine_tuning/jobs/{job_id}")
+    assert one.status_code == 200 and one.json()["spec"] == stored
+    assert one.json()["method"]["type"] == "supervised" and one.json()["seed"] == 7
 
 
 def test_cancel_queued_then_conflict(client: httpx.Client, tiny_model: str, training_file: str) -> None:

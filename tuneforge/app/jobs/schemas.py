@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from tuneforge.app.core.schemas import omitted_if_none
 from tuneforge.app.db.models import Checkpoint, Job, JobEvent, JobMetric, JobSample
@@ -20,6 +21,8 @@ from tuneforge.contract.status import (
     public_status,
 )
 from tuneforge.contract.status import allowed_actions as actions_allowed_in
+
+log = logging.getLogger(__name__)
 
 
 class JobError(BaseModel):
@@ -95,7 +98,7 @@ class FineTuningJob(BaseModel):
     @classmethod
     def of(cls, job: Job, now: dt.datetime | None = None) -> FineTuningJob:
         now = now or utcnow()
-        spec = JobSpec.model_validate(job.spec)
+        spec = _readable_spec(job)
         hp = openai_hyperparameters(spec)
         progress = _progress(job, now)
         estimated = None
@@ -132,6 +135,17 @@ class FineTuningJob(BaseModel):
             model_deleted_at=unix(job.model_deleted_at),
             allowed_actions=list(actions_allowed_in(job.status)),
         )
+
+
+def _readable_spec(job: Job) -> JobSpec:
+    """The job's stored spec. One this version cannot read (written by another version of Tuneforge, or
+    into the database by hand) is shown with the defaults in OpenAI's fields (`hyperparameters`,
+    `method`), its own `spec` as stored, rather than failing every page of jobs it is on."""
+    try:
+        return JobSpec.model_validate(job.spec)
+    except ValidationError as exc:
+        log.warning("job %s: its stored spec is not valid for this version (%s); shown with the defaults", job.id, exc)
+        return JobSpec.model_validate({"seed": job.seed or 0})
 
 
 def _progress(job: Job, now: dt.datetime) -> Progress:
