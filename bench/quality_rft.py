@@ -245,6 +245,16 @@ def run_main(c: httpx.Client, args: argparse.Namespace) -> list[str]:
     ]
 
 
+def trained(c: httpx.Client, body: dict[str, Any], what: str) -> dict[str, Any]:
+    """POST the job and wait for it; anything but `succeeded` ends the benchmark, saying why."""
+    r = c.post("/fine_tuning/jobs", json=body)
+    r.raise_for_status()
+    job = wait_job(c, r.json()["id"], timeout=4 * 3600)
+    if job["status"] != "succeeded":
+        raise SystemExit(f"{what} job {job['status']}: {job.get('error')}")
+    return job
+
+
 def run_warm(c: httpx.Client, args: argparse.Namespace) -> list[str]:
     sms_train, sms_test = balanced_split(load_rows(), REAL.n_train, REAL.n_test, seed=REAL.seed)
     train_id = upload(c, "sms.jsonl", [chat_row(x) for x in sms_train])
@@ -252,11 +262,7 @@ def run_warm(c: httpx.Client, args: argparse.Namespace) -> list[str]:
     sft_body = REAL.job_body(train_id, val_id)  # the demo's own job, at --sft-steps and the base's --bits
     sft_body["training"] |= {"max_steps": args.sft_steps, "eval_every": args.sft_steps}
     sft_body["quantization"] = rft_body(train_id, val_id, args, {}, 4)["quantization"]
-    r = c.post("/fine_tuning/jobs", json=sft_body)
-    r.raise_for_status()
-    sft_job = wait_job(c, r.json()["id"], timeout=4 * 3600)
-    if sft_job["status"] != "succeeded":
-        raise SystemExit(f"supervised job {sft_job['status']}: {sft_job.get('error')}")
+    sft_job = trained(c, sft_body, "supervised")
     warm_before = sms_accuracy(c, sft_job["fine_tuned_model"], sms_test)
     print(f"SMS supervised {warm_before:.3f}", flush=True)
     rows = [{"messages": prompt_messages(x["text"]), "label": x["label"]} for x in sms_train]
@@ -267,11 +273,7 @@ def run_warm(c: httpx.Client, args: argparse.Namespace) -> list[str]:
     body["from_checkpoint"] = sft_job["fine_tuned_model"]
     body["training"]["max_steps"] = args.warm_steps
     body["method"]["reinforcement"]["hyperparameters"]["eval_interval"] = args.warm_steps
-    r = c.post("/fine_tuning/jobs", json=body)
-    r.raise_for_status()
-    warm = wait_job(c, r.json()["id"], timeout=4 * 3600)
-    if warm["status"] != "succeeded":
-        raise SystemExit(f"reinforcement job {warm['status']}: {warm.get('error')}")
+    warm = trained(c, body, "reinforcement")
     warm_after = sms_accuracy(c, warm["fine_tuned_model"], sms_test)
     return [
         f"Warm start: the demo's supervised SMS job ({REAL.n_train} balanced rows, {args.sft_steps} steps, lr "
