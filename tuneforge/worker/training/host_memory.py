@@ -29,8 +29,9 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,7 @@ class HostMemoryPolicy(StrEnum):
     LEAN = "lean"
 
 
+@functools.cache
 def _libc() -> Any | None:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
@@ -125,7 +127,7 @@ class HostMemory:
     policy: HostMemoryPolicy
     active: bool  # a CPU with glibc on Linux: there is a choice to make
     lean: bool = False
-    switched_at: dict[str, Any] | None = field(default=None)
+    switched_at: dict[str, Any] | None = None
 
     @classmethod
     def start(cls, policy: HostMemoryPolicy, device: torch.device, model_dir: Path) -> HostMemory:
@@ -155,5 +157,5 @@ class HostMemory:
         return (
             f"Host memory is tight after step {step} ({held / 2**30:.1f} of {reach / 2**30:.1f} GiB within "
             "reach): freed activations now go back to the OS, which keeps the process small but makes "
-            "each step slower (TUNEFORGE_HOST_MEMORY, docs/training.md)."
+            "each step slower (TUNEFORGE_HOST_MEMORY, docs/deployment.md)."
         )
