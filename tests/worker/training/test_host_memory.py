@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import ROOT, make_spec
+from tests.helpers import ROOT, make_spec, shakespeare_rows
 from tuneforge.worker.training import host_memory
 from tuneforge.worker.training.host_memory import (
     LARGE_BLOCK,
@@ -107,8 +107,6 @@ def test_a_run_goes_lean_once_when_the_process_passes_half_its_room(
 ) -> None:
     """A real run whose room shrinks after its first step: one event, lean from then on, and the same
     adapter numbers as a run that stays fast (the allocator never changes a computed value)."""
-    from tests.helpers import shakespeare_rows
-
     calls = _thresholds(monkeypatch)
     spec = make_spec(training={"batch_size": 4, "max_steps": 3})
     fast = MemoryReporter()
