@@ -60,6 +60,13 @@ def retry_after(r: httpx.Response) -> float:
     return float(r.headers.get("retry-after", "1"))
 
 
+def _error_code(r: httpx.Response) -> str | None:
+    try:
+        return str(r.json()["error"]["code"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 class Flood:
     """The flooding organization's clients, on one event loop. `stats` counts answers by kind and
     status; `open_streams` is how many streams are open now, `most_open_streams` the most at once."""
@@ -110,6 +117,8 @@ class Flood:
                 continue
             self.stats[f"{label} {r.status_code}"] += 1
             if r.status_code == 429:
+                if _error_code(r) == "rate_limit_exceeded":  # the rate, not the in-flight cap
+                    self.stats[f"{label} rate_limited"] += 1
                 await asyncio.sleep(retry_after(r))
 
     async def _upload(self, c: httpx.AsyncClient) -> None:
@@ -220,13 +229,15 @@ def established(
     cap: int = 20,
     chat_cap: int = 8,
     uploads: int = 0,
-    upload_cap: int = 4,
+    upload_burst: int = 50,
 ) -> bool:
-    """The flood is at its caps (the defaults): streams open up to the cap, chats and uploads turned
-    away beyond theirs."""
+    """The flood is at its caps (the defaults): streams open up to the cap, chats turned away beyond
+    theirs, and uploads past their burst: turned away for their rate (TUNEFORGE_UPLOAD_REQUESTS_PER_MINUTE_PER_ORG),
+    or, on a machine that validates fewer than its 5 a second, over `upload_burst` of them answered."""
     streams_full = snapshot["open_streams"] >= min(streams, cap)
     chats_full = chats <= chat_cap or bool(snapshot["stats"].get("chat 429"))
-    uploads_full = uploads <= upload_cap or bool(snapshot["stats"].get("upload 429"))
+    answered = snapshot["stats"].get("upload 400", 0) + snapshot["stats"].get("upload 200", 0)
+    uploads_full = not uploads or bool(snapshot["stats"].get("upload rate_limited")) or answered > upload_burst
     return streams_full and chats_full and uploads_full
 
 

@@ -156,6 +156,13 @@ class Settings(BaseSettings):
         description="Upload requests of one org in flight at once (`POST /v1/files`, upload parts and completions: "
         "each streams a body to disk or validates a file); more answer 429 with Retry-After.",
     )
+    upload_requests_per_minute_per_org: int = Field(
+        300,
+        ge=1,
+        description="Upload requests (`POST /v1/files`, upload parts and completions) one org may start a minute, "
+        "a sixth of them at once; more answer 429 `rate_limit_exceeded` with Retry-After. Bounds the API's CPU one "
+        "tenant's small uploads take (tuneforge/app/core/rates.py).",
+    )
     max_exports_per_org: int = Field(
         2,
         ge=1,

@@ -5,6 +5,7 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from tuneforge.app.core.errors import InvalidRequest, PayloadTooLarge
@@ -68,7 +69,7 @@ async def upload_file(
     if not isinstance(purpose, str):
         raise InvalidRequest("Missing the `purpose` field.", param="purpose")
     record = await service.upload(session, settings, principal, file, purpose, idempotency_key)
-    session.commit()
+    await run_in_threadpool(session.commit)
     return FileObject.of(record)
 
 

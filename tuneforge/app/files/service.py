@@ -104,7 +104,9 @@ async def upload(
         filename = Path(upload.filename or "upload").name[:255] or "upload"
         fingerprint = hashlib.sha256(f"{sha256}\0{purpose}\0{filename}".encode()).hexdigest()
         if idempotency_key:
-            existing = repository.get_by_idempotency_key(session, principal.organization_id, idempotency_key)
+            existing = await run_in_threadpool(
+                repository.get_by_idempotency_key, session, principal.organization_id, idempotency_key
+            )
             if existing is not None:
                 if existing.idempotency_hash != fingerprint:
                     raise Conflict(
@@ -134,25 +136,31 @@ async def upload(
                 await run_in_threadpool(store.put_file, key, tmp)
             except StoreError as exc:
                 raise unavailable(exc) from exc
-        try:
+
+        def check_and_record() -> File:
             # Checked last, after every await, so the organization's row is locked only until the
             # route commits, and before anything is recorded.
-            quota.check(session, settings, principal.organization_id, adding=size, param="file")
-        except BaseException:
-            with contextlib.suppress(StoreError):
-                store.delete(key)
-            raise
-        return record_file(
-            session,
-            principal.organization_id,
-            file_id=file_id,
-            filename=filename,
-            purpose=purpose,
-            size=size,
-            sha256=sha256,
-            report=report,
-            idempotency=(idempotency_key, fingerprint) if idempotency_key else None,
-        )
+            try:
+                quota.check(session, settings, principal.organization_id, adding=size, param="file")
+            except BaseException:
+                with contextlib.suppress(StoreError):
+                    store.delete(key)
+                raise
+            return record_file(
+                session,
+                principal.organization_id,
+                file_id=file_id,
+                filename=filename,
+                purpose=purpose,
+                size=size,
+                sha256=sha256,
+                report=report,
+                idempotency=(idempotency_key, fingerprint) if idempotency_key else None,
+            )
+
+        # On a thread, as every query of an async route: a query on the event loop (the row lock
+        # above waits for another upload's commit) would hold up every other tenant's requests.
+        return await run_in_threadpool(check_and_record)
     finally:
         tmp.unlink(missing_ok=True)
 
