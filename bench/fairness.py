@@ -214,10 +214,15 @@ def run_wrk(wrk: str, url: str, seconds: int, connections: int, headers: dict[st
 
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     timeouts = re.search(r"timeout (\d+)", out)
+    done = re.search(r"^\s+(\d+) requests in", out, re.M)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {
         "rps": float(rps.group(1)) if rps else 0.0,
         "p50_ms": ms(r"^\s+50%\s+(\S+)"),
         "p99_ms": ms(r"^\s+99%\s+(\S+)"),
+        "max_ms": ms(r"^\s+Latency\s+\S+\s+\S+\s+(\S+)"),
+        "requests": float(done.group(1)) if done else 0.0,
+        "non_2xx": float(non2xx.group(1)) if non2xx else 0.0,
         "timeouts": float(timeouts.group(1)) if timeouts else 0.0,
     }
 

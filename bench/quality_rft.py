@@ -20,7 +20,7 @@ review is positive, ...", inside the 10-70% band where groups of samples disagre
 0.42, "is A larger than B" 0.05, "A - B" 0.10, each screened on 40 prompts.
 
 `--part warm` (or `both`): the demo's supervised SMS job (`tuneforge demo`'s plan: 320 balanced rows, lr
-2e-3, `--sft-steps` of them, the base at `--bits`), then a reinforcement job from its adapter
+2e-3, `--sft-steps` of them, 4-bit QLoRA), then a reinforcement job from its adapter, on the base at `--bits`
 (`from_checkpoint`) with a `string_check` grader (`eq` against the label: the reply must be the one word),
 held-out accuracy before -> after on the demo's 40 held-out messages, scored as the demo scores them.
 
@@ -259,9 +259,12 @@ def run_warm(c: httpx.Client, args: argparse.Namespace) -> list[str]:
     sms_train, sms_test = balanced_split(load_rows(), REAL.n_train, REAL.n_test, seed=REAL.seed)
     train_id = upload(c, "sms.jsonl", [chat_row(x) for x in sms_train])
     val_id = upload(c, "sms_val.jsonl", [chat_row(x) for x in sms_test])
-    sft_body = REAL.job_body(train_id, val_id)  # the demo's own job, at --sft-steps and the base's --bits
+    # The demo's own job (4-bit QLoRA), at --sft-steps. The reinforcement job below loads its adapter onto
+    # the base at --bits: an adapter trained on the NF4 base applies to the bf16 one (as merging a QLoRA
+    # adapter into the 16-bit base does). Trained unquantized at the demo's lr 2e-3, the supervised job
+    # scored 50.0% on the balanced held-out set (one run), what one label for every message scores.
+    sft_body = REAL.job_body(train_id, val_id)
     sft_body["training"] |= {"max_steps": args.sft_steps, "eval_every": args.sft_steps}
-    sft_body["quantization"] = rft_body(train_id, val_id, args, {}, 4)["quantization"]
     sft_job = trained(c, sft_body, "supervised")
     warm_before = sms_accuracy(c, sft_job["fine_tuned_model"], sms_test)
     print(f"SMS supervised {warm_before:.3f}", flush=True)
@@ -277,7 +280,8 @@ def run_warm(c: httpx.Client, args: argparse.Namespace) -> list[str]:
     warm_after = sms_accuracy(c, warm["fine_tuned_model"], sms_test)
     return [
         f"Warm start: the demo's supervised SMS job ({REAL.n_train} balanced rows, {args.sft_steps} steps, lr "
-        f"{REAL.learning_rate:g}), then a reinforcement job from its adapter (`from_checkpoint`), `string_check` "
+        f"{REAL.learning_rate:g}, 4-bit QLoRA), then a reinforcement job from its adapter (`from_checkpoint`, "
+        f"{'unquantized base' if args.bits == 'none' else args.bits + '-bit base'}), `string_check` "
         f"`eq` on the label, {args.batch} prompts x {args.gens} completions of <= 4 tokens, {args.warm_steps} "
         f"steps, lr {args.lr:g}. Held-out accuracy on the demo's {len(sms_test)} messages (first word, "
         f"temperature 0): supervised **{warm_before:.1%} -> {warm_after:.1%}** after "

@@ -48,3 +48,10 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
   echo "services: installing chromium + chromium-driver for the browser tests"
   apt_install chromium chromium-driver
 fi
+
+# The fairness test (tests/app/test_fairness.py) times the quiet tenant's reads with wrk, a load generator
+# faster than the server, as bench.fairness does.
+if ! command -v wrk >/dev/null 2>&1; then
+  echo "services: installing wrk for the fairness test"
+  apt_install wrk
+fi

@@ -4,6 +4,7 @@ session: the `vllm_server` fixture) serving SmolLM2 with four fine-tuned adapter
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -254,3 +255,44 @@ def test_adapters_come_from_s3_by_their_manifest(moto_s3: str, tmp_path: Path, m
         materialize(settings, f"{owner}/adapter", "lora-ftjob-s3-other")
     assert err.value.code == "adapter_corrupt"
     assert not (adapters_dir(settings) / "lora-ftjob-s3-other").exists()
+
+
+def test_a_named_tool_choice_comes_back_as_a_tool_call(vllm_api: str, api_key: str, models: list[str]) -> None:
+    """`tools` with a named `tool_choice` reach vLLM, whose guided decoding makes the arguments follow the
+    function's schema whatever the model would have said; the SDK gets OpenAI's `tool_calls` back, and
+    the conversation goes on with the tool's answer (a `tool` message carrying its `tool_call_id`)."""
+    client = _sdk(vllm_api, api_key)
+    weather = {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Today's weather in a city.",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string", "enum": ["Paris", "Oslo"]}},
+                "required": ["city"],
+                "additionalProperties": False,
+            },
+        },
+    }
+    ask = [{"role": "user", "content": "What is the weather in Paris?"}]
+    r = client.chat.completions.create(
+        model=models[2],
+        messages=ask,
+        tools=[weather],
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        max_tokens=60,
+        temperature=0,
+    )
+    assert r.model == models[2]
+    message = r.choices[0].message
+    [call] = message.tool_calls
+    assert call.type == "function" and call.function.name == "get_weather" and call.id
+    assert json.loads(call.function.arguments)["city"] in {"Paris", "Oslo"}, call.function.arguments
+    follow_up = [
+        *ask,
+        {"role": "assistant", "tool_calls": [call.model_dump()]},
+        {"role": "tool", "tool_call_id": call.id, "content": "Sunny, 21 C."},
+    ]
+    again = client.chat.completions.create(model=models[2], messages=follow_up, tools=[weather], max_tokens=8)
+    assert again.choices[0].message.content is not None or again.choices[0].message.tool_calls
