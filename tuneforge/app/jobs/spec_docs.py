@@ -33,7 +33,8 @@ BLOCKS: list[tuple[str, type[BaseModel], str]] = [
         "preference",
         s.PreferenceSpec,
         "Preference tuning, for `method: {type: dpo}` only. The reference model is the base with the adapter "
-        "switched off (peft's `disable_adapter()`), not a second copy. Each logged step's `extra` holds "
+        "switched off (peft's `disable_adapter()`), not a second copy; for a job started `from_checkpoint`, the "
+        "adapter it started from, kept frozen beside the trained one. Each logged step's `extra` holds "
         "`rewards_chosen`, `rewards_rejected`, `reward_margin` and `preference_accuracy`; each evaluation "
         "reports the held-out `preference_accuracy` and `reward_margin` beside `eval_loss`. Both measure the "
         "change from the reference, so at the step-0 baseline they are 0 by construction; the evaluation also "
@@ -47,7 +48,8 @@ BLOCKS: list[tuple[str, type[BaseModel], str]] = [
         "Reinforcement fine-tuning (GRPO), for `method: {type: reinforcement}` only; `grader` comes from "
         "`method.reinforcement.grader`. Per step: `generations_per_prompt` completions of each prompt sampled "
         "with the adapter (transformers' `generate`, KV cache), graded, rewards normalised within each prompt's "
-        "group, and a clipped policy-gradient step with `kl_coef` x KL (k3) to the base (the adapter off). "
+        "group, and a clipped policy-gradient step with `kl_coef` x KL (k3) to the reference: the base (the adapter "
+        "off), or, for a job started `from_checkpoint`, the adapter it started from (kept frozen beside it). "
         "Each logged step's `extra`: `reward` and `reward_std` of the sampled completions, `no_signal_groups` "
         "(the share of groups whose rewards were all equal), `kl`, `mean_completion_length`, `clip_fraction`, "
         "`grader_seconds`, `grader_errors`. Each evaluation (every `training.eval_every` steps, OpenAI's "

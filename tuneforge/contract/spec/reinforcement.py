@@ -34,7 +34,11 @@ class ReinforcementSpec(Strict):
     temperature: float = Field(1.0, gt=0.0, le=2.0, description="Sampling temperature of the completions.")
     max_new_tokens: int = Field(32, ge=1, le=2048, description="Longest completion sampled, in tokens.")
     kl_coef: float = Field(
-        0.04, ge=0.0, le=10.0, description="Weight of the KL term toward the base (the model with the adapter off)."
+        0.04,
+        ge=0.0,
+        le=10.0,
+        description="Weight of the KL term toward the reference: the base (the adapter off), or the adapter a "
+        "`from_checkpoint` job started from.",
     )
     clip_epsilon: float = Field(0.2, gt=0.0, lt=1.0, description="The probability ratio is clipped to 1 +- this.")
     loss_aggregation: LossAggregation = Field(

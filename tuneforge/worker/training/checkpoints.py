@@ -15,6 +15,8 @@ import torch
 from peft import PeftModel
 from torch import nn
 
+from tuneforge.worker.training.reference import TRAINED
+
 MARKER = "COMPLETE"
 
 
@@ -32,7 +34,8 @@ def manifest_of(folder: Path) -> dict[str, str]:
 
 def save_adapter(model: nn.Module, dest: Path, metadata: dict[str, Any]) -> None:
     assert isinstance(model, PeftModel), "checkpoints hold the adapter of a peft model"
-    model.save_pretrained(str(dest), safe_serialization=True)
+    # The trained adapter only: a warm start's frozen reference (reference.py) is not part of the result.
+    model.save_pretrained(str(dest), safe_serialization=True, selected_adapters=[TRAINED])
     (dest / "tuneforge.json").write_text(json.dumps(metadata, indent=2, sort_keys=True))
 
 

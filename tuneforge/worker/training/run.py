@@ -42,6 +42,7 @@ from tuneforge.worker.training.optim import (
 from tuneforge.worker.training.phases import EvalBudget, Phase, PhaseClock
 from tuneforge.worker.training.prepare import PreparedCache, RowSource
 from tuneforge.worker.training.publish import publish_adapter
+from tuneforge.worker.training.reference import keep_as_reference
 from tuneforge.worker.training.reporter import Reporter
 from tuneforge.worker.training.samples import generate_samples
 from tuneforge.worker.training.setup import PreparedData, StepPlan, plan_steps, prepare_data, prepare_model
@@ -212,7 +213,10 @@ def run(
 
     # ---- start from an earlier adapter (continued training); a checkpoint of this job wins below
     if init_adapter is not None:
-        set_peft_model_state_dict(model, load_file(str(init_adapter / "adapter_model.safetensors")))
+        start = load_file(str(init_adapter / "adapter_model.safetensors"))
+        set_peft_model_state_dict(model, start)
+        if method.uses_reference:  # measured against where it started, not the base (reference.py)
+            keep_as_reference(model, start)
         reporter.event(
             f"Starting from the adapter of {spec.from_checkpoint}", data={"from_checkpoint": spec.from_checkpoint}
         )

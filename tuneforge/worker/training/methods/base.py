@@ -54,6 +54,9 @@ class TrainingMethod(ABC):
     """One training method, bound to the job's spec. `methods/__init__.py` picks it by `spec.method`."""
 
     name: ClassVar[MethodName]
+    # Whether the loss measures the policy against a reference (reference.py): a warm start then keeps
+    # the adapter it started from, frozen, as that reference.
+    uses_reference: ClassVar[bool] = False
 
     def __init__(self, spec: JobSpec, reporter: Reporter | None = None) -> None:
         self.spec = spec

@@ -12,7 +12,8 @@ over every prompt token would cost batch x length x vocabulary x 4 bytes, twice 
 reference): 1 GB for 16 rows of 320 tokens on a 49k vocabulary, most of a small model's step.
 
 The reference model is the base itself with the adapter switched off (peft's `disable_adapter()`),
-so no second copy of the weights is held in memory.
+so no second copy of the weights is held in memory; for a warm start (`from_checkpoint`), the adapter
+it started from, kept frozen beside the trained one (reference.py).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from tuneforge.worker.training.data import Splits, collate
 from tuneforge.worker.training.encoded import IGNORE, Encoded, Example
 from tuneforge.worker.training.errors import TrainingError
 from tuneforge.worker.training.methods.base import EncodedSplits, TrainingMethod
+from tuneforge.worker.training.reference import reference_policy
 
 
 class DpoTraining(TrainingMethod):
@@ -38,6 +40,7 @@ class DpoTraining(TrainingMethod):
     DPO's or IPO's (`spec.preference`) against the base model as reference."""
 
     name: ClassVar[MethodName] = "dpo"
+    uses_reference: ClassVar[bool] = True
 
     def encode(self, splits: Splits, tokenizer: Any) -> EncodedSplits:
         train, val, test = (
@@ -150,7 +153,7 @@ def pair_terms(model: torch.nn.Module, batch: dict[str, torch.Tensor], spec: Job
     """The per-pair loss and rewards: reward = beta * (log pi(answer) - log pi_ref(answer))."""
     p = spec.preference
     policy = _answer_logps(model, batch, p.length_normalization)
-    with torch.no_grad(), model.disable_adapter():  # type: ignore[operator]
+    with torch.no_grad(), reference_policy(model):
         reference = _answer_logps(model, batch, p.length_normalization)
     n = policy.shape[0] // 2
     chosen = policy[:n] - reference[:n]

@@ -4,7 +4,8 @@ Per micro-batch of prompts, the loss samples `generations_per_prompt` completion
 current adapter (rollout.py, the one generation seam), scores them with the job's grader
 (tuneforge/contract/graders), normalises the rewards within each prompt's group (reward minus the group
 mean, over the group's standard deviation), and returns the clipped policy-gradient surrogate plus
-`kl_coef` times the KL to the base (the model with the adapter off, as DPO's reference):
+`kl_coef` times the KL to the reference (the base with the adapter off, or the adapter a warm start
+began from: reference.py):
 
     loss_t = -min(r_t A, clip(r_t, 1-eps, 1+eps) A) + kl_coef * (exp(ref_t - logp_t) - (ref_t - logp_t) - 1)
 
@@ -36,6 +37,7 @@ from tuneforge.worker.training.encoded import IGNORE, Encoded, Example
 from tuneforge.worker.training.errors import TrainingError
 from tuneforge.worker.training.judge import InProcessJudge
 from tuneforge.worker.training.methods.base import EncodedSplits, TrainingMethod
+from tuneforge.worker.training.reference import reference_policy
 from tuneforge.worker.training.reporter import Reporter
 from tuneforge.worker.training.samples import SamplePrompt, sample_prompts
 
@@ -50,6 +52,7 @@ class ReinforcementTraining(TrainingMethod):
     the fields the grader reads; a batch is prompts; the loss samples, grades and steps."""
 
     name: ClassVar[MethodName] = "reinforcement"
+    uses_reference: ClassVar[bool] = True
 
     def __init__(self, spec: JobSpec, reporter: Reporter | None = None) -> None:
         super().__init__(spec, reporter)
@@ -254,7 +257,7 @@ class GroupPolicyLoss:
             was_training = model.training
             model.eval()
             sampling = _token_logps(model, ids, attention, labels, r.temperature)
-            with model.disable_adapter():  # type: ignore[operator]
+            with reference_policy(model):
                 reference = _token_logps(model, ids, attention, labels, r.temperature)
             model.train(was_training)
         policy = _token_logps(model, ids, attention, labels, r.temperature)
