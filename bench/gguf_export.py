@@ -94,7 +94,7 @@ def main() -> None:
         [
             f"- model: {DESCRIPTION}, plain LoRA r16 all-linear, {args.steps} steps of 8 on 320 balanced rows "
             f"({train_s:.0f} s); {len(held_out)} balanced held-out messages, greedy, 4 tokens",
-            f"- load average at the end: {load_average()} (2 cores shared with other sessions' tests and builds)",
+            f"- load average at the end: {load_average()} (other work on the machine slows the times, not the answers)",
             "",
             "| model, runtime | held-out accuracy | same answer as transformers | file | made in |",
             "|---|---|---|---|---|",

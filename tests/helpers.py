@@ -148,6 +148,8 @@ class VLLMServer:
         t0 = time.monotonic()
         args = ["vllm", "--model", self.model, "--port", str(self.port), "--kv-cache-gb", "1"]
         args += ["--max-loras", "4", "--max-lora-rank", "16", "--max-model-len", "1024"]
+        # vLLM 0.32 serves a named or `required` tool_choice only with a tool-call parser set (400 otherwise).
+        args += ["--tool-call-parser", "hermes"]
         self.proc = spawn(args, log=self.log)
         try:
             wait_http(f"{self.url}/v1/models", self.proc, timeout=timeout)
