@@ -53,6 +53,9 @@ os.environ.update(
         "TUNEFORGE_SWEEP_SECONDS": "0.5",
         # Tests leave many jobs queued in one org; the limit itself is tested with its own org.
         "TUNEFORGE_MAX_QUEUED_JOBS_PER_ORG": "10000",
+        # The suite's shared organizations upload hundreds of files, dozens in some seconds; the upload rate
+        # is tested at its default by tests/app/test_fairness.py (which sets it) and small by its own tests.
+        "TUNEFORGE_UPLOAD_REQUESTS_PER_MINUTE_PER_ORG": "100000",
         # Webhook receivers in the tests listen on 127.0.0.1; retries come fast.
         "TUNEFORGE_WEBHOOKS_ALLOW_PRIVATE": "true",
         "TUNEFORGE_WEBHOOK_POLL_SECONDS": "0.2",

@@ -64,7 +64,10 @@ def _api(name: str, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
 @pytest.fixture(scope="module")
 def fair_api(tiny_model: str) -> Iterator[str]:
     """One API process with the default caps, publishing to this module's inference queue."""
-    proc, url = _api("fair-api", {"TUNEFORGE_INFERENCE_QUEUE": QUEUE})
+    # The upload rate at its default (the suite raises it for its shared organizations).
+    proc, url = _api(
+        "fair-api", {"TUNEFORGE_INFERENCE_QUEUE": QUEUE, "TUNEFORGE_UPLOAD_REQUESTS_PER_MINUTE_PER_ORG": "300"}
+    )
     try:
         yield url
     finally:

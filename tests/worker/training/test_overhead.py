@@ -53,7 +53,11 @@ def test_the_run_reports_its_time_by_phase(model_dir: Path, tmp_path: Path) -> N
     assert seconds + data["other_seconds"] >= data["wall_seconds"] * 0.999 - rounding
     assert seconds <= data["wall_seconds"] + rounding  # nested phases are not counted twice
     budgeted = sum(phases[p]["seconds"] for p in ("baseline_evaluation", "evaluations", "samples"))
-    assert abs(data["eval_and_samples_share"] - budgeted / data["wall_seconds"]) < 1e-3
+    # The share is of unrounded seconds; recomputed from millisecond-rounded ones it can differ by
+    # about (half a millisecond x 4 rounded numbers) / wall: 0.0014 was seen on a 0.4 s run.
+    assert (
+        abs(data["eval_and_samples_share"] - budgeted / data["wall_seconds"]) < 1e-3 + rounding / data["wall_seconds"]
+    )
     assert data["eval_budget"] == 0.1 and data["skipped"] == {"evaluations": 0, "samples": 0}
     # The message reads as a line: the wall time, the phases by time, the share.
     message = next(m for _, m, d in rep.events if d is data)
