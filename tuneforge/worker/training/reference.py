@@ -28,10 +28,7 @@ def keep_as_reference(model: torch.nn.Module, state: dict[str, torch.Tensor]) ->
     assert isinstance(model, PeftModel), "a reference adapter needs a peft model"
     model.add_adapter(REFERENCE, model.peft_config[TRAINED])
     set_peft_model_state_dict(model, state, adapter_name=REFERENCE)
-    model.set_adapter(TRAINED)
-    for name, param in model.named_parameters():
-        if f".{REFERENCE}." in name:
-            param.requires_grad_(False)
+    _train_only_the_trained(model)
 
 
 @contextmanager
@@ -46,8 +43,13 @@ def reference_policy(model: torch.nn.Module) -> Iterator[None]:
     try:
         yield
     finally:
-        # set_adapter marks the active adapter's weights trainable and the others frozen: back as they were.
-        model.set_adapter(TRAINED)  # type: ignore[operator]
-        for name, param in model.named_parameters():
-            if f".{REFERENCE}." in name:
-                param.requires_grad_(False)
+        _train_only_the_trained(model)
+
+
+def _train_only_the_trained(model: torch.nn.Module) -> None:
+    """The trained adapter active and trainable, the reference frozen (peft's `set_adapter` marks the
+    active adapter's weights trainable and the others frozen)."""
+    model.set_adapter(TRAINED)  # type: ignore[operator]
+    for name, param in model.named_parameters():
+        if f".{REFERENCE}." in name:
+            param.requires_grad_(False)
